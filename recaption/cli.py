@@ -1,0 +1,142 @@
+"""The ``recaption`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from recaption import __version__
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    from recaption.io import OUTPUT_FORMATS, READERS  # noqa: PLC0415 - keep `--help` fast
+
+    p = sub.add_parser("run", help="run a recipe over a dataset (the main job)", description="Run a recipe over INPUT and write OUTPUT/.")
+    p.add_argument("input", help="a JSONL file, a Parquet file or folder, a folder of .tar shards, an image folder, or img2dataset output")
+    p.add_argument("output", help="the output folder (re-run the same command to resume)")
+    p.add_argument("--recipe", default="default", help="a shipped recipe's name or a YAML path (default: default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.ARG=VALUE", help="override a recipe argument (repeatable)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: the CPU cores)")
+    p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected from the path)")
+    p.add_argument("--output-format", choices=sorted(OUTPUT_FORMATS), help="output format (default: the input's)")
+    p.add_argument("--image-root", help="folder that image paths are relative to (default: the JSONL's folder)")
+    p.add_argument("--text-field", help="field holding the text(s), e.g. caption")
+    p.add_argument("--id-field", help="field holding the image id, e.g. key")
+    p.add_argument("--image-field", help="field holding the image path or bytes")
+    p.add_argument("--shard-size", type=int, default=1000, help="records per shard where the input has no shards of its own")
+    p.add_argument("--overwrite", action="store_true", help="delete an earlier run in OUTPUT and start afresh")
+    p.add_argument("--keep-work", action="store_true", help="keep the intermediate files in OUTPUT/_work")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (summary only)")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="build the demo dataset from scikit-image's photos")
+    p.add_argument("folder", help="where to write the demo dataset (pairs.jsonl + images/)")
+
+
+def _summary(stats: dict, output: Path, seconds: float) -> str:
+    lines = [
+        "",
+        f"recaption: {stats['input']} pairs read, {stats['output']} kept, {stats['rejected']} rejected ({seconds:.1f} s wall)",
+    ]
+    if stats["rejects_by_reason"]:
+        lines.append("  rejected because:")
+        for key, n in sorted(stats["rejects_by_reason"].items(), key=lambda kv: -kv[1])[:12]:
+            lines.append(f"    {n:>8}  {key}")
+    lines += [
+        f"  kept pairs:  {output / 'data'}/ ({stats['output_format']})",
+        f"  rejects:     {output / 'rejects'}/",
+        f"  stats:       {output / 'stats.json'}",
+        f"  report:      {output / 'report.html'}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
+    from recaption.recipe import RecipeError, load_recipe  # noqa: PLC0415
+    from recaption.runners.local import LocalRunner, RunConfig, RunError, default_workers  # noqa: PLC0415
+
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+    except RecipeError as exc:
+        print(f"recaption: bad recipe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    output = Path(args.output)
+    if args.overwrite and output.exists():
+        if not (output / "_work" / "run.json").exists():
+            print(f"recaption: --overwrite refuses to delete {output}: it holds no recaption run", file=sys.stderr)
+            return EXIT_USAGE
+        shutil.rmtree(output)
+    if args.shard_size < 1:
+        print("recaption: --shard-size must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    config = RunConfig(
+        input=args.input,
+        output=str(output),
+        recipe=recipe,
+        input_format=args.input_format,
+        output_format=args.output_format,
+        reader=ReaderOptions(
+            image_root=str(Path(args.image_root).resolve()) if args.image_root else None,
+            text_field=args.text_field,
+            id_field=args.id_field,
+            image_field=args.image_field,
+            shard_size=args.shard_size,
+        ),
+        workers=args.workers or default_workers(),
+        keep_work=args.keep_work,
+    )
+    start = time.perf_counter()
+    try:
+        stats = LocalRunner(config, show_progress=not args.no_progress).run()
+    except (InputError, RunError) as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED if "interrupted" in str(exc) else 1
+    print(_summary(stats, output, time.perf_counter() - start))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recaption.demo import build_demo  # noqa: PLC0415
+
+    try:
+        manifest = build_demo(Path(args.folder))
+    except ImportError as exc:
+        print(f"recaption: the demo needs scikit-image's photos: pip install scikit-image ({exc})", file=sys.stderr)
+        return 1
+    print(f"demo dataset written: {manifest}")
+    return 0
+
+
+def cmd_recipes(_: argparse.Namespace) -> int:
+    from recaption.recipe import load_recipe, shipped_recipes  # noqa: PLC0415
+
+    for name in shipped_recipes():
+        recipe = load_recipe(name)
+        print(f"{name}: {' > '.join(s.name for s in recipe.stages)}")
+        if recipe.description:
+            print(f"    {recipe.description.strip()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recaption", description="Turn raw image-text pairs into model-ready training data.")
+    parser.add_argument("--version", action="version", version=f"recaption {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_demo(sub)
+    sub.add_parser("recipes", help="list the shipped recipes")
+    args = parser.parse_args(argv)
+    handler = {"run": cmd_run, "demo": cmd_demo, "recipes": cmd_recipes}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Readers and writers, one module per format, and the detection of an input's format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recaption.io import imagefolder, img2dataset, jsonl, parquet, webdataset  # noqa: F401 - registers formats
+from recaption.io.base import READERS, WRITERS, InputError, Reader, ReaderOptions, Writer
+from recaption.io.img2dataset import looks_like_img2dataset
+
+OUTPUT_FORMATS = tuple(WRITERS)
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the input format from the path; ``--format`` overrides this."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input {path} does not exist")
+    if p.is_file():
+        suffix = p.suffix.lower()
+        if suffix in (".jsonl", ".json", ".ndjson"):
+            return "jsonl"
+        if suffix == ".parquet":
+            return "parquet"
+        if suffix == ".tar":
+            return "webdataset"
+        raise InputError(f"cannot tell the format of {p.name}; pass --format ({', '.join(READERS)})")
+    if looks_like_img2dataset(p):
+        return "img2dataset"
+    for pattern, fmt in (("*.tar", "webdataset"), ("*.parquet", "parquet"), ("*.jsonl", "jsonl")):
+        if any(p.glob(pattern)):
+            return fmt
+    return "imagefolder"
+
+
+def open_reader(path: str | Path, fmt: str | None, options: ReaderOptions) -> Reader:
+    fmt = fmt or detect_format(path)
+    if fmt not in READERS:
+        raise InputError(f"unknown input format {fmt!r}; known: {', '.join(READERS)}")
+    return READERS[fmt](path, options)
+
+
+def default_output_format(reader: Reader) -> str:
+    """Output keeps the input's format; img2dataset output keeps its inner layout."""
+    if isinstance(reader, img2dataset.Img2DatasetReader):
+        return reader.output_format
+    return reader.format
+
+
+def open_writer(fmt: str, out_dir: str | Path) -> Writer:
+    if fmt not in WRITERS:
+        raise InputError(f"unknown output format {fmt!r}; known: {', '.join(WRITERS)}")
+    return WRITERS[fmt](out_dir)

@@ -1,0 +1,124 @@
+"""Parquet: a file or a folder of files; images as a binary column or as paths.
+
+Columns are found by name (``image_id``/``key``, ``image``/``jpg`` bytes or ``image_path``,
+``texts``/``caption``/``text``) or mapped with ``--id-field``, ``--image-field``,
+``--text-field``. Shards are runs of row groups of about ``shard_size`` rows, read one
+row group at a time so that memory stays flat.
+
+Output: ``part-NNNNN.parquet`` with ``image`` bytes embedded when the image travelled as
+bytes, ``image_path`` otherwise; nested fields as JSON strings so every row has one schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recaption.io.base import (
+    InputError,
+    InputShard,
+    Reader,
+    Writer,
+    atomic_path,
+    register_reader,
+    register_writer,
+    shard_name,
+)
+from recaption.io.records import pair_from_record, record_from_pair
+from recaption.record import Pair
+
+
+@register_reader
+class ParquetReader(Reader):
+    format = "parquet"
+
+    def files(self) -> list[Path]:
+        if self.path.is_dir():
+            found = sorted(p for p in self.path.rglob("*.parquet") if "rejects" not in p.relative_to(self.path).parts)
+            if not found:
+                raise InputError(f"{self.path} holds no .parquet files")
+            return found
+        return [self.path]
+
+    def plan(self) -> list[InputShard]:
+        shards: list[InputShard] = []
+        for path in self.files():
+            try:
+                meta = pq.ParquetFile(path).metadata
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"{path} is not a readable Parquet file: {exc}") from exc
+            groups: list[int] = []
+            rows = 0
+            for g in range(meta.num_row_groups):
+                groups.append(g)
+                rows += meta.row_group(g).num_rows
+                if rows >= self.options.shard_size:
+                    shards.append(InputShard(len(shards), shard_name(len(shards)), {"file": str(path), "row_groups": groups}))
+                    groups, rows = [], 0
+            if groups:
+                shards.append(InputShard(len(shards), shard_name(len(shards)), {"file": str(path), "row_groups": groups}))
+        return shards
+
+    def read(self, shard: InputShard) -> Iterator[Pair]:
+        path = Path(shard.spec["file"])
+        pf = pq.ParquetFile(path)
+        row = sum(pf.metadata.row_group(g).num_rows for g in range(shard.spec["row_groups"][0]))
+        for g in shard.spec["row_groups"]:
+            for record in pf.read_row_group(g).to_pylist():
+                origin = {"file": str(path), "row": row}
+                yield pair_from_record(record, self.options, origin, path.parent, f"{path.stem}:{row}")
+                row += 1
+
+
+SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("image", pa.binary()),
+        ("image_ext", pa.string()),
+        ("image_path", pa.string()),
+        ("texts", pa.list_(pa.string())),
+        ("caption", pa.string()),
+        ("captions", pa.string()),
+        ("scores", pa.string()),
+        ("meta", pa.string()),
+        ("origin", pa.string()),
+    ]
+)
+
+
+@register_writer
+class ParquetWriter(Writer):
+    format = "parquet"
+    suffix = ".parquet"
+    row_group_size = 256  # rows held in memory before a row group is written
+
+    @contextmanager
+    def open_shard(self, shard: str) -> Iterator[Callable[[Pair], None]]:
+        rows: list[dict] = []
+        with atomic_path(self.target(shard)) as tmp:
+            with pq.ParquetWriter(tmp, SCHEMA) as out:
+
+                def flush() -> None:
+                    out.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+                    rows.clear()
+
+                def add(pair: Pair) -> None:
+                    rows.append(parquet_row(pair))
+                    if len(rows) >= self.row_group_size:
+                        flush()
+
+                yield add
+                if rows:
+                    flush()
+
+
+def parquet_row(pair: Pair) -> dict:
+    has_bytes = isinstance(pair.image, (bytes, bytearray))
+    rec = record_from_pair(pair, image_path=None if has_bytes else pair.image, nested_as_json=True)
+    rec["image"] = bytes(pair.image) if has_bytes else None  # type: ignore[arg-type]
+    rec["image_ext"] = pair.image_ext
+    return {name: rec.get(name) for name in SCHEMA.names}

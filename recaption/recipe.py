@@ -1,0 +1,219 @@
+"""Recipes: an ordered list of stages with their arguments, validated before anything runs.
+
+A recipe is YAML::
+
+    name: default
+    stages:
+      - image_check:
+          min_side: 64
+      - clean_text:
+      - dedup:
+          phash_radius: 4
+    report:
+      gallery: 48
+
+Recipes that ship with the package are found by name (``--recipe default``); any other
+value is read as a path. ``--set STAGE.ARG=VALUE`` overrides an argument (the value is
+read as YAML, so ``128``, ``true`` and ``[a, b]`` mean what they look like). Every error
+names the file and line (or the ``--set``) it comes from, and is raised before any work.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recaption.stages import STAGES, Stage, StageError
+
+TOP_LEVEL_KEYS = ("name", "description", "stages", "report")
+REPORT_KEYS = {"gallery": int, "examples_per_reason": int}
+
+
+class RecipeError(Exception):
+    """The recipe cannot run as written; the message names where."""
+
+
+@dataclass
+class StageSpec:
+    name: str
+    args: dict[str, Any]
+    where: str  # "default.yaml line 7" or "--set image_check.min_side"
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str
+    stages: list[StageSpec]
+    report: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "stages": [{s.name: s.args} for s in self.stages],
+            "report": self.report,
+            "source": self.source,
+        }
+
+    def build(self) -> list[Stage]:
+        return [STAGES[s.name](**s.args) for s in self.stages]
+
+
+def shipped_recipes() -> list[str]:
+    folder = resources.files("recaption.recipes")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_text(name_or_path: str) -> tuple[str, str]:
+    shipped = resources.files("recaption.recipes") / f"{name_or_path}.yaml"
+    if "/" not in name_or_path and not name_or_path.endswith((".yaml", ".yml")) and shipped.is_file():
+        return shipped.read_text(encoding="utf-8"), f"{name_or_path}.yaml"
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise RecipeError(f"no recipe {name_or_path!r}: not a shipped recipe ({', '.join(shipped_recipes())}) nor a file")
+    return path.read_text(encoding="utf-8"), str(path)
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return not args or all(any(_type_ok(v, a) for a in args) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def check_stage_args(name: str, args: dict[str, Any], where: str) -> None:
+    cls = STAGES[name]
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in args.items():
+        if key not in params:
+            raise RecipeError(f"{where}: stage {name!r} has no argument {key!r}{_suggest(key, list(params))}; "
+                              f"its arguments are {', '.join(params) or 'none'}")
+        if not _type_ok(value, hints.get(key, Any)):
+            raise RecipeError(f"{where}: {name}.{key} must be {_hint_name(hints[key])}, not {value!r}")
+
+
+def _parse_overrides(overrides: list[str]) -> list[tuple[str, str, Any, str]]:
+    parsed = []
+    for item in overrides:
+        target, eq, raw = item.partition("=")
+        stage, dot, arg = target.partition(".")
+        if not eq or not dot or not stage or not arg:
+            raise RecipeError(f"--set {item!r}: expected STAGE.ARG=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--set {item!r}: the value is not valid YAML: {exc}") from exc
+        parsed.append((stage.strip(), arg.strip(), value, f"--set {target}"))
+    return parsed
+
+
+def load_recipe(name_or_path: str = "default", overrides: list[str] | None = None) -> Recipe:
+    text, source = _read_text(name_or_path)
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict) or root is None:
+        raise RecipeError(f"{source}: a recipe is a mapping with a 'stages' list")
+    nodes = {k.value: v for k, v in root.value}
+
+    def at(node: yaml.Node) -> str:
+        return f"{source} line {node.start_mark.line + 1}"
+
+    for key, node in root.value:
+        if key.value not in TOP_LEVEL_KEYS:
+            raise RecipeError(f"{at(key)}: unknown key {key.value!r}{_suggest(key.value, list(TOP_LEVEL_KEYS))}")
+    stages_node = nodes.get("stages")
+    if not isinstance(stages_node, yaml.SequenceNode) or not stages_node.value:
+        raise RecipeError(f"{source}: 'stages' must be a non-empty list")
+    specs: list[StageSpec] = []
+    for item, item_node in zip(data["stages"], stages_node.value):
+        where = at(item_node)
+        if isinstance(item, str):
+            item = {item: None}
+        if not isinstance(item, dict) or len(item) != 1:
+            raise RecipeError(f"{where}: each stage is '- NAME:' followed by its arguments")
+        (name, args), = item.items()
+        if name not in STAGES:
+            raise RecipeError(f"{where}: unknown stage {name!r}{_suggest(str(name), list(STAGES))}; "
+                              f"the stages are {', '.join(sorted(STAGES))}")
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise RecipeError(f"{where}: the arguments of {name!r} must be a mapping, not {args!r}")
+        check_stage_args(name, args, where)
+        specs.append(StageSpec(name, dict(args), where))
+
+    for stage, arg, value, where in _parse_overrides(overrides or []):
+        matches = [s for s in specs if s.name == stage]
+        if not matches:
+            raise RecipeError(f"{where}: the recipe has no stage {stage!r}{_suggest(stage, [s.name for s in specs])}")
+        for spec in matches:
+            check_stage_args(stage, {arg: value}, where)
+            spec.args[arg] = value
+            spec.where = where if spec.where.startswith("--set") else f"{spec.where} ({where})"
+
+    report = data.get("report") or {}
+    if not isinstance(report, dict):
+        raise RecipeError(f"{at(nodes['report'])}: 'report' must be a mapping")
+    for key, value in report.items():
+        if key not in REPORT_KEYS or not isinstance(value, REPORT_KEYS[key]):
+            raise RecipeError(f"{at(nodes['report'])}: report.{key} is unknown or not {REPORT_KEYS.get(key, int).__name__}")
+    recipe = Recipe(str(data.get("name") or Path(source).stem), str(data.get("description") or ""), specs, report, source)
+    validate_build(recipe)
+    return recipe
+
+
+def validate_build(recipe: Recipe) -> None:
+    """Build every stage once so that bad values and missing needs fail before any work."""
+    for spec in recipe.stages:
+        try:
+            STAGES[spec.name](**spec.args)
+        except StageError as exc:
+            raise RecipeError(f"{spec.where}: {exc}") from exc
+
+
+def recipe_from_dict(d: dict[str, Any]) -> Recipe:
+    """Rebuild a recipe saved with a run (already validated when it was saved)."""
+    stages = [StageSpec(name, dict(args or {}), f"{d.get('source', 'saved run')}") for s in d["stages"] for name, args in s.items()]
+    return Recipe(d["name"], d.get("description", ""), stages, d.get("report", {}), d.get("source", ""))

@@ -1,0 +1,101 @@
+"""The data model: one Pair per image, every caption ever made for it, and why it was rejected.
+
+Records are plain dataclasses so that they pickle cheaply between worker processes and
+serialise to JSON without a schema library. ``Pair.to_dict`` / ``Pair.from_dict`` are the
+one place where the on-disk shape is decided; every reader and writer goes through them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Reject:
+    stage: str
+    reason: str
+    detail: str = ""
+
+    @property
+    def key(self) -> str:
+        """The ``stage/reason`` key used in stats and the report."""
+        return f"{self.stage}/{self.reason}"
+
+
+@dataclass
+class Caption:
+    text: str
+    source: str  # "alt-text" | "rules" | "vlm:<model>" | "altogether:<ckpt>" | "human"
+    round: int = 0
+    parent: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    model_hash: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    selected: bool = False
+
+
+@dataclass
+class Pair:
+    image_id: str
+    # A path (relative to the reader's image root, or absolute), a URL, or the encoded bytes.
+    image: str | bytes | None
+    texts: list[str] = field(default_factory=list)
+    captions: list[Caption] = field(default_factory=list)
+    scores: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    reject: Reject | None = None
+    # Where the record came from (file, line or tar member). Kept so that a rejected record
+    # whose image lived inside a shard can still be found; never used for decisions.
+    origin: dict[str, Any] = field(default_factory=dict)
+    # Image file extension when ``image`` is bytes ("jpg", "png", ...).
+    image_ext: str | None = None
+
+    # -- convenience ---------------------------------------------------------------------
+    def reject_with(self, stage: str, reason: str, detail: str = "") -> None:
+        if self.reject is None:  # the first reason wins; later stages never see the record
+            self.reject = Reject(stage, reason, detail)
+
+    @property
+    def alt_text(self) -> str:
+        return self.texts[0] if self.texts else ""
+
+    def latest_caption(self, source_prefix: str | None = None) -> Caption | None:
+        for cap in reversed(self.captions):
+            if source_prefix is None or cap.source.startswith(source_prefix):
+                return cap
+        return None
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self, include_image_bytes: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"image_id": self.image_id}
+        if isinstance(self.image, (bytes, bytearray)):
+            if include_image_bytes:
+                out["image"] = bytes(self.image)
+        else:
+            out["image"] = self.image
+        out["texts"] = list(self.texts)
+        out["captions"] = [dataclasses.asdict(c) for c in self.captions]
+        out["scores"] = dict(self.scores)
+        out["meta"] = dict(self.meta)
+        out["reject"] = dataclasses.asdict(self.reject) if self.reject else None
+        out["origin"] = dict(self.origin)
+        if self.image_ext:
+            out["image_ext"] = self.image_ext
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Pair":
+        rej = d.get("reject")
+        return cls(
+            image_id=str(d["image_id"]),
+            image=d.get("image"),
+            texts=list(d.get("texts") or []),
+            captions=[Caption(**c) for c in d.get("captions") or []],
+            scores=dict(d.get("scores") or {}),
+            meta=dict(d.get("meta") or {}),
+            reject=Reject(**rej) if rej else None,
+            origin=dict(d.get("origin") or {}),
+            image_ext=d.get("image_ext"),
+        )

@@ -1,0 +1,127 @@
+"""What each shard keeps for the report: histograms, a gallery sample, reject examples.
+
+Collected in the worker while the shard's records are at hand, stored with the shard's
+done marker, and merged at the end, so the report needs no second pass over the data and
+is rebuilt for free on resume. The gallery is the records with the smallest hash of their
+id: a uniform sample that is the same whichever worker saw which shard.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import zlib
+from collections import Counter
+from typing import Any
+
+from PIL import Image
+
+from recaption.record import Pair
+
+THUMB_SIDE = 160
+
+
+def thumbnail_b64(image: str | bytes | None) -> str | None:
+    if not image or (isinstance(image, str) and image.startswith(("http://", "https://"))):
+        return None
+    try:
+        src = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
+        with Image.open(src) as img:
+            img.draft("RGB", (THUMB_SIDE * 2, THUMB_SIDE * 2))  # JPEG: decode at reduced size
+            img.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            buf = io.BytesIO()
+            img.convert("RGB").save(buf, "JPEG", quality=70)
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+    except Exception:  # noqa: BLE001 - a thumbnail is decoration; a broken image simply has none
+        return None
+
+
+def _sample_rank(image_id: str) -> int:
+    return zlib.crc32(image_id.encode("utf-8"))
+
+
+def _pair_view(pair: Pair) -> dict[str, Any]:
+    original = pair.captions[0] if pair.captions else None
+    selected = next((c for c in pair.captions if c.selected), None)
+    return {
+        "image_id": pair.image_id,
+        "texts": pair.texts[:3],
+        "cleaned": original.text if original else "",
+        "cleaned_by": original.params.get("cleaned_by", []) if original else [],
+        "caption": selected.text if selected else "",
+        "tokens": selected.scores.get("clip_tokens") if selected else None,
+        "fitted": bool(selected and selected.parent is not None),
+        "size": [pair.scores.get("width"), pair.scores.get("height")],
+        "text_dup_count": pair.scores.get("text_dup_count"),
+    }
+
+
+class ReportSampler:
+    def __init__(self, gallery: int = 48, examples_per_reason: int = 3) -> None:
+        self.gallery_size = gallery
+        self.examples_per_reason = examples_per_reason
+        self.gallery: list[tuple[int, Pair]] = []
+        self.examples: dict[str, list[dict[str, Any]]] = {}
+        self.tokens_before: Counter[int] = Counter()
+        self.tokens_after: Counter[int] = Counter()
+        self.widths: Counter[int] = Counter()
+        self.heights: Counter[int] = Counter()
+        self.rules: Counter[str] = Counter()
+
+    def kept(self, pair: Pair) -> None:
+        first = pair.captions[0] if pair.captions else None
+        if first is not None and "clip_tokens" in first.scores:
+            self.tokens_before[int(first.scores["clip_tokens"])] += 1
+        selected = next((c for c in pair.captions if c.selected), None)
+        if selected is not None and "clip_tokens" in selected.scores:
+            self.tokens_after[int(selected.scores["clip_tokens"])] += 1
+        for cap in pair.captions:
+            if cap.parent is None:
+                self.rules.update(cap.params.get("cleaned_by", []))
+        if pair.scores.get("width"):
+            self.widths[int(pair.scores["width"])] += 1
+            self.heights[int(pair.scores["height"])] += 1
+        rank = _sample_rank(pair.image_id)
+        if len(self.gallery) < self.gallery_size or rank < self.gallery[-1][0]:
+            self.gallery.append((rank, pair))
+            self.gallery.sort(key=lambda item: item[0])
+            del self.gallery[self.gallery_size :]
+
+    def rejected(self, pair: Pair) -> None:
+        assert pair.reject is not None
+        bucket = self.examples.setdefault(pair.reject.key, [])
+        if len(bucket) < self.examples_per_reason:
+            view = _pair_view(pair)
+            view.update(detail=pair.reject.detail, thumb=thumbnail_b64(pair.image))
+            bucket.append(view)
+
+    def to_dict(self) -> dict[str, Any]:
+        gallery = []
+        for rank, pair in self.gallery:
+            view = _pair_view(pair)
+            view.update(rank=rank, thumb=thumbnail_b64(pair.image))
+            gallery.append(view)
+        return {
+            "gallery": gallery,
+            "examples": self.examples,
+            "tokens_before": dict(self.tokens_before),
+            "tokens_after": dict(self.tokens_after),
+            "widths": dict(self.widths),
+            "heights": dict(self.heights),
+            "rules": dict(self.rules),
+        }
+
+
+def merge_samples(samples: list[dict[str, Any]], gallery: int, examples_per_reason: int) -> dict[str, Any]:
+    merged: dict[str, Any] = {"gallery": [], "examples": {}}
+    for key in ("tokens_before", "tokens_after", "widths", "heights", "rules"):
+        total: Counter[Any] = Counter()
+        for s in samples:
+            total.update({(int(k) if key != "rules" else k): v for k, v in s.get(key, {}).items()})
+        merged[key] = dict(total)
+    merged["gallery"] = sorted((g for s in samples for g in s.get("gallery", [])), key=lambda g: g["rank"])[:gallery]
+    for s in samples:
+        for reason, items in s.get("examples", {}).items():
+            bucket = merged["examples"].setdefault(reason, [])
+            bucket.extend(items[: max(0, examples_per_reason - len(bucket))])
+    return merged

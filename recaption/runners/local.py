@@ -1,0 +1,424 @@
+"""The local runner: streaming, shard-parallel on CPU cores, resumable.
+
+A recipe is cut into *segments* at its global stages (dedup): each segment runs on every
+shard independently (in parallel), and a global stage decides between two segments from
+small per-record signatures. With the default recipe that is two passes::
+
+    segment 0: read -> image_check -> clean_text -> token_budget -> intermediate + signatures
+    dedup decides (main process, from signatures only)
+    segment 1: intermediate -> apply dedup decisions -> write OUTPUT/data
+
+Every (segment, shard) task writes its outputs atomically and then a small done marker
+with its counts; a re-run skips the tasks with a marker and redoes the rest, so a crash or
+Ctrl-C never duplicates or loses a record. Everything the run needs to resume (the
+resolved recipe, the reader options, the shard plan) is saved in ``OUTPUT/_work``.
+
+OUTPUT layout::
+
+    data/part-NNNNN.*        kept pairs, in the input's format unless asked otherwise
+    rejects/part-NNNNN[.STAGE].jsonl   every rejected record with its stage and reason
+    stats.json, report.html
+    _work/                   run settings, shard plan, done markers, intermediates
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from recaption import __version__
+from recaption.io import default_output_format, open_reader, open_writer
+from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, atomic_path, remove_stale_temporaries
+from recaption.io.jsonl import write_jsonl
+from recaption.io.parquet import ParquetReader, ParquetWriter
+from recaption.recipe import Recipe, recipe_from_dict
+from recaption.record import Pair
+from recaption.report.sample import ReportSampler
+from recaption.stages.base import Decision, GlobalStage, Stage, StageCounters
+
+
+class RunError(Exception):
+    """The run cannot start or go on; the message says why and what to do."""
+
+
+@dataclass
+class RunConfig:
+    input: str
+    output: str
+    recipe: Recipe
+    input_format: str | None = None
+    output_format: str | None = None
+    reader: ReaderOptions = field(default_factory=ReaderOptions)
+    workers: int = 1
+    keep_work: bool = False
+
+    def settings(self) -> dict[str, Any]:
+        """What must match for a re-run to resume rather than start afresh."""
+        return {
+            "version": __version__,
+            "input": str(Path(self.input).resolve()),
+            "input_format": self.input_format,
+            "output_format": self.output_format,
+            "reader": asdict(self.reader),
+            "recipe": self.recipe.to_dict(),
+        }
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+@dataclass
+class Segment:
+    index: int
+    entry: GlobalStage | None  # the global stage whose decisions open this segment
+    stages: list[Stage]
+    exit: GlobalStage | None  # the global stage that needs this segment's signatures
+
+
+def cut_segments(stages: list[Stage]) -> list[Segment]:
+    segments = [Segment(0, None, [], None)]
+    for stage in stages:
+        if isinstance(stage, GlobalStage):
+            segments[-1].exit = stage
+            segments.append(Segment(len(segments), stage, [], None))
+        else:
+            segments[-1].stages.append(stage)
+    return segments
+
+
+class OutputLayout:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.rejects = root / "rejects"
+        self.work = root / "_work"
+        self.settings = self.work / "run.json"
+        self.plan = self.work / "plan.json"
+        self.stats = root / "stats.json"
+        self.report = root / "report.html"
+
+    def done(self, seg: int, shard: str) -> Path:
+        return self.work / "done" / f"seg{seg}-{shard}.json"
+
+    def intermediate(self, seg: int) -> Path:
+        return self.work / f"seg{seg}"
+
+    def signatures(self, seg: int, shard: str) -> Path:
+        return self.work / f"seg{seg}" / f"{shard}.signatures.jsonl"
+
+    def decisions(self, seg: int, shard: str) -> Path:
+        return self.work / f"decisions{seg}" / f"{shard}.json"
+
+    def decided(self, seg: int) -> Path:
+        return self.work / f"decisions{seg}" / "_DONE"
+
+    def rejects_file(self, seg: int, shard: str, entry: GlobalStage | None) -> Path:
+        return self.rejects / (f"{shard}.jsonl" if entry is None else f"{shard}.{entry.name}.jsonl")
+
+
+# --- the work of one (segment, shard) task; runs in a worker process -----------------------
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(settings: dict[str, Any], output: str, progress: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    recipe = recipe_from_dict(settings["recipe"])
+    reader_options = ReaderOptions(**settings["reader"])
+    reader = open_reader(settings["input"], settings["input_format"], reader_options)
+    layout = OutputLayout(Path(output))
+    out_format = settings["resolved_output_format"]
+    _STATE.update(
+        recipe=recipe,
+        reader=reader,
+        layout=layout,
+        writer=open_writer(out_format, layout.data),
+        segments=cut_segments(recipe.build()),
+        progress=progress,
+    )
+
+
+def _batches(pairs: Any, size: int) -> Any:
+    batch: list[Pair] = []
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _run_task(seg_index: int, shard_dict: dict[str, Any]) -> dict[str, Any]:
+    shard = InputShard(**shard_dict)
+    layout: OutputLayout = _STATE["layout"]
+    segments: list[Segment] = _STATE["segments"]
+    seg = segments[seg_index]
+    last = seg_index == len(segments) - 1
+    start = time.perf_counter()
+
+    if seg_index == 0:
+        source = _STATE["reader"].read(shard)
+    else:
+        inter = layout.intermediate(seg_index - 1) / f"{shard.name}.parquet"
+        source = ParquetReader(inter).read(InputShard(0, shard.name, {"file": str(inter), "row_groups": _row_groups(inter)}))
+        decisions = {k: Decision(**d) for k, d in _read_json(layout.decisions(seg_index, shard.name)).items()}
+
+    recipe: Recipe = _STATE["recipe"]
+    sampler = ReportSampler(**recipe.report) if last else None
+    read_counts = StageCounters()
+    rejects: list[dict[str, Any]] = []
+    signatures: list[list[Any]] = []
+    n_in = n_out = 0
+    for stage in seg.stages + ([seg.entry] if seg.entry else []):
+        stage.reset_counters()
+    batch_size = max([s.batch_size for s in seg.stages] or [64])
+    sink_writer = _STATE["writer"] if last else ParquetWriter(layout.intermediate(seg_index))
+    with sink_writer.open_shard(shard.name) as add:
+        for batch in _batches(source, batch_size):
+            if seg_index == 0:
+                read_counts.seen += len(batch)
+                for p in batch:
+                    if p.reject is not None:
+                        read_counts.rejected[p.reject.key] += 1
+                    else:
+                        read_counts.kept += 1
+            if seg.entry is not None:
+                keys = [f"{shard.index}:{n_in + i}" for i in range(len(batch))]
+                seg.entry.apply(batch, keys, decisions)
+            n_in += len(batch)
+            for stage in seg.stages:
+                for start_i in range(0, len(batch), stage.batch_size):
+                    stage(batch[start_i : start_i + stage.batch_size])
+            for pair in batch:
+                if pair.reject is not None:
+                    rejects.append(pair.to_dict())
+                    if sampler:
+                        sampler.rejected(pair)
+                    continue
+                if seg.exit is not None:
+                    signatures.append([f"{shard.index}:{n_out}", seg.exit.signature(pair)])
+                if sampler:
+                    sampler.kept(pair)
+                add(pair)
+                n_out += 1
+            if _STATE["progress"] is not None:
+                _STATE["progress"].put(len(batch))
+
+    write_jsonl(layout.rejects_file(seg_index, shard.name, seg.entry), rejects)
+    if seg.exit is not None:
+        write_jsonl(layout.signatures(seg_index, shard.name), signatures)
+    stage_counts = {s.name: s.counters.to_dict() for s in ([seg.entry] if seg.entry else []) + seg.stages}
+    if seg_index == 0:
+        stage_counts = {READ_STAGE: read_counts.to_dict(), **stage_counts}
+    marker = {
+        "segment": seg_index,
+        "shard": shard.name,
+        "input": n_in if seg_index == 0 else 0,
+        "kept": n_out,
+        "rejected": dict(Counter(r["reject"]["stage"] + "/" + r["reject"]["reason"] for r in rejects)),
+        "stages": stage_counts,
+        "seconds": time.perf_counter() - start,
+        "report": sampler.to_dict() if sampler else None,
+    }
+    _write_json(layout.done(seg_index, shard.name), marker)
+    return marker
+
+
+def _row_groups(path: Path) -> list[int]:
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only segments after a global stage need it
+
+    return list(range(pq.ParquetFile(path).metadata.num_row_groups))
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+class LocalRunner:
+    def __init__(self, config: RunConfig, show_progress: bool = True) -> None:
+        self.config = config
+        self.layout = OutputLayout(Path(config.output))
+        self.show_progress = show_progress
+
+    def _prepare(self) -> tuple[dict[str, Any], list[InputShard]]:
+        settings = self.config.settings()
+        layout = self.layout
+        if layout.settings.exists():
+            saved = _read_json(layout.settings)
+            changed = sorted(k for k in settings if saved.get(k) != settings[k])
+            if changed:
+                raise RunError(
+                    f"{layout.root} already holds a run with other settings ({', '.join(changed)} differ). "
+                    "Re-run with the same command to resume, choose a new OUTPUT, or pass --overwrite."
+                )
+            plan = [InputShard(**s) for s in _read_json(layout.plan)]
+            removed = remove_stale_temporaries(layout.root)
+            if removed and self.show_progress:
+                print(f"resuming: removed {removed} unfinished file(s) of the interrupted run", file=sys.stderr)
+            return saved, plan
+        if layout.root.exists() and any(layout.root.iterdir()):
+            raise RunError(f"{layout.root} exists and is not empty, and holds no recaption run; choose a new OUTPUT")
+        reader = open_reader(self.config.input, self.config.input_format, self.config.reader)
+        plan = reader.plan()
+        settings["resolved_input_format"] = reader.format
+        settings["resolved_output_format"] = settings["output_format"] or default_output_format(reader)
+        layout.work.mkdir(parents=True, exist_ok=True)
+        _write_json(layout.plan, [s.to_dict() for s in plan])
+        _write_json(layout.settings, settings)  # written last: it marks the plan as complete
+        return settings, plan
+
+    def run(self) -> dict[str, Any]:
+        settings, plan = self._prepare()
+        segments = cut_segments(self.config.recipe.build())
+        progress_queue = None
+        pool = None
+        workers = max(1, min(self.config.workers, len(plan) or 1))
+        try:
+            if workers > 1:
+                ctx = mp.get_context("spawn")
+                progress_queue = ctx.Queue()
+                pool = ctx.Pool(workers, _init_worker, (settings, str(self.layout.root), progress_queue))
+            else:
+                _init_worker(settings, str(self.layout.root), None)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            for seg in segments:
+                if seg.entry is not None:
+                    self._decide(seg, plan)
+                todo = [s for s in plan if not self.layout.done(seg.index, s.name).exists()]
+                self._run_segment(seg, segments, todo, pool, progress_queue)
+        except KeyboardInterrupt:
+            if pool is not None:
+                pool.terminate()
+            raise RunError(f"interrupted. Finished shards are kept; run the same command again to resume ({self.layout.root}).") from None
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+        stats = self._finish(settings, plan, segments)
+        return stats
+
+    def _describe(self, seg: Segment, segments: list[Segment]) -> str:
+        names = ([seg.entry.name] if seg.entry else []) + [s.name for s in seg.stages]
+        if seg.index == 0:
+            names = ["read"] + names
+        if seg.index == len(segments) - 1:
+            names.append("write")
+        return f"[{seg.index + 1}/{len(segments)}] " + " > ".join(names)
+
+    def _run_segment(self, seg: Segment, segments: list[Segment], todo: list[InputShard], pool: Any, progress_queue: Any) -> None:
+        if not todo:
+            return
+        total = None
+        if seg.index > 0:
+            total = sum(_read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in todo)
+        bar = tqdm(total=total, desc=self._describe(seg, segments), unit="pair", disable=not self.show_progress, dynamic_ncols=True)
+        try:
+            if pool is None:
+                for shard in todo:
+                    marker = _run_task(seg.index, shard.to_dict())
+                    bar.update(marker["input"] if seg.index == 0 else marker["kept"] + sum(marker["rejected"].values()))
+                return
+            pending = [pool.apply_async(_run_task, (seg.index, s.to_dict())) for s in todo]
+            while pending:
+                try:
+                    bar.update(progress_queue.get(timeout=0.2))
+                except queue.Empty:
+                    pass
+                still = []
+                for result in pending:
+                    if result.ready():
+                        result.get()  # re-raises a worker's exception here
+                    else:
+                        still.append(result)
+                pending = still
+            while True:  # drain what the last tasks reported
+                try:
+                    bar.update(progress_queue.get_nowait())
+                except queue.Empty:
+                    break
+        finally:
+            bar.close()
+
+    def _decide(self, seg: Segment, plan: list[InputShard]) -> None:
+        assert seg.entry is not None
+        if self.layout.decided(seg.index).exists():
+            return
+        start = time.perf_counter()
+        keyed: list[tuple[str, dict[str, Any]]] = []
+        for shard in plan:
+            with open(self.layout.signatures(seg.index - 1, shard.name), encoding="utf-8") as fh:
+                keyed.extend((key, sig) for key, sig in map(json.loads, fh))
+        decisions = seg.entry.decide(keyed)
+        by_shard: dict[str, dict[str, Any]] = {s.name: {} for s in plan}
+        names = {str(s.index): s.name for s in plan}
+        for key, decision in decisions.items():
+            by_shard[names[key.split(":", 1)[0]]][key] = asdict(decision)
+        for name, items in by_shard.items():
+            _write_json(self.layout.decisions(seg.index, name), items)
+        _write_json(self.layout.decided(seg.index), {"records": len(keyed), "seconds": time.perf_counter() - start})
+
+    def _finish(self, settings: dict[str, Any], plan: list[InputShard], segments: list[Segment]) -> dict[str, Any]:
+        from recaption.report.html import write_report  # noqa: PLC0415 - jinja2 only when a run ends
+        from recaption.report.sample import merge_samples  # noqa: PLC0415
+
+        markers = [_read_json(self.layout.done(seg.index, s.name)) for seg in segments for s in plan]
+        rejects_by_reason: Counter[str] = Counter()
+        stage_totals: dict[str, StageCounters] = {}
+        for m in markers:
+            rejects_by_reason.update(m["rejected"])
+            for name, counts in m["stages"].items():
+                stage_totals.setdefault(name, StageCounters()).add(counts)
+        last = len(segments) - 1
+        n_in = sum(m["input"] for m in markers)
+        n_out = sum(m["kept"] for m in markers if m["segment"] == last)
+        n_rej = sum(rejects_by_reason.values())
+        decide_seconds = {
+            seg.entry.name: _read_json(self.layout.decided(seg.index))["seconds"] for seg in segments if seg.entry is not None
+        }
+        for name, seconds in decide_seconds.items():
+            stage_totals[name].seconds += seconds
+        stats = {
+            "input": n_in,
+            "output": n_out,
+            "rejected": n_rej,
+            "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
+            "stages": {name: c.to_dict() for name, c in stage_totals.items()},
+            "shards": len(plan),
+            "seconds": sum(m["seconds"] for m in markers) + sum(decide_seconds.values()),
+            "recipe": settings["recipe"]["name"],
+            "input_path": settings["input"],
+            "input_format": settings["resolved_input_format"],
+            "output_format": settings["resolved_output_format"],
+        }
+        if n_in != n_out + n_rej:
+            raise RunError(f"accounting does not add up: {n_in} read, {n_out} written + {n_rej} rejected; please report this")
+        _write_json(self.layout.stats, stats)
+        report = self.config.recipe.report
+        sample = merge_samples([m["report"] for m in markers if m["segment"] == last and m["report"]], report.get("gallery", 48), report.get("examples_per_reason", 3))
+        write_report(self.layout.report, stats, sample, settings)
+        if not self.config.keep_work:
+            for seg in segments[:-1]:
+                shutil.rmtree(self.layout.intermediate(seg.index), ignore_errors=True)
+        return stats
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))

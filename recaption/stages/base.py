@@ -1,0 +1,176 @@
+"""The stage contract.
+
+A stage takes a batch of Pairs and returns it with captions, scores or rejects filled in.
+The base class owns everything that is the same for every stage: it skips records that an
+earlier stage rejected, counts what it saw, kept and rejected (by reason), times itself,
+and checks its declared needs (packages, GPU) when it is built, not half way through a
+job. A subclass only answers its own question.
+
+Two kinds of stage:
+
+- ``Stage``: looks at one batch at a time. ``Filter`` is the thin version that only
+  answers "keep?" and "why not".
+- ``GlobalStage``: needs to see the whole dataset before it can decide (dedup). The runner
+  collects a small ``signature`` of every record, calls ``decide`` once, and then applies
+  the decisions batch by batch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from recaption.record import Pair
+
+STAGES: dict[str, type["Stage"]] = {}
+
+
+class StageError(Exception):
+    """A stage cannot be built or run as configured; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Needs:
+    # module name -> pip requirement that provides it
+    packages: dict[str, str] = field(default_factory=dict)
+    gpu: bool = False
+    memory_gb: float = 0.0
+
+
+def register(cls: type["Stage"]) -> type["Stage"]:
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} has no stage name")
+    STAGES[cls.name] = cls
+    return cls
+
+
+@dataclass
+class StageCounters:
+    seen: int = 0
+    kept: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen, "kept": self.kept, "rejected": dict(self.rejected), "seconds": self.seconds}
+
+    def add(self, other: dict[str, Any]) -> None:
+        self.seen += other["seen"]
+        self.kept += other["kept"]
+        self.rejected.update(other["rejected"])
+        self.seconds += other["seconds"]
+
+
+class Stage(ABC):
+    name: ClassVar[str] = ""
+    needs: ClassVar[Needs] = Needs()
+    batch_size: ClassVar[int] = 64
+
+    def __init__(self) -> None:
+        self.counters = StageCounters()
+        self._ready = False
+        self.check_needs()
+
+    # -- hooks for subclasses ------------------------------------------------------------
+    def setup(self) -> None:
+        """Load models or tables. Runs once per worker process, before the first batch."""
+
+    @abstractmethod
+    def process(self, batch: list[Pair]) -> None:
+        """Fill in captions / scores, or call ``pair.reject_with(self.name, ...)``."""
+
+    # -- the part every stage shares ------------------------------------------------------
+    def check_needs(self) -> None:
+        missing = [req for mod, req in self.needs.packages.items() if importlib.util.find_spec(mod) is None]
+        if missing:
+            raise StageError(f"stage '{self.name}' needs {', '.join(missing)}: pip install {' '.join(missing)}")
+        if self.needs.gpu:
+            try:
+                import torch  # noqa: PLC0415 - only stages that ask for a GPU pay for importing torch
+            except ImportError as exc:
+                raise StageError(f"stage '{self.name}' needs a GPU and PyTorch is not installed") from exc
+            if not torch.cuda.is_available():
+                raise StageError(f"stage '{self.name}' needs a GPU and none is visible (CUDA unavailable)")
+
+    def __call__(self, batch: list[Pair]) -> list[Pair]:
+        return self._run(batch, self.process)
+
+    def _run(self, batch: list[Pair], work: Callable[[list[Pair]], None]) -> list[Pair]:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+        live = [p for p in batch if p.reject is None]
+        start = time.perf_counter()
+        if live:
+            work(live)
+        self.counters.seconds += time.perf_counter() - start
+        self.counters.seen += len(live)
+        for p in live:
+            if p.reject is None:
+                self.counters.kept += 1
+            else:
+                self.counters.rejected[p.reject.key] += 1
+        return batch
+
+    def reset_counters(self) -> StageCounters:
+        done, self.counters = self.counters, StageCounters()
+        return done
+
+
+class Filter(Stage):
+    """A stage that only decides: ``check`` returns None to keep, or (reason, detail)."""
+
+    @abstractmethod
+    def check(self, pair: Pair) -> tuple[str, str] | None:
+        """None to keep the pair, or (reason, detail) to reject it."""
+
+    def process(self, batch: list[Pair]) -> None:
+        for pair in batch:
+            verdict = self.check(pair)
+            if verdict is not None:
+                pair.reject_with(self.name, *verdict)
+
+
+@dataclass
+class Decision:
+    """What a global stage decided for one record: reject it, and/or add scores or meta."""
+
+    reject: tuple[str, str] | None = None  # (reason, detail)
+    scores: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class GlobalStage(Stage):
+    """A stage that must see every record's signature before deciding about any of them."""
+
+    @abstractmethod
+    def signature(self, pair: Pair) -> dict[str, Any]:
+        """A small, JSON-serialisable summary of what ``decide`` needs from this record."""
+
+    @abstractmethod
+    def decide(self, signatures: list[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
+        """``signatures`` are (record key, signature) in input order; return decisions by key."""
+
+    def process(self, batch: list[Pair]) -> None:
+        raise StageError(f"global stage '{self.name}' runs through the runner's collect/decide/apply")
+
+    def apply(self, batch: list[Pair], keys: list[str], decisions: dict[str, Decision]) -> list[Pair]:
+        """Apply the decisions for this batch, with the same counting as any stage."""
+        key_of = {id(p): k for p, k in zip(batch, keys)}
+
+        def work(live: list[Pair]) -> None:
+            for pair in live:
+                decision = decisions.get(key_of[id(pair)])
+                if decision is None:
+                    continue
+                pair.scores.update(decision.scores)
+                pair.meta.update(decision.meta)
+                if decision.reject:
+                    pair.reject_with(self.name, *decision.reject)
+
+        return self._run(batch, work)

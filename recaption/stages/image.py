@@ -1,0 +1,240 @@
+"""Image check and standardisation.
+
+Every image is decoded in full once (a truncated file only shows itself when the last
+bytes are read), checked against the pixel limit before decoding (decompression bombs),
+turned upright (EXIF orientation), converted to 8-bit RGB (CMYK, palette, alpha on white,
+16-bit, grayscale), filtered by size and aspect ratio, optionally resized, and described by
+width, height, format, sha256 and a perceptual hash. The image is re-encoded only when
+something about it changed; otherwise the original bytes or path travel on untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from recaption.record import Pair
+from recaption.stages.base import Stage, StageError, register
+
+RESIZE_MODES = ("none", "keep_ratio", "center_crop", "border")
+# Formats that training loaders read everywhere; anything else is re-encoded to JPEG.
+PASS_THROUGH_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+_EXIF_ORIENTATION = 0x0112
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    i = np.arange(n)[None, :]
+    m = np.cos(np.pi * (2 * i + 1) * k / (2 * n))
+    m[0] /= np.sqrt(2)
+    return m * np.sqrt(2 / n)
+
+
+_DCT32 = _dct_matrix(32)
+
+
+def perceptual_hash(img: Image.Image) -> str:
+    """64-bit DCT hash (the pHash of imagehash): low 8x8 frequencies against their median."""
+    gray = img.convert("L").resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    pixels = np.asarray(gray, dtype=np.float64)
+    low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8]
+    bits = (low > np.median(low)).flatten()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        if mode == "F":
+            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+            arr, top = arr - lo, max(hi - lo, 1e-12)
+        arr8 = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, background + (255,))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _resize(img: Image.Image, mode: str, size: int, only_if_bigger: bool, border: tuple[int, int, int]) -> Image.Image:
+    w, h = img.size
+    if mode == "border":
+        scale = size / max(w, h)
+    else:
+        scale = size / min(w, h)
+    if only_if_bigger and scale >= 1.0:
+        scale = 1.0
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if mode == "center_crop" and (nw > size or nh > size):
+        left, top = (nw - min(nw, size)) // 2, (nh - min(nh, size)) // 2
+        img = img.crop((left, top, left + min(nw, size), top + min(nh, size)))
+    elif mode == "border" and (nw, nh) != (size, size):
+        canvas = Image.new("RGB", (size, size), border)
+        canvas.paste(img, ((size - nw) // 2, (size - nh) // 2))
+        img = canvas
+    return img
+
+
+@register
+class ImageCheck(Stage):
+    """Validate, standardise and describe each image."""
+
+    name = "image_check"
+    batch_size = 32
+
+    def __init__(
+        self,
+        *,
+        max_pixels: int = 89_478_485,
+        max_bytes: int = 64 * 1024 * 1024,
+        min_side: int = 64,
+        max_aspect_ratio: float = 3.0,
+        resize: str = "none",
+        size: int = 512,
+        resize_only_if_bigger: bool = True,
+        background: list[int] | tuple[int, int, int] = (255, 255, 255),
+        border_color: list[int] | tuple[int, int, int] = (0, 0, 0),
+        jpeg_quality: int = 95,
+        phash: bool = True,
+    ) -> None:
+        super().__init__()
+        if resize not in RESIZE_MODES:
+            raise StageError(f"image_check.resize must be one of {RESIZE_MODES}, not {resize!r}")
+        self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
+        self.min_side = min_side
+        self.max_aspect_ratio = max_aspect_ratio
+        self.resize = resize
+        self.size = size
+        self.resize_only_if_bigger = resize_only_if_bigger
+        self.background = tuple(background)
+        self.border_color = tuple(border_color)
+        self.jpeg_quality = jpeg_quality
+        self.phash = phash
+
+    def process(self, batch: list[Pair]) -> None:
+        for pair in batch:
+            self._check_one(pair)
+
+    # One function per outcome would scatter the order of checks; keep it readable top-down.
+    def _check_one(self, pair: Pair) -> None:
+        data = self._read_bytes(pair)
+        if data is None:
+            return
+        scores: dict[str, Any] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))
+                fmt = img.format or "unknown"
+                w, h = img.size
+                if w * h > self.max_pixels:
+                    pair.reject_with(self.name, "decompression_bomb", f"{w}x{h} = {w * h} pixels > {self.max_pixels}")
+                    return
+                if w == 0 or h == 0:
+                    pair.reject_with(self.name, "empty_image", f"{w}x{h}")
+                    return
+                img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            pair.reject_with(self.name, "decompression_bomb", str(exc)[:200])
+            return
+        except UnidentifiedImageError:
+            pair.reject_with(self.name, "not_an_image", f"{len(data)} bytes that no image decoder recognises")
+            return
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL signals truncation as OSError
+            reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+            pair.reject_with(self.name, reason, str(exc)[:200])
+            return
+
+        rewritten: list[str] = []
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        if orientation not in (1, None):
+            img = ImageOps.exif_transpose(img)
+            rewritten.append(f"exif_orientation_{orientation}")
+        original_mode = img.mode
+        try:
+            rgb = _to_rgb(img, self.background)  # type: ignore[arg-type]
+        except (OSError, ValueError) as exc:
+            pair.reject_with(self.name, "unsupported_mode", f"mode {original_mode}: {exc}"[:200])
+            return
+        if original_mode != "RGB":
+            rewritten.append(f"mode_{original_mode}")
+        w, h = rgb.size
+        scores.update({"width": w, "height": h})
+        pair.meta.update({"image_format": fmt, "image_mode": original_mode})
+        if getattr(img, "n_frames", 1) > 1:
+            pair.meta["image_frames"] = img.n_frames
+        if min(w, h) < self.min_side:
+            pair.scores.update(scores)
+            pair.reject_with(self.name, "too_small", f"{w}x{h}, min side {self.min_side}")
+            return
+        aspect = max(w, h) / min(w, h)
+        scores["aspect_ratio"] = round(aspect, 4)
+        if aspect > self.max_aspect_ratio:
+            pair.scores.update(scores)
+            pair.reject_with(self.name, "aspect_ratio", f"{w}x{h}, ratio {aspect:.2f} > {self.max_aspect_ratio}")
+            return
+        if self.resize != "none":
+            resized = _resize(rgb, self.resize, self.size, self.resize_only_if_bigger, self.border_color)  # type: ignore[arg-type]
+            if resized.size != rgb.size:
+                rewritten.append(f"resize_{self.resize}")
+                rgb = resized
+                scores.update({"width": rgb.size[0], "height": rgb.size[1]})
+        if fmt not in PASS_THROUGH_FORMATS:
+            rewritten.append(f"format_{fmt}")
+        if self.phash:
+            scores["phash"] = perceptual_hash(rgb)
+        pair.scores.update(scores)
+        if rewritten:
+            buf = io.BytesIO()
+            rgb.save(buf, "JPEG", quality=self.jpeg_quality)
+            pair.image, pair.image_ext = buf.getvalue(), "jpg"
+            pair.meta["image_rewritten"] = rewritten
+        elif isinstance(pair.image, (bytes, bytearray)):
+            pair.image_ext = PASS_THROUGH_FORMATS[fmt]
+
+    def _read_bytes(self, pair: Pair) -> bytes | None:
+        src = pair.image
+        if isinstance(src, (bytes, bytearray)):
+            data = bytes(src)
+        elif not src:
+            pair.reject_with(self.name, "no_image", "the record names no image")
+            return None
+        elif src.startswith(("http://", "https://")):
+            pair.reject_with(self.name, "not_downloaded", f"{src[:200]}: download images first (img2dataset)")
+            return None
+        else:
+            try:
+                size = os.path.getsize(src)
+                if size > self.max_bytes:
+                    pair.reject_with(self.name, "too_many_bytes", f"{size} bytes > {self.max_bytes}")
+                    return None
+                with open(src, "rb") as fh:
+                    data = fh.read()
+            except FileNotFoundError:
+                pair.reject_with(self.name, "missing_file", src)
+                return None
+            except OSError as exc:
+                pair.reject_with(self.name, "unreadable_file", f"{src}: {exc.strerror or exc}")
+                return None
+        if not data:
+            pair.reject_with(self.name, "zero_bytes", "the image file is empty")
+            return None
+        if len(data) > self.max_bytes:
+            pair.reject_with(self.name, "too_many_bytes", f"{len(data)} bytes > {self.max_bytes}")
+            return None
+        return data

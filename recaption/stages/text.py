@@ -1,0 +1,105 @@
+"""Text stages: alt-text cleaning and the CLIP token budget.
+
+The original ``texts`` are never rewritten. Cleaning adds one ``Caption`` per non-empty
+cleaned text (source "alt-text", round 0) that records which rules changed it; the token
+budget stage counts CLIP tokens on every caption and, when one is too long, adds a fitted
+child caption instead of editing it.
+"""
+
+from __future__ import annotations
+
+from recaption.record import Caption, Pair
+from recaption.stages.base import Stage, StageError, register
+from recaption.text.clean import AltTextRules
+from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
+from recaption.text.fit import fit_to_budget
+
+
+@register
+class CleanText(Stage):
+    """Clean every original text by the guideline's rules; reject pairs left with no text."""
+
+    name = "clean_text"
+    batch_size = 256
+
+    def __init__(self, *, disable: list[str] | None = None, keep_empty: bool = False, min_chars: int = 3) -> None:
+        super().__init__()
+        try:
+            self.rules = AltTextRules(disable or [])
+        except ValueError as exc:
+            raise StageError(f"clean_text.disable: {exc}") from exc
+        self.disabled = sorted(disable or [])
+        # keep_empty: keep image-only pairs so that a captioner can write from scratch.
+        self.keep_empty = keep_empty
+        self.min_chars = min_chars
+
+    def process(self, batch: list[Pair]) -> None:
+        for pair in batch:
+            first = None
+            for i, original in enumerate(pair.texts):
+                result = self.rules.clean(original)
+                if len(result.text) < self.min_chars:
+                    continue
+                cap = Caption(
+                    text=result.text,
+                    source="alt-text",
+                    round=0,
+                    params={"text_index": i, "cleaned_by": result.changed_by},
+                )
+                pair.captions.append(cap)
+                if first is None:
+                    first = cap
+            if first is not None:
+                first.selected = True
+            elif not pair.texts:
+                if not self.keep_empty:
+                    pair.reject_with(self.name, "no_text", "the record has no text")
+            elif not self.keep_empty:
+                shown = " | ".join(pair.texts)[:200]
+                pair.reject_with(self.name, "empty_after_cleaning", f"nothing left of: {shown}")
+
+
+@register
+class TokenBudget(Stage):
+    """Count CLIP tokens on every caption; fit over-long selected ones into the budget."""
+
+    name = "token_budget"
+    batch_size = 256
+
+    def __init__(self, *, max_tokens: int = CONTEXT_LENGTH, fit: bool = True) -> None:
+        super().__init__()
+        if max_tokens < 3:
+            raise StageError("token_budget.max_tokens must leave room for the start and end tokens (>= 3)")
+        self.max_tokens = max_tokens
+        self.fit = fit
+
+    def setup(self) -> None:
+        self.tokenizer = clip_tokenizer()
+
+    def process(self, batch: list[Pair]) -> None:
+        count = self.tokenizer.count
+        for pair in batch:
+            for index, cap in enumerate(list(pair.captions)):
+                if "clip_tokens" in cap.scores:
+                    continue
+                n = count(cap.text)
+                cap.scores["clip_tokens"] = n
+                if n <= self.max_tokens or not self.fit or not cap.selected:
+                    continue
+                fitted = fit_to_budget(cap.text, count, self.max_tokens)
+                if not fitted:
+                    continue
+                cap.selected = False
+                pair.captions.append(
+                    Caption(
+                        text=fitted,
+                        source=cap.source,
+                        round=cap.round,
+                        parent=index,
+                        params={**cap.params, "fit_to_tokens": self.max_tokens},
+                        model_hash=cap.model_hash,
+                        scores={"clip_tokens": count(fitted)},
+                        selected=True,
+                    )
+                )
+

@@ -1,0 +1,61 @@
+"""Fixtures are generated here, small and offline: real photos from scikit-image's wheel,
+plus the broken and unusual files that web scrapes are full of."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def photo(name: str = "chelsea", size: tuple[int, int] | None = None) -> Image.Image:
+    from skimage import data
+
+    img = Image.fromarray(getattr(data, name)())
+    return img.resize(size) if size else img
+
+
+def encode(img: Image.Image, fmt: str = "JPEG", **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def noise_image(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
+    """A distinct image per seed (smooth blobs, so that JPEG and phash treat it like a photo)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+def write_jsonl(path: Path, records: list[dict | str]) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write((rec if isinstance(rec, str) else json.dumps(rec)) + "\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+
+
+def make_pairs_dataset(folder: Path, n: int, texts: list[str] | None = None) -> Path:
+    """``n`` distinct small JPEGs with alt-texts, as the seed JSONL schema."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        noise_image(i).save(folder / "images" / f"{i:05d}.jpg", quality=90)
+        text = texts[i % len(texts)] if texts else f"photo number {i} of a colourful pattern, IMG_{1000 + i}.JPG"
+        records.append({"image_id": f"img-{i:05d}", "image_path": f"images/{i:05d}.jpg", "texts": [text], "quality_score": 0.5})
+    return write_jsonl(folder / "pairs.jsonl", records)
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from recaption.demo import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("demo"))

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from recaption.stages.dedup import Dedup, _UnionFind, near_hash_pairs
+
+
+def components(n: int, pairs) -> set[frozenset[int]]:
+    uf = _UnionFind(n)
+    for a, b in pairs:
+        uf.union(int(a), int(b))
+    return {frozenset(g) for g in uf.groups().values()}
+
+
+def brute_force(hashes: np.ndarray, radius: int) -> set[tuple[int, int]]:
+    out = set()
+    for i in range(len(hashes)):
+        d = np.bitwise_count(hashes[i] ^ hashes[i + 1 :])
+        for j in np.nonzero(d <= radius)[0]:
+            out.add((i, i + 1 + int(j)))
+    return out
+
+
+@pytest.mark.parametrize("radius", [0, 2, 4, 8])
+def test_near_hash_pairs_equal_brute_force(radius):
+    rng = np.random.default_rng(radius)
+    base = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    # Plant near copies: flip a few random bits of some hashes, and exact copies.
+    copies = []
+    for k in range(120):
+        h = int(base[k % 300])
+        for bit in rng.choice(64, size=int(rng.integers(0, 7)), replace=False):
+            h ^= 1 << int(bit)
+        copies.append(h)
+    hashes = np.concatenate([base, np.array(copies, dtype=np.uint64), base[:5]])
+    found = near_hash_pairs(hashes, radius)
+    assert all(np.bitwise_count(hashes[a] ^ hashes[b]) <= radius for a, b in found)
+    # Exact copies are linked through their first occurrence, so compare the groups.
+    assert components(len(hashes), found) == components(len(hashes), brute_force(hashes, radius))
+
+
+def sig(i, image_id, sha, phash, pixels=100, text="t"):
+    return (f"0:{i}", {"id": image_id, "sha256": sha, "phash": phash, "pixels": pixels, "text": text})
+
+
+def test_image_duplicates_keep_the_largest_then_the_earliest():
+    sigs = [
+        sig(0, "a", "s1", "0000000000000000", 100, "first"),
+        sig(1, "b", "s2", "0000000000000003", 400, "second"),  # near a, bigger: survives
+        sig(2, "c", "s1", "0000000000000000", 100, "third"),  # exact copy of a
+        sig(3, "d", "s4", "ffffffffffffffff", 100, "fourth"),
+    ]
+    d = Dedup(near_text=False).decide(sigs)
+    assert d["0:2"].reject == ("exact_image", "duplicate of 'a'")
+    assert d["0:0"].reject == ("near_image", "duplicate of 'b'")
+    assert "0:1" not in d and "0:3" not in d
+
+
+def test_duplicate_ids_keep_the_first():
+    sigs = [sig(0, "a", "s1", "00000000000000ff"), sig(1, "a", "s2", "ff00000000000000")]
+    d = Dedup().decide(sigs)
+    assert d["0:1"].reject[0] == "duplicate_id"
+    assert "0:0" not in d
+
+
+def test_same_caption_on_different_images_is_flagged_or_rejected():
+    sigs = [
+        sig(0, "a", "s1", "00000000000000ff", text="image"),
+        sig(1, "b", "s2", "ff00000000000000", text="image"),
+        sig(2, "c", "s3", "0f0f0f0f0f0f0f0f", text="a cat on a red sofa in the sun"),
+        sig(3, "d", "s4", "f0f0f0f0f0f0f0f0", text="a cat on a red sofa in the sun!"),
+        sig(4, "e", "s5", "3333333333333333", text="something else entirely"),
+    ]
+    flagged = Dedup().decide(sigs)
+    assert flagged["0:0"].scores == {"text_dup_count": 2} and flagged["0:0"].reject is None
+    assert flagged["0:1"].meta == {"text_dup_of": "a"}
+    assert flagged["0:3"].meta == {"text_dup_of": "c"}  # near text
+    assert "0:4" not in flagged
+    rejected = Dedup(text_action="reject").decide(sigs)
+    assert rejected["0:1"].reject == ("duplicate_text", "same caption as 'a'")
+    assert rejected["0:0"].reject is None
+
+
+def test_near_text_threshold():
+    sigs = [
+        sig(0, "a", "s1", "00000000000000ff", text="a golden retriever playing fetch on the beach at sunset"),
+        sig(1, "b", "s2", "ff00000000000000", text="a black cat sleeping on a windowsill in the rain"),
+    ]
+    assert Dedup().decide(sigs) == {}

@@ -1,0 +1,48 @@
+from recaption.record import Pair
+from recaption.stages.text import CleanText, TokenBudget
+from recaption.text.clip_tokens import clip_tokenizer
+
+
+def test_clean_adds_caption_and_keeps_original():
+    pair = Pair("a", None, texts=["Image may contain: dog &amp; cat | IMG_2034.JPG", "a dog and a cat"])
+    CleanText()([pair])
+    assert pair.texts[0].startswith("Image may contain")  # originals are never rewritten
+    assert [c.text for c in pair.captions] == ["dog & cat", "a dog and a cat"]
+    assert pair.captions[0].selected and not pair.captions[1].selected
+    assert pair.captions[0].source == "alt-text" and pair.captions[0].round == 0
+    assert set(pair.captions[0].params["cleaned_by"]) >= {"html", "file_names", "credits"}
+
+
+def test_empty_after_cleaning_is_rejected_or_kept_by_choice():
+    junk = "IMG_9921.JPG #nofilter"
+    pair = Pair("a", None, texts=[junk])
+    stage = CleanText()
+    stage([pair])
+    assert pair.reject.key == "clean_text/empty_after_cleaning"
+    assert stage.counters.rejected == {"clean_text/empty_after_cleaning": 1}
+    kept = Pair("b", None, texts=[junk])
+    CleanText(keep_empty=True)([kept])
+    assert kept.reject is None and kept.captions == []
+    none = Pair("c", None, texts=[])
+    CleanText()([none])
+    assert none.reject.reason == "no_text"
+
+
+def test_token_budget_counts_and_fits_with_a_child_caption():
+    long = "A red Bentley parked in front of the Ritz hotel in London. " + "It has shiny chrome wheels and leather seats. " * 12
+    pair = Pair("a", None, texts=[long])
+    CleanText()([pair])
+    TokenBudget(max_tokens=77)([pair])
+    original, fitted = pair.captions
+    assert original.scores["clip_tokens"] > 77 and not original.selected
+    assert fitted.selected and fitted.parent == 0 and fitted.params["fit_to_tokens"] == 77
+    assert fitted.scores["clip_tokens"] == clip_tokenizer().count(fitted.text) <= 77
+    assert fitted.text.startswith("A red Bentley parked in front of the Ritz hotel in London.")
+
+
+def test_stage_skips_records_rejected_earlier():
+    pair = Pair("a", None, texts=["fine text"])
+    pair.reject_with("image_check", "truncated")
+    stage = CleanText()
+    stage([pair])
+    assert pair.captions == [] and stage.counters.seen == 0

@@ -1,0 +1,65 @@
+import pytest
+
+from recaption.text.clean import RULES, AltTextRules
+
+CASES = [
+    # (rule that must fire, dirty, clean)
+    ("mojibake", "cafÃ© in Paris", "café in Paris"),
+    ("html", "dog &amp;amp; <b>cat</b>", "dog & cat"),
+    ("urls", "red bike https://example.com/a.jpg?x=1 on grass", "red bike on grass"),
+    ("urls", "visit www.shop.example for more", "visit for more"),
+    ("contacts", "mail bob@example.com or call +1 555-123-4567 today", "mail or call today"),
+    ("file_names", "IMG_2034.JPG sunset over the bay DSC_0001", "sunset over the bay"),
+    ("file_names", "portrait 20190512_123456.jpg", "portrait"),
+    ("dates", "Golden Gate Bridge 2019-05-12 14:32:05", "Golden Gate Bridge"),
+    ("dates", "market on May 12, 2019 in Lyon", "market in Lyon"),
+    ("dates", "snow 12/05/2019", "snow"),
+    ("credits", "Image may contain: 2 people, dog", "2 people, dog"),
+    ("credits", "red Bentley | Photographed by J. Doe © 2004", "red Bentley"),
+    ("credits", "stock photo - a latte with heart art", "a latte with heart art"),
+    ("credits", "harbour at dusk, Getty Images", "harbour at dusk"),
+    ("hashtags_mentions", "a #sunset over the bay via @bob #nofilter #travel", "a sunset over the bay"),
+    ("emoji", "happy dog 🐶🐶 in the park 🌳", "happy dog in the park"),
+    ("slang_typos", "u gotta see this pic of teh beach", "you gotta see this picture of the beach"),
+    ("punctuation", "wow!!!! so cool,,, right??", "wow! so cool, right?"),
+    ("unicode", "ｆｕｌｌｗｉｄｔｈ text\u200b here", "fullwidth text here"),
+]
+
+
+@pytest.mark.parametrize("rule,dirty,clean", CASES)
+def test_rule_cleans_and_is_recorded(rule, dirty, clean):
+    result = AltTextRules().clean(dirty)
+    assert result.text == clean
+    assert rule in result.changed_by
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Coca-Cola 350ml can from 1992", "a Bentley Continental GT", "Nikon D850 with a 24-70mm f/2.8 lens", "3 cats on a sofa"],
+)
+def test_concrete_names_and_meaningful_numbers_survive(text):
+    result = AltTextRules().clean(text)
+    assert result.text == text
+    assert result.changed_by == []
+
+
+def test_each_rule_can_be_switched_off():
+    text = "beach sunset 🌅 #travel"
+    assert AltTextRules(disabled=["hashtags_mentions"]).clean(text).text == "beach sunset #travel"
+    assert AltTextRules(disabled=["emoji"]).clean(text).text == "beach sunset 🌅"
+
+
+def test_unknown_rule_names_are_refused():
+    with pytest.raises(ValueError, match="unknown cleaning rule"):
+        AltTextRules(disabled=["hashtag"])
+
+
+def test_only_junk_cleans_to_empty():
+    assert AltTextRules().clean("IMG_9921.JPG 2020-01-01 #nofilter").text == ""
+
+
+def test_every_rule_is_named_in_the_table():
+    assert list(RULES) == [
+        "mojibake", "unicode", "html", "urls", "file_names", "dates", "contacts",
+        "credits", "hashtags_mentions", "emoji", "slang_typos", "punctuation",
+    ]
