@@ -66,8 +66,9 @@ class ParquetReader(Reader):
     def read(self, shard: InputShard) -> Iterator[Pair]:
         path = Path(shard.spec["file"])
         pf = pq.ParquetFile(path)
-        row = sum(pf.metadata.row_group(g).num_rows for g in range(shard.spec["row_groups"][0]))
-        for g in shard.spec["row_groups"]:
+        groups = shard.spec["row_groups"]
+        row = sum(pf.metadata.row_group(g).num_rows for g in range(groups[0])) if groups else 0
+        for g in groups:
             for record in pf.read_row_group(g).to_pylist():
                 origin = {"file": str(path), "row": row}
                 yield pair_from_record(record, self.options, origin, path.parent, f"{path.stem}:{row}")

@@ -183,7 +183,7 @@ def _run_task(seg_index: int, shard_dict: dict[str, Any]) -> dict[str, Any]:
         decisions = {k: Decision(**d) for k, d in _read_json(layout.decisions(seg_index, shard.name)).items()}
 
     recipe: Recipe = _STATE["recipe"]
-    sampler = ReportSampler(**recipe.report) if last else None
+    sampler = ReportSampler(**recipe.report)  # reject examples from every segment, the gallery from the last
     read_counts = StageCounters()
     rejects: list[dict[str, Any]] = []
     signatures: list[list[Any]] = []
@@ -211,12 +211,11 @@ def _run_task(seg_index: int, shard_dict: dict[str, Any]) -> dict[str, Any]:
             for pair in batch:
                 if pair.reject is not None:
                     rejects.append(pair.to_dict())
-                    if sampler:
-                        sampler.rejected(pair)
+                    sampler.rejected(pair)
                     continue
                 if seg.exit is not None:
                     signatures.append([f"{shard.index}:{n_out}", seg.exit.signature(pair)])
-                if sampler:
+                if last:
                     sampler.kept(pair)
                 add(pair)
                 n_out += 1
@@ -237,7 +236,7 @@ def _run_task(seg_index: int, shard_dict: dict[str, Any]) -> dict[str, Any]:
         "rejected": dict(Counter(r["reject"]["stage"] + "/" + r["reject"]["reason"] for r in rejects)),
         "stages": stage_counts,
         "seconds": time.perf_counter() - start,
-        "report": sampler.to_dict() if sampler else None,
+        "report": sampler.to_dict(),
     }
     _write_json(layout.done(seg_index, shard.name), marker)
     return marker
@@ -412,7 +411,7 @@ class LocalRunner:
             raise RunError(f"accounting does not add up: {n_in} read, {n_out} written + {n_rej} rejected; please report this")
         _write_json(self.layout.stats, stats)
         report = self.config.recipe.report
-        sample = merge_samples([m["report"] for m in markers if m["segment"] == last and m["report"]], report.get("gallery", 48), report.get("examples_per_reason", 3))
+        sample = merge_samples([m["report"] for m in markers], report.get("gallery", 48), report.get("examples_per_reason", 3))
         write_report(self.layout.report, stats, sample, settings)
         if not self.config.keep_work:
             for seg in segments[:-1]:

@@ -107,7 +107,15 @@ class Stage(ABC):
         live = [p for p in batch if p.reject is None]
         start = time.perf_counter()
         if live:
-            work(live)
+            # Cheap shallow snapshot so that a failed batch can be retried from a clean state.
+            saved = [(list(p.captions), dict(p.scores), dict(p.meta), p.image, p.image_ext) for p in live]
+            try:
+                work(live)
+            except Exception:  # noqa: BLE001 - isolate the record that broke the stage, keep the rest
+                for pair, (captions, scores, meta, image, ext) in zip(live, saved):
+                    pair.captions, pair.scores, pair.meta, pair.image, pair.image_ext = captions, scores, meta, image, ext
+                    pair.reject = None
+                self._isolate_failure(live, work)
         self.counters.seconds += time.perf_counter() - start
         self.counters.seen += len(live)
         for p in live:
@@ -116,6 +124,18 @@ class Stage(ABC):
             else:
                 self.counters.rejected[p.reject.key] += 1
         return batch
+
+    def _isolate_failure(self, live: list[Pair], work: Callable[[list[Pair]], None]) -> None:
+        """Re-run a failed batch one record at a time; reject only the records that fail.
+
+        A stage bug or an input nobody foresaw must not stop a billion-pair job; the records
+        land in rejects with the error, so the report shows it and nothing is lost.
+        """
+        for pair in live:
+            try:
+                work([pair])
+            except Exception as exc:  # noqa: BLE001
+                pair.reject_with(self.name, "error", f"{type(exc).__name__}: {exc}"[:300])
 
     def reset_counters(self) -> StageCounters:
         done, self.counters = self.counters, StageCounters()

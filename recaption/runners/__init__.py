@@ -1,0 +1,1 @@
+"""Runners execute a recipe over a dataset: ``local`` (processes on one machine)."""

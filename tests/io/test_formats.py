@@ -1,0 +1,223 @@
+"""Every format: read, write, read back; and every kind of broken input becomes a reject."""
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recaption.io import detect_format, open_reader, open_writer
+from recaption.io.base import InputError, ReaderOptions
+from recaption.record import Caption, Pair
+from tests.conftest import encode, noise_image, write_jsonl
+
+
+def read_all(path, fmt=None, **opts):
+    reader = open_reader(path, fmt, ReaderOptions(**opts))
+    return [p for shard in reader.plan() for p in reader.read(shard)]
+
+
+def sample_pairs(n=3):
+    pairs = []
+    for i in range(n):
+        p = Pair(f"id/{i}", encode(noise_image(i)), texts=[f"alt {i}"], image_ext="jpg", meta={"quality_score": 0.1 * i})
+        p.captions.append(Caption(f"caption {i}", "alt-text", selected=True, scores={"clip_tokens": 4}))
+        p.scores["width"] = 96
+        pairs.append(p)
+    return pairs
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "webdataset", "imagefolder"])
+def test_writer_output_reads_back_losslessly(tmp_path, fmt):
+    pairs = sample_pairs()
+    writer = open_writer(fmt, tmp_path / "data")
+    written = writer.write("part-00000", pairs)
+    assert written.exists()
+    assert not list((tmp_path / "data").glob(".*.tmp"))  # no temporaries left behind
+    back = read_all(tmp_path / "data", fmt)
+    assert [p.image_id for p in back] == [p.image_id for p in pairs]
+    for orig, got in zip(pairs, back):
+        assert got.texts == orig.texts
+        assert [c.text for c in got.captions] == [c.text for c in orig.captions]
+        assert got.captions[0].selected and got.scores["width"] == 96
+        assert got.meta["quality_score"] == orig.meta["quality_score"]
+        data = got.image if isinstance(got.image, bytes) else Path(got.image).read_bytes()
+        assert data == orig.image
+
+
+def test_jsonl_seed_schema_and_image_root(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    noise_image(1).save(tmp_path / "imgs" / "a.jpg")
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"image_id": "a", "image_path": "imgs/a.jpg", "texts": ["x", "y"], "quality_score": 0.9}])
+    (pair,) = read_all(path)
+    assert pair.image == str(tmp_path / "imgs" / "a.jpg")
+    assert pair.texts == ["x", "y"] and pair.meta == {"quality_score": 0.9}
+    (other,) = read_all(path, image_root=str(tmp_path / "elsewhere"))
+    assert other.image == str(tmp_path / "elsewhere" / "imgs" / "a.jpg")
+
+
+def test_jsonl_field_mapping(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"key": "k1", "file": "a.jpg", "caption": "a cat", "alt": "ignored"}])
+    (pair,) = read_all(path, text_field="caption", image_field="file")
+    assert (pair.image_id, pair.texts, Path(pair.image).name) == ("k1", ["a cat"], "a.jpg")
+    (bad,) = read_all(path, text_field="description")
+    assert bad.reject.key == "read/missing_field"
+
+
+def test_jsonl_broken_lines_become_rejects(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(
+        b'{"image_id": "ok", "image_path": "a.jpg", "texts": ["fine"]}\n'
+        b"not json\n"
+        b'{"image_id": "t", "image_path": "a.jpg", "texts": {"en": "x"}}\n'
+        b'{"image_id": "n", "image_path": "a.jpg", "texts": ["caf\xe9"]}\n'
+        b"\n"
+        b'["a", "list"]\n'
+        b'{"image_id": "w", "image_path": "a.jpg", "texts": [1, 2]}\n'
+        b'{"image_id": {"nested": 1}, "texts": ["x"]}\n'
+    )
+    pairs = read_all(path)
+    reasons = [(p.image_id, p.reject.reason if p.reject else None) for p in pairs]
+    assert reasons == [
+        ("ok", None),
+        ("p:2", "malformed_json"),
+        ("t", "wrong_type"),
+        ("p:4", "non_utf8"),
+        ("p:6", "wrong_type"),
+        ("w", "wrong_type"),
+        ("p:8", "wrong_type"),
+    ]
+    assert all(p.origin["file"] == str(path) for p in pairs)
+
+
+def test_jsonl_shards_by_line_runs(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"image_id": str(i), "texts": ["x"]} for i in range(25)])
+    reader = open_reader(path, None, ReaderOptions(shard_size=10))
+    plan = reader.plan()
+    assert [s.spec["lines"] for s in plan] == [10, 10, 5]
+    assert [p.image_id for p in reader.read(plan[2])] == [str(i) for i in range(20, 25)]
+
+
+def make_tar(path: Path, members: list[tuple[str, bytes]], kind: dict[str, bytes] | None = None) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (kind or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target.decode()
+            tar.addfile(info)
+    return path
+
+
+def test_webdataset_hostile_members_are_rejected_not_trusted(tmp_path):
+    img = encode(noise_image(1))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    make_tar(
+        shards / "00000.tar",
+        [
+            ("good.jpg", img), ("good.txt", b"a fine pair"),
+            ("/etc/evil.jpg", img), ("/etc/evil.txt", b"absolute"),
+            ("../../escape.jpg", img), ("../../escape.txt", b"climbs out"),
+            ("latin.jpg", img), ("latin.txt", b"caf\xe9"),
+            ("meta.jpg", img), ("meta.json", b'{"caption": "from json", "key": "m-1", "url": "http://x"}'),
+        ],
+        kind={"link.jpg": b"/etc/passwd"},
+    )
+    pairs = read_all(shards)
+    by_id = {p.image_id: p for p in pairs}
+    assert by_id["good"].reject is None and by_id["good"].texts == ["a fine pair"] and by_id["good"].image == img
+    assert by_id["/etc/evil"].reject.reason == "unsafe_member" and "absolute path" in by_id["/etc/evil"].reject.detail
+    assert by_id["../../escape"].reject.reason == "unsafe_member"
+    assert by_id["latin"].reject.reason == "non_utf8"
+    assert by_id["m-1"].texts == ["from json"] and by_id["m-1"].meta["url"] == "http://x"
+    assert by_id["link"].reject.reason == "unsafe_member"
+    assert not (tmp_path / "escape.jpg").exists()
+
+
+def test_webdataset_truncated_tar_keeps_what_it_can_and_says_where(tmp_path):
+    img = encode(noise_image(1), quality=95)
+    full = make_tar(tmp_path / "full.tar", [(f"{i:03d}.jpg", img) for i in range(5)] + [("zz.txt", b"x")])
+    data = full.read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: len(data) // 2])
+    pairs = read_all(cut)
+    assert pairs[-1].reject.reason == "corrupt_shard"
+    assert len(pairs) >= 2
+
+
+def test_empty_tar_is_an_empty_shard(tmp_path):
+    make_tar(tmp_path / "empty.tar", [])
+    assert read_all(tmp_path / "empty.tar") == []
+
+
+def test_parquet_with_hf_image_struct_and_path_columns(tmp_path):
+    img = encode(noise_image(2))
+    table = pa.table({
+        "id": ["a", "b"],
+        "image": [{"bytes": img, "path": None}, {"bytes": img, "path": None}],
+        "text": ["one", "two"],
+        "extra": [1, 2],
+    })
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=1)
+    pairs = read_all(tmp_path / "d.parquet")
+    assert [(p.image_id, p.texts, p.image == img, p.meta["extra"]) for p in pairs] == [("a", ["one"], True, 1), ("b", ["two"], True, 2)]
+
+
+def test_parquet_shards_group_row_groups(tmp_path):
+    pq.write_table(pa.table({"image_id": [str(i) for i in range(10)], "texts": [["x"]] * 10}), tmp_path / "d.parquet", row_group_size=2)
+    reader = open_reader(tmp_path / "d.parquet", None, ReaderOptions(shard_size=4))
+    plan = reader.plan()
+    assert [s.spec["row_groups"] for s in plan] == [[0, 1], [2, 3], [4]]
+    assert [p.image_id for p in reader.read(plan[1])] == ["4", "5", "6", "7"]
+
+
+def test_image_folder_with_sidecars(tmp_path):
+    (tmp_path / "sub").mkdir()
+    noise_image(1).save(tmp_path / "a.jpg")
+    (tmp_path / "a.txt").write_text("a caption", encoding="utf-8")
+    noise_image(2).save(tmp_path / "sub" / "b.png")
+    (tmp_path / "sub" / "b.json").write_text('{"caption": "from json", "source": "web"}')
+    noise_image(3).save(tmp_path / "c.webp")
+    pairs = read_all(tmp_path)
+    assert [(p.image_id, p.texts) for p in pairs] == [("a", ["a caption"]), ("c", []), ("sub/b", ["from json"])]
+    assert pairs[2].meta["source"] == "web"
+
+
+def test_img2dataset_output_includes_failed_downloads(tmp_path):
+    out = tmp_path / "i2d"
+    out.mkdir()
+    img = encode(noise_image(1))
+    make_tar(out / "00000.tar", [
+        ("000000000.jpg", img), ("000000000.txt", b"a dog"),
+        ("000000000.json", b'{"key": "000000000", "caption": "a dog", "url": "http://a", "status": "success"}'),
+    ])
+    pq.write_table(pa.table({
+        "key": ["000000000", "000000001"], "caption": ["a dog", "a cat"], "url": ["http://a", "http://b"],
+        "status": ["success", "failed_to_download"], "error_message": [None, "HTTP 404"],
+    }), out / "00000.parquet")
+    (out / "00000_stats.json").write_text(json.dumps({"count": 2, "successes": 1}))
+    assert detect_format(out) == "img2dataset"
+    pairs = read_all(out)
+    assert [(p.image_id, p.reject.reason if p.reject else None) for p in pairs] == [("000000000", None), ("000000001", "download_failed")]
+    assert "HTTP 404" in pairs[1].reject.detail and pairs[1].texts == ["a cat"]
+
+
+def test_format_detection_and_clear_errors(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [])
+    assert detect_format(tmp_path / "a.jsonl") == "jsonl"
+    (tmp_path / "x.csv").write_text("a,b")
+    with pytest.raises(InputError, match="--format"):
+        detect_format(tmp_path / "x.csv")
+    with pytest.raises(InputError, match="does not exist"):
+        detect_format(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no images"):
+        open_reader(empty, None, ReaderOptions()).plan()

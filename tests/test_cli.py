@@ -1,0 +1,52 @@
+import json
+import subprocess
+import sys
+
+from recaption.cli import main
+from tests.conftest import make_pairs_dataset
+
+
+def test_run_prints_a_summary_and_writes_everything(tmp_path, capsys):
+    data = make_pairs_dataset(tmp_path / "in", 4, texts=["a colourful pattern", "#junk"])
+    rc = main(["run", str(data), str(tmp_path / "out"), "--no-progress", "--workers", "1", "--set", "dedup.near_image=false"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "4 pairs read, 2 kept, 2 rejected" in out
+    assert "clean_text/empty_after_cleaning" in out
+    for name in ("stats.json", "report.html", "data/part-00000.jsonl", "rejects/part-00000.jsonl"):
+        assert (tmp_path / "out" / name).exists(), name
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["rejects_by_reason"] == {"clean_text/empty_after_cleaning": 2}
+
+
+def test_bad_recipe_fails_before_any_work(tmp_path, capsys):
+    data = make_pairs_dataset(tmp_path / "in", 2)
+    rc = main(["run", str(data), str(tmp_path / "out"), "--set", "image_check.min_sied=3"])
+    assert rc == 2
+    assert "did you mean 'min_side'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_is_a_clear_error(tmp_path, capsys):
+    rc = main(["run", str(tmp_path / "nope.jsonl"), str(tmp_path / "out")])
+    assert rc == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_overwrite_starts_afresh_but_never_deletes_foreign_folders(tmp_path, capsys):
+    data = make_pairs_dataset(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert main(["run", str(data), str(out), "--no-progress", "--workers", "1"]) == 0
+    assert main(["run", str(data), str(out), "--no-progress", "--workers", "1", "--set", "image_check.min_side=8"]) == 1
+    assert "other settings" in capsys.readouterr().err
+    assert main(["run", str(data), str(out), "--no-progress", "--workers", "1", "--set", "image_check.min_side=8", "--overwrite"]) == 0
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("precious")
+    assert main(["run", str(data), str(foreign), "--overwrite"]) == 2
+    assert (foreign / "keep.txt").read_text() == "precious"
+
+
+def test_console_script_and_recipes_listing():
+    result = subprocess.run([sys.executable, "-m", "recaption.cli", "recipes"], capture_output=True, text=True, check=True)
+    assert "default: image_check > clean_text > token_budget > dedup" in result.stdout
