@@ -19,6 +19,7 @@ from PIL import Image
 from recaption.record import Pair
 
 THUMB_SIDE = 160
+MAX_THUMB_SOURCE_PIXELS = 50_000_000
 
 
 def thumbnail_b64(image: str | bytes | None) -> str | None:
@@ -27,12 +28,14 @@ def thumbnail_b64(image: str | bytes | None) -> str | None:
     try:
         src = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
         with Image.open(src) as img:
+            if img.width * img.height > MAX_THUMB_SOURCE_PIXELS:
+                return None  # a rejected decompression bomb must not be decoded for its picture
             img.draft("RGB", (THUMB_SIDE * 2, THUMB_SIDE * 2))  # JPEG: decode at reduced size
             img.thumbnail((THUMB_SIDE, THUMB_SIDE))
             buf = io.BytesIO()
             img.convert("RGB").save(buf, "JPEG", quality=70)
         return base64.b64encode(buf.getvalue()).decode("ascii")
-    except Exception:  # noqa: BLE001 - a thumbnail is decoration; a broken image simply has none
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # a broken image simply has none
         return None
 
 

@@ -58,46 +58,88 @@ class _UnionFind:
         return out
 
 
-def _block_masks(radius: int, bits: int = 64) -> list[tuple[int, int]]:
-    """(shift, mask) for radius+1 disjoint blocks covering all bits."""
-    n_blocks = radius + 1
+DIRECT_TABLE_BITS = 22  # blocks up to this wide are looked up in a table (4M entries), not searched
+
+
+def _blocks(n_blocks: int, bits: int = 64) -> list[tuple[int, int]]:
+    """(shift, width) of ``n_blocks`` disjoint bit blocks covering all bits."""
     edges = np.linspace(0, bits, n_blocks + 1).round().astype(int)
-    return [(int(lo), (1 << int(hi - lo)) - 1) for lo, hi in zip(edges[:-1], edges[1:])]
+    return [(int(lo), int(hi - lo)) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def _block_plan(n: int, radius: int) -> tuple[int, int]:
+    """Choose (blocks, tolerance) for multi-index hashing by expected seconds.
+
+    Two hashes within ``radius`` bits have, among ``m`` disjoint blocks, one block within
+    ``radius // m`` bits. Exact blocks (m = radius + 1) need one lookup per block, but
+    random collisions in short blocks grow as n^2 / 2^bits. Blocks matched within one bit
+    (about half as many, twice as long) need a lookup per bit and a table per block, but
+    almost never collide by chance, so their cost stays linear. The constants are seconds
+    per unit of work measured on a 2-core x86 machine (benchmarks/bench_near_dup.py); only
+    their ratio matters.
+    """
+    exact_m = radius + 1
+    exact_cost = exact_m * n * 4e-7 + exact_m * n * n / 2 ** (64 / exact_m) * 3.3e-8
+    tolerant_m = -(-(radius + 1) // 2)
+    bits = 64 / tolerant_m
+    if radius // tolerant_m > 1 or bits > DIRECT_TABLE_BITS:
+        return exact_m, 0
+    tolerant_cost = tolerant_m * 2**bits * 1.5e-8 + tolerant_m * (bits + 1) * n * 3e-8
+    return (exact_m, 0) if exact_cost <= tolerant_cost else (tolerant_m, 1)
 
 
 def near_hash_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
-    """All index pairs (i < j) whose 64-bit hashes differ in at most ``radius`` bits.
+    """Index pairs (i < j) linking every group of 64-bit hashes within ``radius`` bits.
 
-    Exactly equal hashes are paired through their first occurrence, so a thousand copies
-    of one blank image cost a thousand comparisons, not half a million.
+    Exactly equal hashes are linked through their first occurrence, so a thousand copies
+    of one blank image cost a thousand pairs, not half a million. Candidates come from
+    multi-index hashing (see ``_block_plan``) and are verified by their true distance.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
     if len(hashes) < 2:
         return np.empty((0, 2), dtype=np.int64)
     uniq, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    pairs = [np.stack([first[inverse], np.arange(len(hashes))], axis=1)]
-    pairs[0] = pairs[0][pairs[0][:, 0] != pairs[0][:, 1]]
-    if radius > 0 and len(uniq) > 1:
-        seen: list[np.ndarray] = []
-        for shift, mask in _block_masks(radius):
-            block = (uniq >> np.uint64(shift)) & np.uint64(mask)
-            order = np.argsort(block, kind="stable")
-            sorted_block = block[order]
-            # Compare each element with the next d in sort order while the block matches.
-            for d in range(1, len(uniq)):
-                same = sorted_block[d:] == sorted_block[:-d]
-                if not same.any():
-                    break
-                a, b = order[:-d][same], order[d:][same]
-                dist = np.bitwise_count(uniq[a] ^ uniq[b])
-                close = dist <= radius
+    exact = np.stack([first[inverse], np.arange(len(hashes))], axis=1)
+    pairs = [exact[exact[:, 0] != exact[:, 1]]]
+    n = len(uniq)
+    if radius > 0 and n > 1:
+        n_blocks, tolerance = _block_plan(n, radius)
+        found: list[np.ndarray] = []
+        everyone = np.arange(n)
+        for shift, width in _blocks(n_blocks):
+            keys = ((uniq >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+            order = np.argsort(keys, kind="stable")
+            if width <= DIRECT_TABLE_BITS:
+                # A direct-address table: bucket start and size for every block value.
+                sizes = np.bincount(keys, minlength=1 << width)
+                begins = np.cumsum(sizes) - sizes
+            else:
+                sorted_keys = keys[order]
+            flips = [0] + ([1 << b for b in range(width)] if tolerance else [])
+            for flip in flips:
+                probe = keys ^ flip
+                if width <= DIRECT_TABLE_BITS:
+                    lo, count = begins[probe], sizes[probe]
+                else:
+                    lo = np.searchsorted(sorted_keys, probe, "left")
+                    count = np.searchsorted(sorted_keys, probe, "right") - lo
+                total = int(count.sum())
+                if total == 0:
+                    continue
+                # Expand (i, every j whose block matches i's probe) without a Python loop.
+                a = np.repeat(everyone, count)
+                starts = np.repeat(lo, count)
+                offsets = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+                b = order[starts + offsets]
+                keep = a < b
+                a, b = a[keep], b[keep]
+                close = np.bitwise_count(uniq[a] ^ uniq[b]) <= radius
                 if close.any():
-                    seen.append(np.stack([np.minimum(a, b)[close], np.maximum(a, b)[close]], axis=1))
-        if seen:
-            uniq_pairs = np.unique(np.concatenate(seen), axis=0)
-            pairs.append(np.stack([first[uniq_pairs[:, 0]], first[uniq_pairs[:, 1]]], axis=1))
-    out = np.concatenate(pairs).astype(np.int64)
-    return np.sort(out, axis=1)
+                    found.append(np.stack([a[close], b[close]], axis=1))
+        if found:
+            linked = np.unique(np.concatenate(found), axis=0)
+            pairs.append(np.stack([first[linked[:, 0]], first[linked[:, 1]]], axis=1))
+    return np.sort(np.concatenate(pairs).astype(np.int64), axis=1)
 
 
 class MinHasher:

@@ -20,8 +20,16 @@ def brute_force(hashes: np.ndarray, radius: int) -> set[tuple[int, int]]:
     return out
 
 
-@pytest.mark.parametrize("radius", [0, 2, 4, 8])
-def test_near_hash_pairs_equal_brute_force(radius):
+@pytest.mark.parametrize(
+    "radius,plan",
+    [(0, "exact_blocks"), (2, "exact_blocks"), (4, "exact_blocks"), (8, "exact_blocks"),
+     (2, "blocks_within_one_bit"), (4, "blocks_within_one_bit")],
+)
+def test_near_hash_pairs_equal_brute_force(radius, plan, monkeypatch):
+    if plan == "blocks_within_one_bit":  # the plan large inputs get; force it on a small one
+        from recaption.stages import dedup
+
+        monkeypatch.setattr(dedup, "_block_plan", lambda n, r: (-(-(r + 1) // 2), 1))
     rng = np.random.default_rng(radius)
     base = rng.integers(0, 2**63, 300, dtype=np.uint64)
     # Plant near copies: flip a few random bits of some hashes, and exact copies.

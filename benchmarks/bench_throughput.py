@@ -1,0 +1,54 @@
+"""Default recipe vs a plain PIL decode-and-convert loop over the same real-size JPEGs.
+
+The decode loop is the floor for this work (every image must be decoded in full to find
+truncation). Targets: recipe rate per core >= 0.7 of the loop's; 2 workers >= 1.7x 1 worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from benchmarks.common import OUT, real_size_jpegs, run_cli
+
+
+def pil_loop(manifest: Path) -> float:
+    folder = manifest.parent
+    paths = [folder / json.loads(line)["image_path"] for line in open(manifest)]
+    start = time.perf_counter()
+    for path in paths:
+        with Image.open(path) as img:
+            img.load()
+            img.convert("RGB")
+    return len(paths) / (time.perf_counter() - start)
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    args = ap.parse_args()
+    manifest = real_size_jpegs(OUT / f"jpegs-{args.n}", args.n)
+    results = {"pairs": args.n}
+    results["pil_loop_per_s"] = pil_loop(manifest)
+    for workers in (1, 2):
+        out = OUT / f"run-w{workers}"
+        shutil.rmtree(out, ignore_errors=True)
+        seconds, rss = run_cli("run", str(manifest), str(out), "--workers", str(workers), "--no-progress", "--shard-size", "250")
+        results[f"recipe_w{workers}_per_s"] = args.n / seconds
+        results[f"recipe_w{workers}_seconds"] = seconds
+        results[f"recipe_w{workers}_stage_seconds"] = {k: round(v["seconds"], 2) for k, v in json.loads((out / "stats.json").read_text())["stages"].items()}
+    results["pil_loop_again_per_s"] = pil_loop(manifest)  # the machine is shared: bracket the runs
+    floor = (results["pil_loop_per_s"] + results["pil_loop_again_per_s"]) / 2
+    results["ratio_vs_pil_per_core"] = results["recipe_w1_per_s"] / floor
+    results["speedup_2_workers"] = results["recipe_w2_per_s"] / results["recipe_w1_per_s"]
+    print(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
