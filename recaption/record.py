@@ -76,7 +76,10 @@ class Pair:
         else:
             out["image"] = self.image
         out["texts"] = list(self.texts)
-        out["captions"] = [dataclasses.asdict(c) for c in self.captions]
+        # Not dataclasses.asdict: its recursive deep copy is the slowest part of writing a record.
+        out["captions"] = [
+            {**vars(c), "params": dict(c.params), "scores": dict(c.scores)} for c in self.captions
+        ]
         out["scores"] = dict(self.scores)
         out["meta"] = dict(self.meta)
         out["reject"] = dataclasses.asdict(self.reject) if self.reject else None

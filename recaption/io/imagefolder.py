@@ -55,7 +55,7 @@ class ImageFolderReader(Reader):
             raise InputError(f"{self.path} holds no images ({', '.join(IMAGE_EXTS)})")
         size = self.options.shard_size
         return [
-            InputShard(i, shard_name(i), {"root": str(self.path), "images": images[start : start + size]})
+            InputShard(i, shard_name(i), {"root": str(self.path), "images": images[start : start + size], "records": len(images[start : start + size])})
             for i, start in enumerate(range(0, len(images), size))
         ]
 

@@ -68,7 +68,7 @@ class JsonlReader(Reader):
         for path in self.files():
             for start, first, count in line_offsets(path, self.options.shard_size):
                 i = len(shards)
-                shards.append(InputShard(i, shard_name(i), {"file": str(path), "offset": start, "first_line": first, "lines": count}))
+                shards.append(InputShard(i, shard_name(i), {"file": str(path), "offset": start, "first_line": first, "lines": count, "records": count}))
         return shards
 
     def read(self, shard: InputShard) -> Iterator[Pair]:

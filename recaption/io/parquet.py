@@ -57,10 +57,10 @@ class ParquetReader(Reader):
                 groups.append(g)
                 rows += meta.row_group(g).num_rows
                 if rows >= self.options.shard_size:
-                    shards.append(InputShard(len(shards), shard_name(len(shards)), {"file": str(path), "row_groups": groups}))
+                    shards.append(InputShard(len(shards), shard_name(len(shards)), {"file": str(path), "row_groups": groups, "records": rows}))
                     groups, rows = [], 0
             if groups:
-                shards.append(InputShard(len(shards), shard_name(len(shards)), {"file": str(path), "row_groups": groups}))
+                shards.append(InputShard(len(shards), shard_name(len(shards)), {"file": str(path), "row_groups": groups, "records": rows}))
         return shards
 
     def read(self, shard: InputShard) -> Iterator[Pair]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 import zlib
 from collections import Counter
 from typing import Any
@@ -27,13 +28,15 @@ def thumbnail_b64(image: str | bytes | None) -> str | None:
         return None
     try:
         src = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
-        with Image.open(src) as img:
-            if img.width * img.height > MAX_THUMB_SOURCE_PIXELS:
-                return None  # a rejected decompression bomb must not be decoded for its picture
-            img.draft("RGB", (THUMB_SIDE * 2, THUMB_SIDE * 2))  # JPEG: decode at reduced size
-            img.thumbnail((THUMB_SIDE, THUMB_SIDE))
-            buf = io.BytesIO()
-            img.convert("RGB").save(buf, "JPEG", quality=70)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            with Image.open(src) as img:
+                if img.width * img.height > MAX_THUMB_SOURCE_PIXELS:
+                    return None  # a rejected decompression bomb must not be decoded for its picture
+                img.draft("RGB", (THUMB_SIDE, THUMB_SIDE))  # JPEG: decode at the smallest scale that is big enough
+                img.thumbnail((THUMB_SIDE, THUMB_SIDE))
+                buf = io.BytesIO()
+                img.convert("RGB").save(buf, "JPEG", quality=70)
         return base64.b64encode(buf.getvalue()).decode("ascii")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # a broken image simply has none
         return None

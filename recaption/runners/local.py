@@ -28,6 +28,8 @@ import multiprocessing as mp
 import os
 import queue
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 import signal
 import sys
 import time
@@ -153,7 +155,19 @@ def _init_worker(settings: dict[str, Any], output: str, progress: Any) -> None:
         writer=open_writer(out_format, layout.data),
         segments=cut_segments(recipe.build()),
         progress=progress,
+        n_shards=len(_read_json(layout.plan)),
     )
+
+
+def gallery_share(gallery: int, n_shards: int) -> int:
+    """How many gallery candidates (with thumbnails) one shard keeps.
+
+    The gallery is the records with the smallest id hashes over the whole run; one shard
+    holds about gallery / n_shards of them. Keeping three times that (plus a few) keeps
+    the gallery exact in all but vanishingly rare cases while making a fraction of the
+    thumbnails that keeping the full gallery per shard would.
+    """
+    return min(gallery, 3 * gallery // max(n_shards, 1) + 4)
 
 
 def _batches(pairs: Any, size: int) -> Any:
@@ -183,7 +197,10 @@ def _run_task(seg_index: int, shard_dict: dict[str, Any]) -> dict[str, Any]:
         decisions = {k: Decision(**d) for k, d in _read_json(layout.decisions(seg_index, shard.name)).items()}
 
     recipe: Recipe = _STATE["recipe"]
-    sampler = ReportSampler(**recipe.report)  # reject examples from every segment, the gallery from the last
+    sampler = ReportSampler(  # reject examples from every segment, the gallery from the last
+        gallery=gallery_share(recipe.report.get("gallery", 48), _STATE["n_shards"]),
+        examples_per_reason=recipe.report.get("examples_per_reason", 3),
+    )
     read_counts = StageCounters()
     rejects: list[dict[str, Any]] = []
     signatures: list[list[Any]] = []
@@ -292,9 +309,13 @@ class LocalRunner:
         workers = max(1, min(self.config.workers, len(plan) or 1))
         try:
             if workers > 1:
+                # spawn, not fork: workers start clean (no inherited threads or locks), the same
+                # on every platform. An executor, not multiprocessing.Pool: a worker that dies
+                # (killed for memory, a crash in a native library) fails the run with a message
+                # instead of leaving its task waiting forever.
                 ctx = mp.get_context("spawn")
                 progress_queue = ctx.Queue()
-                pool = ctx.Pool(workers, _init_worker, (settings, str(self.layout.root), progress_queue))
+                pool = ProcessPoolExecutor(workers, ctx, _init_worker, (settings, str(self.layout.root), progress_queue))
             else:
                 _init_worker(settings, str(self.layout.root), None)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -305,12 +326,18 @@ class LocalRunner:
                 self._run_segment(seg, segments, todo, pool, progress_queue)
         except KeyboardInterrupt:
             if pool is not None:
-                pool.terminate()
+                _stop_workers(pool)
+                pool = None
             raise RunError(f"interrupted. Finished shards are kept; run the same command again to resume ({self.layout.root}).") from None
+        except BrokenProcessPool as exc:
+            pool = None
+            raise RunError(
+                f"a worker process died ({exc}); this is usually the system killing it for memory. "
+                "Finished shards are kept: re-run the same command with fewer --workers or a smaller --shard-size."
+            ) from None
         finally:
             if pool is not None:
-                pool.close()
-                pool.join()
+                pool.shutdown(wait=True, cancel_futures=True)
         stats = self._finish(settings, plan, segments)
         return stats
 
@@ -325,9 +352,11 @@ class LocalRunner:
     def _run_segment(self, seg: Segment, segments: list[Segment], todo: list[InputShard], pool: Any, progress_queue: Any) -> None:
         if not todo:
             return
-        total = None
         if seg.index > 0:
             total = sum(_read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in todo)
+        else:  # known up front for line, row and file lists; a tar's count is not (no ETA then)
+            sizes = [s.spec.get("records") for s in todo]
+            total = None if None in sizes else sum(sizes)
         bar = tqdm(total=total, desc=self._describe(seg, segments), unit="pair", disable=not self.show_progress, dynamic_ncols=True)
         try:
             if pool is None:
@@ -335,19 +364,16 @@ class LocalRunner:
                     marker = _run_task(seg.index, shard.to_dict())
                     bar.update(marker["input"] if seg.index == 0 else marker["kept"] + sum(marker["rejected"].values()))
                 return
-            pending = [pool.apply_async(_run_task, (seg.index, s.to_dict())) for s in todo]
+            pending = {pool.submit(_run_task, seg.index, s.to_dict()) for s in todo}
             while pending:
                 try:
                     bar.update(progress_queue.get(timeout=0.2))
                 except queue.Empty:
                     pass
-                still = []
-                for result in pending:
-                    if result.ready():
-                        result.get()  # re-raises a worker's exception here
-                    else:
-                        still.append(result)
-                pending = still
+                finished = {f for f in pending if f.done()}
+                for future in finished:
+                    future.result()  # re-raises a worker's exception here
+                pending -= finished
             while True:  # drain what the last tasks reported
                 try:
                     bar.update(progress_queue.get_nowait())
@@ -417,6 +443,16 @@ class LocalRunner:
             for seg in segments[:-1]:
                 shutil.rmtree(self.layout.intermediate(seg.index), ignore_errors=True)
         return stats
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop now: cancel what has not started and kill what runs (its shard is redone on resume)."""
+    processes = list(getattr(pool, "_processes", {}).values())  # no public API for this
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.kill()
+    for proc in processes:
+        proc.join(timeout=10)
 
 
 def default_workers() -> int:

@@ -94,3 +94,13 @@ def test_near_text_threshold():
         sig(1, "b", "s2", "ff00000000000000", text="a black cat sleeping on a windowsill in the rain"),
     ]
     assert Dedup().decide(sigs) == {}
+
+
+def test_minhash_signatures_do_not_depend_on_chunking():
+    from recaption.stages.dedup import MinHasher
+
+    mh = MinHasher()
+    sets = [mh.shingles(t) for t in ["a cat", "a cat on a mat", "x", "the quick brown fox jumps over the lazy dog"]]
+    whole = mh.signatures(sets)
+    assert (mh.signatures(sets, chunk=7) == whole).all()
+    assert (whole[0] != whole[1]).any()

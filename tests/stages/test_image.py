@@ -158,3 +158,19 @@ def test_perceptual_hash_agrees_with_imagehash():
         theirs = int(str(imagehash.phash(img)), 16)
         # Same algorithm (DCT of 32x32 grey, 8x8 low band vs median); only the resampling differs.
         assert bin(ours ^ theirs).count("1") <= 6
+
+
+def test_pass_through_jpeg_is_fully_validated_and_hashed_like_a_full_decode():
+    for name in ("chelsea", "coffee", "astronaut", "rocket"):
+        data = encode(photo(name).convert("RGB"), quality=90)
+        pair = run(data)
+        assert pair.image == data  # reduced decode: nothing re-encoded
+        full = Image.open(io.BytesIO(data))
+        full.load()
+        assert (pair.scores["width"], pair.scores["height"]) == full.size
+        distance = bin(int(pair.scores["phash"], 16) ^ int(perceptual_hash(full), 16)).count("1")
+        assert distance <= 4, (name, distance)
+    # Every byte is still decoded: a JPEG cut anywhere after its header is caught.
+    data = encode(photo("astronaut"), quality=90)
+    for cut in (len(data) // 4, len(data) // 2, len(data) - 200):
+        assert run(data[:cut]).reject.reason == "truncated"
