@@ -54,6 +54,14 @@ def real_size_jpegs(folder: Path, n: int, size: tuple[int, int] = (1024, 768)) -
     return manifest
 
 
+VOCABULARY = (
+    "red blue green yellow black white small large old new wooden metal glass stone bright dark "
+    "cat dog horse bird car bike boat train house bridge tree flower river mountain beach street "
+    "city garden kitchen table chair window door lamp book cup plate bottle phone camera hat shoe "
+    "on under near beside behind in front of with and at during morning evening night summer winter"
+).split()
+
+
 def small_jpegs(folder: Path, n: int) -> Path:
     """``n`` distinct small JPEGs (smooth random blobs), cheap to make by the ten thousand."""
     manifest = folder / "pairs.jsonl"
@@ -64,8 +72,11 @@ def small_jpegs(folder: Path, n: int) -> Path:
     with open(manifest, "w") as fh:
         for i in range(n):
             blob = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
-            Image.fromarray(blob).resize((128, 96), Image.Resampling.BICUBIC).save(folder / "images" / f"{i:06d}.jpg", quality=85)
-            fh.write(json.dumps({"image_id": f"s{i:06d}", "image_path": f"images/{i:06d}.jpg", "texts": [f"pattern {i}, DSC_{i:04d}"]}) + "\n")
+            path = folder / "images" / f"{i:06d}.jpg"
+            if not path.exists():  # images are kept between runs; only the texts may change
+                Image.fromarray(blob).resize((128, 96), Image.Resampling.BICUBIC).save(path, quality=85)
+            words = " ".join(VOCABULARY[k] for k in rng.integers(0, len(VOCABULARY), 6))
+            fh.write(json.dumps({"image_id": f"s{i:06d}", "image_path": f"images/{i:06d}.jpg", "texts": [f"{words}, DSC_{i:04d}"]}) + "\n")
     return manifest
 
 

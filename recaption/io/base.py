@@ -23,6 +23,7 @@ from typing import Any
 from recaption.record import Pair
 
 READ_STAGE = "read"
+SKIPPED_FOLDERS = {"rejects", "_work"}  # a run's own bookkeeping, never input
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 # Field names tried in order when the user did not map a column.
@@ -68,6 +69,19 @@ class Reader(ABC):
         self.options = options or ReaderOptions()
         if not self.path.exists():
             raise InputError(f"input {path} does not exist")
+
+    def input_files(self, pattern: str, what: str) -> list[Path]:
+        """The input file itself, or the files below the input folder that match ``pattern``.
+
+        Skips a run's own ``rejects/`` and ``_work/`` folders, so pointing at an earlier
+        OUTPUT reads its kept pairs only.
+        """
+        if not self.path.is_dir():
+            return [self.path]
+        found = sorted(p for p in self.path.rglob(pattern) if p.is_file() and not SKIPPED_FOLDERS & set(p.relative_to(self.path).parts))
+        if not found:
+            raise InputError(f"{self.path} holds no {what}")
+        return found
 
     @abstractmethod
     def plan(self) -> list[InputShard]:

@@ -20,6 +20,7 @@ from recaption.io.base import (
     ID_FIELDS,
     IMAGE_EXTS,
     InputError,
+    SKIPPED_FOLDERS,
     InputShard,
     Reader,
     Writer,
@@ -39,7 +40,7 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTS and p.is_file() and "rejects" not in p.relative_to(folder).parts
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file() and not SKIPPED_FOLDERS & set(p.relative_to(folder).parts)
     )
 
 

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from recaption.io.base import (
-    InputError,
     InputShard,
     Reader,
     Writer,
@@ -55,17 +54,9 @@ def line_offsets(path: Path, every: int) -> list[tuple[int, int, int]]:
 class JsonlReader(Reader):
     format = "jsonl"
 
-    def files(self) -> list[Path]:
-        if self.path.is_dir():
-            found = sorted(p for p in self.path.rglob("*.jsonl") if "rejects" not in p.relative_to(self.path).parts)
-            if not found:
-                raise InputError(f"{self.path} holds no .jsonl files")
-            return found
-        return [self.path]
-
     def plan(self) -> list[InputShard]:
         shards: list[InputShard] = []
-        for path in self.files():
+        for path in self.input_files("*.jsonl", ".jsonl files"):
             for start, first, count in line_offsets(path, self.options.shard_size):
                 i = len(shards)
                 shards.append(InputShard(i, shard_name(i), {"file": str(path), "offset": start, "first_line": first, "lines": count, "records": count}))

@@ -36,17 +36,9 @@ from recaption.record import Pair
 class ParquetReader(Reader):
     format = "parquet"
 
-    def files(self) -> list[Path]:
-        if self.path.is_dir():
-            found = sorted(p for p in self.path.rglob("*.parquet") if "rejects" not in p.relative_to(self.path).parts)
-            if not found:
-                raise InputError(f"{self.path} holds no .parquet files")
-            return found
-        return [self.path]
-
     def plan(self) -> list[InputShard]:
         shards: list[InputShard] = []
-        for path in self.files():
+        for path in self.input_files("*.parquet", ".parquet files"):
             try:
                 meta = pq.ParquetFile(path).metadata
             except (pa.ArrowInvalid, OSError) as exc:

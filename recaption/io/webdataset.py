@@ -22,7 +22,6 @@ from typing import Any
 
 from recaption.io.base import (
     IMAGE_EXTS,
-    InputError,
     InputShard,
     Reader,
     Writer,
@@ -51,16 +50,8 @@ def split_key(name: str) -> tuple[str, str]:
 class WebDatasetReader(Reader):
     format = "webdataset"
 
-    def tars(self) -> list[Path]:
-        if self.path.is_dir():
-            found = sorted(p for p in self.path.rglob("*.tar") if "rejects" not in p.relative_to(self.path).parts)
-            if not found:
-                raise InputError(f"{self.path} holds no .tar shards")
-            return found
-        return [self.path]
-
     def plan(self) -> list[InputShard]:
-        return [InputShard(i, shard_name(i), {"file": str(p)}) for i, p in enumerate(self.tars())]
+        return [InputShard(i, shard_name(i), {"file": str(p)}) for i, p in enumerate(self.input_files("*.tar", ".tar shards"))]
 
     def read(self, shard: InputShard) -> Iterator[Pair]:
         path = Path(shard.spec["file"])

@@ -387,18 +387,25 @@ class LocalRunner:
         if self.layout.decided(seg.index).exists():
             return
         start = time.perf_counter()
-        keyed: list[tuple[str, dict[str, Any]]] = []
-        for shard in plan:
-            with open(self.layout.signatures(seg.index - 1, shard.name), encoding="utf-8") as fh:
-                keyed.extend((key, sig) for key, sig in map(json.loads, fh))
-        decisions = seg.entry.decide(keyed)
+        counted = [0]
+
+        def signatures() -> Any:  # streamed: the stage keeps only what it needs of each
+            for shard in plan:
+                with open(self.layout.signatures(seg.index - 1, shard.name), encoding="utf-8") as fh:
+                    for line in fh:
+                        counted[0] += 1
+                        key, sig = json.loads(line)
+                        yield key, sig
+
+        decisions = seg.entry.decide(signatures())
         by_shard: dict[str, dict[str, Any]] = {s.name: {} for s in plan}
         names = {str(s.index): s.name for s in plan}
-        for key, decision in decisions.items():
-            by_shard[names[key.split(":", 1)[0]]][key] = asdict(decision)
+        while decisions:  # popped as they are filed, so the two never both hold everything
+            key, decision = decisions.popitem()
+            by_shard[names[key.split(":", 1)[0]]][key] = {k: v for k, v in vars(decision).items() if v}
         for name, items in by_shard.items():
             _write_json(self.layout.decisions(seg.index, name), items)
-        _write_json(self.layout.decided(seg.index), {"records": len(keyed), "seconds": time.perf_counter() - start})
+        _write_json(self.layout.decided(seg.index), {"records": counted[0], "seconds": time.perf_counter() - start})
 
     def _finish(self, settings: dict[str, Any], plan: list[InputShard], segments: list[Segment]) -> dict[str, Any]:
         from recaption.report.html import write_report  # noqa: PLC0415 - jinja2 only when a run ends

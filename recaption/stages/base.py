@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -173,8 +173,11 @@ class GlobalStage(Stage):
         """A small, JSON-serialisable summary of what ``decide`` needs from this record."""
 
     @abstractmethod
-    def decide(self, signatures: list[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
-        """``signatures`` are (record key, signature) in input order; return decisions by key."""
+    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
+        """``signatures`` streams (record key, signature) in input order; return decisions by key.
+
+        Keep only what the decision needs of each signature: there is one per record.
+        """
 
     def process(self, batch: list[Pair]) -> None:
         raise StageError(f"global stage '{self.name}' runs through the runner's collect/decide/apply")

@@ -20,8 +20,10 @@ only hashes that collide on a block are compared.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -143,7 +145,7 @@ def near_hash_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
 
 
 class MinHasher:
-    """MinHash signatures of character shingles, with LSH banding for candidates."""
+    """MinHash signatures of character shingles, and LSH band hashes for candidates."""
 
     PRIME = (1 << 31) - 1
 
@@ -153,36 +155,94 @@ class MinHasher:
         rng = np.random.default_rng(seed)
         self.a = rng.integers(1, self.PRIME, num_perm, dtype=np.uint64)
         self.b = rng.integers(0, self.PRIME, num_perm, dtype=np.uint64)
-        self.bands, self.rows, self.shingle = bands, num_perm // bands, shingle
+        self.mix = rng.integers(1, 2**63, num_perm, dtype=np.uint64) | np.uint64(1)  # odd multipliers
+        self.num_perm, self.bands, self.rows, self.shingle = num_perm, bands, num_perm // bands, shingle
 
-    def shingles(self, text: str) -> set[int]:
-        if len(text) <= self.shingle:
-            return {zlib.crc32(text.encode())}
-        return {zlib.crc32(text[i : i + self.shingle].encode()) for i in range(len(text) - self.shingle + 1)}
+    def shingles(self, text: str) -> np.ndarray:
+        step = self.shingle
+        grams = [text] if len(text) <= step else [text[i : i + step] for i in range(len(text) - step + 1)]
+        return np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=np.uint64, count=len(grams))
 
-    def signatures(self, shingle_sets: list[set[int]], chunk: int = 200_000) -> np.ndarray:
-        """MinHash signatures, one row per set, computed for many sets at once.
+    def signature(self, text: str) -> np.ndarray:
+        x = self.shingles(text) % np.uint64(self.PRIME)
+        return ((np.outer(self.a, x) + self.b[:, None]) % np.uint64(self.PRIME)).min(axis=1).astype(np.uint32)
 
-        All shingles are hashed in one array (``chunk`` shingles at a time to bound memory)
-        and reduced per set with ``minimum.reduceat``, instead of one small numpy call per
-        text, which was the slowest part of dedup's decision.
-        """
-        out = np.empty((len(shingle_sets), len(self.a)), dtype=np.uint64)
-        start = 0
-        while start < len(shingle_sets):
-            stop, total = start, 0
-            while stop < len(shingle_sets) and (total == 0 or total + len(shingle_sets[stop]) <= chunk):
-                total += len(shingle_sets[stop])
-                stop += 1
-            sizes = np.fromiter((len(s) for s in shingle_sets[start:stop]), dtype=np.int64, count=stop - start)
-            flat = np.fromiter((x for s in shingle_sets[start:stop] for x in s), dtype=np.uint64, count=total)
-            hashed = (np.outer(self.a, flat % np.uint64(self.PRIME)) + self.b[:, None]) % np.uint64(self.PRIME)
-            out[start:stop] = np.minimum.reduceat(hashed, np.cumsum(sizes) - sizes, axis=1).T
-            start = stop
-        return out
+    def band_hash(self, minhashes: np.ndarray, band: int) -> np.ndarray:
+        """One 64-bit hash per row: two texts share it when that band's MinHash values agree."""
+        cols = slice(band * self.rows, (band + 1) * self.rows)
+        weighted = minhashes[:, cols].astype(np.uint64) * self.mix[cols]  # wraps mod 2**64, as intended
+        return weighted.sum(axis=1, dtype=np.uint64)
 
-    def band_keys(self, sig: np.ndarray) -> list[bytes]:
-        return [sig[i * self.rows : (i + 1) * self.rows].tobytes() + bytes([i]) for i in range(self.bands)]
+
+def _text_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+class _Columns:
+    """Signatures as numpy columns, filled in chunks, so that deciding over millions of
+    records costs tens of bytes per record instead of a Python dict each."""
+
+    CHUNK = 65_536
+
+    def __init__(self, num_perm: int) -> None:
+        self.keys: list[str] = []
+        self.ids: list[str] = []
+        self.num_perm = num_perm  # 0: no MinHash column (near-text dedup is off)
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._fill = self.CHUNK
+
+    def _new_chunk(self) -> None:
+        c = self.CHUNK
+        self._chunks.append({
+            "sha": np.zeros(c, np.uint64), "phash": np.zeros(c, np.uint64), "has_phash": np.zeros(c, bool),
+            "pixels": np.zeros(c, np.int64), "text": np.zeros(c, np.uint64), "minhash": np.zeros((c, self.num_perm), np.uint32),
+        })
+        self._fill = 0
+
+    def add(self, key: str, sig: dict[str, Any]) -> None:
+        if self._fill == self.CHUNK:
+            self._new_chunk()
+        row, chunk = self._fill, self._chunks[-1]
+        self.keys.append(key)
+        self.ids.append(sig["id"])
+        chunk["sha"][row] = int(sig["sha"] or "0", 16)
+        if sig.get("phash"):
+            chunk["phash"][row] = int(sig["phash"], 16)
+            chunk["has_phash"][row] = True
+        chunk["pixels"][row] = sig.get("pixels", 0)
+        chunk["text"][row] = sig.get("text", 0)
+        if self.num_perm and sig.get("minhash"):
+            chunk["minhash"][row] = np.frombuffer(bytes.fromhex(sig["minhash"]), dtype=np.uint32)
+        self._fill += 1
+
+    def column(self, name: str) -> np.ndarray:
+        """The whole column; its chunks are released, so ask for each column once."""
+        if not self._chunks:
+            return np.zeros((0, self.num_perm) if name == "minhash" else 0, np.uint64)
+        parts = [c.pop(name) for c in self._chunks]
+        parts[-1] = parts[-1][: self._fill]
+        return np.concatenate(parts)
+
+
+def _components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected-component label (the smallest member index) for each of ``n`` items."""
+    uf = _UnionFind(n)
+    for a, b in pairs:
+        uf.union(int(a), int(b))
+    return np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
+
+
+def _runs_of_equal(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Pairs linking ``members`` that share a value: each to the first and the previous of its run."""
+    if len(members) < 2:
+        return np.empty((0, 2), np.int64)
+    order = members[np.argsort(values[members], kind="stable")]
+    v = values[order]
+    same = v[1:] == v[:-1]
+    run_start = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(len(order)), 0))
+    to_prev = np.stack([order[:-1][same], order[1:][same]], axis=1)
+    to_first = np.stack([order[run_start[1:][same]], order[1:][same]], axis=1)
+    return np.concatenate([to_prev, to_first])
 
 
 @register
@@ -190,7 +250,7 @@ class Dedup(GlobalStage):
     """Reject repeated ids and duplicate images; flag (or reject) captions shared by images."""
 
     name = "dedup"
-    BUCKET_REPRESENTATIVES = 16
+    AGREEMENT_CHUNK = 65_536
 
     def __init__(
         self,
@@ -211,6 +271,8 @@ class Dedup(GlobalStage):
             raise StageError(f"dedup.text_action must be 'flag' or 'reject', not {text_action!r}")
         if not 0 <= phash_radius <= 32:
             raise StageError("dedup.phash_radius must be between 0 and 32 bits")
+        if not 0 < text_jaccard <= 1:
+            raise StageError("dedup.text_jaccard must be in (0, 1]")
         self.ids, self.exact_image, self.near_image = ids, exact_image, near_image
         self.phash_radius = phash_radius
         self.exact_text, self.near_text = exact_text, near_text
@@ -218,94 +280,97 @@ class Dedup(GlobalStage):
         self.minhasher = MinHasher(text_num_perm, text_bands)
 
     def signature(self, pair: Pair) -> dict[str, Any]:
+        """Computed in the workers: hashes only, so the decision needs no text and no image."""
         selected = [c.text for c in pair.captions if c.selected] or pair.texts[:1]
-        return {
+        text = normalise_text(" ".join(selected))
+        sig: dict[str, Any] = {
             "id": pair.image_id,
-            "sha256": pair.scores.get("sha256"),
+            "sha": (pair.scores.get("sha256") or "")[:16],  # 64 bits: collisions are not a concern here
             "phash": pair.scores.get("phash"),
             "pixels": int(pair.scores.get("width", 0)) * int(pair.scores.get("height", 0)),
-            "text": normalise_text(" ".join(selected)),
+            "text": _text_hash(text) if text else 0,
         }
+        if text and self.near_text:
+            sig["minhash"] = self.minhasher.signature(text).tobytes().hex()
+        return sig
 
-    def decide(self, signatures: list[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
-        keys = [k for k, _ in signatures]
-        sigs = [s for _, s in signatures]
+    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
+        cols = _Columns(self.minhasher.num_perm if self.near_text else 0)
+        for key, sig in signatures:
+            cols.add(key, sig)
+        n = len(cols.keys)
+        ids, keys = cols.ids, cols.keys
+        pixels = cols.column("pixels")
+        alive = np.ones(n, dtype=bool)
         decisions: dict[str, Decision] = {}
-        alive = list(range(len(sigs)))
+
+        def reject(i: int, reason: str, detail: str) -> None:
+            decisions[keys[i]] = Decision(reject=(reason, detail))
+            alive[i] = False
 
         if self.ids:
             first_of: dict[str, int] = {}
-            for i in alive:
-                owner = first_of.setdefault(sigs[i]["id"], i)
+            for i, image_id in enumerate(ids):
+                owner = first_of.setdefault(image_id, i)
                 if owner != i:
-                    decisions[keys[i]] = Decision(reject=("duplicate_id", f"image_id {sigs[i]['id']!r} already used by the record at {keys[owner]}"))
-            alive = [i for i in alive if keys[i] not in decisions]
+                    reject(i, "duplicate_id", f"image_id {image_id!r} already used by the record at {keys[owner]}")
 
-        def best_first(members: list[int]) -> list[int]:
-            return sorted(members, key=lambda i: (-sigs[i]["pixels"], i))
-
-        def reject_groups(uf: _UnionFind, members: list[int], reason: str) -> None:
-            for group in uf.groups().values():
-                if len(group) < 2:
-                    continue
-                ranked = best_first([members[g] for g in group])
-                keeper = ranked[0]
-                for i in ranked[1:]:
-                    decisions[keys[i]] = Decision(reject=(reason, f"duplicate of {sigs[keeper]['id']!r}"))
+        def reject_groups(members: np.ndarray, labels: np.ndarray, reason: str) -> None:
+            # Sort each group by most pixels, then input order: the first one is kept.
+            order = np.lexsort((members, -pixels[members], labels))
+            keeper = None
+            for pos in range(len(order)):
+                idx, label = int(members[order[pos]]), labels[order[pos]]
+                if pos == 0 or label != labels[order[pos - 1]]:
+                    keeper = idx
+                else:
+                    reject(idx, reason, f"duplicate of {ids[keeper]!r}")
 
         if self.exact_image:
-            members = [i for i in alive if sigs[i]["sha256"]]
-            uf = _UnionFind(len(members))
-            first_with: dict[str, int] = {}
-            for pos, i in enumerate(members):
-                uf.union(first_with.setdefault(sigs[i]["sha256"], pos), pos)
-            reject_groups(uf, members, "exact_image")
-            alive = [i for i in alive if keys[i] not in decisions]
-
+            sha = cols.column("sha")
+            members = np.flatnonzero(alive & (sha != 0))
+            reject_groups(members, sha[members], "exact_image")
         if self.near_image:
-            members = [i for i in alive if sigs[i]["phash"]]
-            hashes = np.array([int(sigs[i]["phash"], 16) for i in members], dtype=np.uint64)
-            uf = _UnionFind(len(members))
-            for a, b in near_hash_pairs(hashes, self.phash_radius):
-                uf.union(int(a), int(b))
-            reject_groups(uf, members, "near_image")
-            alive = [i for i in alive if keys[i] not in decisions]
-
+            members = np.flatnonzero(alive & cols.column("has_phash"))
+            pairs = near_hash_pairs(cols.column("phash")[members], self.phash_radius)
+            reject_groups(members, _components(len(members), pairs), "near_image")
         if self.exact_text or self.near_text:
-            self._text_groups(keys, sigs, alive, decisions)
+            self._text_groups(cols, alive, decisions)
         return decisions
 
-    def _text_groups(self, keys: list[str], sigs: list[dict[str, Any]], alive: list[int], decisions: dict[str, Decision]) -> None:
-        members = [i for i in alive if sigs[i]["text"]]
-        uf = _UnionFind(len(members))
+    def _text_groups(self, cols: _Columns, alive: np.ndarray, decisions: dict[str, Decision]) -> None:
+        text = cols.column("text")
+        members = np.flatnonzero(alive & (text != 0))
+        local = np.arange(len(members))
+        links = [np.empty((0, 2), np.int64)]
         if self.exact_text:
-            first_with: dict[str, int] = {}
-            for pos, i in enumerate(members):
-                uf.union(first_with.setdefault(sigs[i]["text"], pos), pos)
+            links.append(_runs_of_equal(text[members], local))
         if self.near_text:
-            shingles = [self.minhasher.shingles(sigs[i]["text"]) for i in members]
-            minhashes = self.minhasher.signatures(shingles)
-            buckets: dict[bytes, list[int]] = {}
-            for pos, sh in enumerate(shingles):
-                for band in self.minhasher.band_keys(minhashes[pos]):
-                    bucket = buckets.setdefault(band, [])
-                    for other in bucket:
-                        if uf.find(other) != uf.find(pos):
-                            inter = len(shingles[other] & sh)
-                            if inter / (len(shingles[other]) + len(sh) - inter) >= self.text_jaccard:
-                                uf.union(other, pos)
-                    # A bucket of many near-identical texts needs only a few representatives.
-                    if len(bucket) < self.BUCKET_REPRESENTATIVES:
-                        bucket.append(pos)
-        for group in uf.groups().values():
+            minhash = cols.column("minhash")[members]
+            candidates = np.concatenate(
+                [_runs_of_equal(self.minhasher.band_hash(minhash, b), local) for b in range(self.minhasher.bands)]
+            )
+            if len(candidates):
+                candidates = np.unique(np.sort(candidates, axis=1), axis=0)
+                # Estimated Jaccard: the share of MinHash values two texts agree on. In chunks:
+                # a million candidate pairs would otherwise gather 2 x 256 MB of rows at once.
+                for start in range(0, len(candidates), self.AGREEMENT_CHUNK):
+                    chunk = candidates[start : start + self.AGREEMENT_CHUNK]
+                    agree = (minhash[chunk[:, 0]] == minhash[chunk[:, 1]]).mean(axis=1)
+                    links.append(chunk[agree >= self.text_jaccard])
+        labels = _components(len(members), np.concatenate(links))
+        shared = np.flatnonzero(np.bincount(labels, minlength=len(members))[labels] > 1)
+        groups: dict[int, list[int]] = {}  # only captions that are shared: most are not
+        for pos in shared:
+            groups.setdefault(int(labels[pos]), []).append(int(members[pos]))
+        for group in groups.values():
             if len(group) < 2:
                 continue
-            ordered = sorted(members[g] for g in group)
-            first = ordered[0]
-            for i in ordered:
-                d = Decision(scores={"text_dup_count": len(ordered)})
+            first = group[0]  # members are in input order
+            for i in group:
+                d = Decision(scores={"text_dup_count": len(group)})
                 if i != first:
-                    d.meta["text_dup_of"] = sigs[first]["id"]
+                    d.meta["text_dup_of"] = cols.ids[first]
                     if self.text_action == "reject":
-                        d.reject = ("duplicate_text", f"same caption as {sigs[first]['id']!r}")
-                decisions[keys[i]] = d
+                        d.reject = ("duplicate_text", f"same caption as {cols.ids[first]!r}")
+                decisions[cols.keys[i]] = d

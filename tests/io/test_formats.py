@@ -221,3 +221,10 @@ def test_format_detection_and_clear_errors(tmp_path):
     empty.mkdir()
     with pytest.raises(InputError, match="no images"):
         open_reader(empty, None, ReaderOptions()).plan()
+
+
+def test_a_runs_own_rejects_and_work_folders_are_never_input(tmp_path):
+    for folder in ("data", "rejects", "_work"):
+        (tmp_path / folder).mkdir()
+        write_jsonl(tmp_path / folder / "part-00000.jsonl", [{"image_id": folder, "texts": ["x"]}])
+    assert [p.image_id for p in read_all(tmp_path, "jsonl")] == ["data"]

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from recaption.record import Pair
 from recaption.stages.dedup import Dedup, _UnionFind, near_hash_pairs
 
 
@@ -47,15 +48,17 @@ def test_near_hash_pairs_equal_brute_force(radius, plan, monkeypatch):
 
 
 def sig(i, image_id, sha, phash, pixels=100, text="t"):
-    return (f"0:{i}", {"id": image_id, "sha256": sha, "phash": phash, "pixels": pixels, "text": text})
+    """A record's signature, made by the stage itself from a Pair, as the runner does."""
+    pair = Pair(image_id, None, texts=[text], scores={"sha256": sha.ljust(64, "0"), "phash": phash, "width": pixels, "height": 1})
+    return (f"0:{i}", Dedup().signature(pair))
 
 
 def test_image_duplicates_keep_the_largest_then_the_earliest():
     sigs = [
-        sig(0, "a", "s1", "0000000000000000", 100, "first"),
-        sig(1, "b", "s2", "0000000000000003", 400, "second"),  # near a, bigger: survives
-        sig(2, "c", "s1", "0000000000000000", 100, "third"),  # exact copy of a
-        sig(3, "d", "s4", "ffffffffffffffff", 100, "fourth"),
+        sig(0, "a", "a1", "0000000000000000", 100, "first"),
+        sig(1, "b", "a2", "0000000000000003", 400, "second"),  # near a, bigger: survives
+        sig(2, "c", "a1", "0000000000000000", 100, "third"),  # exact copy of a
+        sig(3, "d", "a4", "ffffffffffffffff", 100, "fourth"),
     ]
     d = Dedup(near_text=False).decide(sigs)
     assert d["0:2"].reject == ("exact_image", "duplicate of 'a'")
@@ -64,7 +67,7 @@ def test_image_duplicates_keep_the_largest_then_the_earliest():
 
 
 def test_duplicate_ids_keep_the_first():
-    sigs = [sig(0, "a", "s1", "00000000000000ff"), sig(1, "a", "s2", "ff00000000000000")]
+    sigs = [sig(0, "a", "b1", "00000000000000ff"), sig(1, "a", "b2", "ff00000000000000")]
     d = Dedup().decide(sigs)
     assert d["0:1"].reject[0] == "duplicate_id"
     assert "0:0" not in d
@@ -72,11 +75,11 @@ def test_duplicate_ids_keep_the_first():
 
 def test_same_caption_on_different_images_is_flagged_or_rejected():
     sigs = [
-        sig(0, "a", "s1", "00000000000000ff", text="image"),
-        sig(1, "b", "s2", "ff00000000000000", text="image"),
-        sig(2, "c", "s3", "0f0f0f0f0f0f0f0f", text="a cat on a red sofa in the sun"),
-        sig(3, "d", "s4", "f0f0f0f0f0f0f0f0", text="a cat on a red sofa in the sun!"),
-        sig(4, "e", "s5", "3333333333333333", text="something else entirely"),
+        sig(0, "a", "b1", "00000000000000ff", text="image"),
+        sig(1, "b", "b2", "ff00000000000000", text="image"),
+        sig(2, "c", "b3", "0f0f0f0f0f0f0f0f", text="a cat on a red sofa in the sun"),
+        sig(3, "d", "b4", "f0f0f0f0f0f0f0f0", text="a cat on a red sofa in the sun!"),
+        sig(4, "e", "b5", "3333333333333333", text="something else entirely"),
     ]
     flagged = Dedup().decide(sigs)
     assert flagged["0:0"].scores == {"text_dup_count": 2} and flagged["0:0"].reject is None
@@ -90,17 +93,32 @@ def test_same_caption_on_different_images_is_flagged_or_rejected():
 
 def test_near_text_threshold():
     sigs = [
-        sig(0, "a", "s1", "00000000000000ff", text="a golden retriever playing fetch on the beach at sunset"),
-        sig(1, "b", "s2", "ff00000000000000", text="a black cat sleeping on a windowsill in the rain"),
+        sig(0, "a", "b1", "00000000000000ff", text="a golden retriever playing fetch on the beach at sunset"),
+        sig(1, "b", "b2", "ff00000000000000", text="a black cat sleeping on a windowsill in the rain"),
     ]
     assert Dedup().decide(sigs) == {}
 
 
-def test_minhash_signatures_do_not_depend_on_chunking():
+def test_minhash_agreement_estimates_jaccard():
     from recaption.stages.dedup import MinHasher
 
-    mh = MinHasher()
-    sets = [mh.shingles(t) for t in ["a cat", "a cat on a mat", "x", "the quick brown fox jumps over the lazy dog"]]
-    whole = mh.signatures(sets)
-    assert (mh.signatures(sets, chunk=7) == whole).all()
-    assert (whole[0] != whole[1]).any()
+    mh = MinHasher(num_perm=256, bands=32)
+    a = "a golden retriever playing fetch on the beach at sunset with a red ball"
+    b = a + " today"
+    sa, sb = set(mh.shingles(a).tolist()), set(mh.shingles(b).tolist())
+    true = len(sa & sb) / len(sa | sb)
+    estimate = (mh.signature(a) == mh.signature(b)).mean()
+    assert abs(estimate - true) < 0.1
+    assert (mh.signature("x") == mh.signature("x")).all()
+
+
+def test_decide_takes_a_stream_and_scales_to_many_records():
+    rng = np.random.default_rng(0)
+    n = 20_000
+
+    def stream():
+        for i in range(n):
+            yield sig(i, f"id{i}", f"{i + 1:016x}", f"{int(rng.integers(0, 2**63)):016x}", text=f"caption number {i} {i * 7919 % 10007}")
+
+    decisions = Dedup().decide(stream())
+    assert len(decisions) < n * 0.01  # random hashes and distinct texts: almost nothing to decide
