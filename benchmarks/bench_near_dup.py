@@ -36,7 +36,7 @@ def main() -> dict:
         start = time.perf_counter()
         pairs = near_hash_pairs(hashes, args.radius)
         search = time.perf_counter() - start
-        sigs = [(f"0:{i}", {"id": str(i), "sha256": None, "phash": f"{int(h):016x}", "pixels": 1, "text": ""}) for i, h in enumerate(hashes)]
+        sigs = ((f"0:{i}", {"id": str(i), "sha": "", "phash": f"{int(h):016x}", "pixels": 1, "text": 0}) for i, h in enumerate(hashes))
         start = time.perf_counter()
         decisions = Dedup(exact_text=False, near_text=False).decide(sigs)
         decide = time.perf_counter() - start

@@ -338,8 +338,10 @@ class LocalRunner:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-        stats = self._finish(settings, plan, segments)
-        return stats
+        try:
+            return self._finish(settings, plan, segments)
+        except KeyboardInterrupt:
+            raise RunError(f"interrupted while writing the report; run the same command again to finish ({self.layout.root}).") from None
 
     def _describe(self, seg: Segment, segments: list[Segment]) -> str:
         names = ([seg.entry.name] if seg.entry else []) + [s.name for s in seg.stages]
