@@ -29,6 +29,8 @@ PHOTOS = {
         "SpaceX Falcon 9 rocket on the launch pad at Cape Canaveral on 2019-05-12 14:32 before the Starlink "
         "mission, with the service tower beside it, the fog over the Atlantic ocean in the morning light, "
         "the crowd of photographers at the fence, and the long exposure showing the lights of the pad. "
+        "The Falcon 9 first stage landed on the drone ship Of Course I Still Love You eight minutes later. "
+        "Launch Complex 40 has hosted more than 200 launches since 2010, including the CRS-20 cargo mission. "
         "Taken by our staff photographer with a Canon EOS R5 and a 100-400mm lens. More photos on our "
         "website www.launchphotos.example and follow us on Twitter for updates on future launches!!!",
     ],

@@ -160,7 +160,7 @@ def load_recipe(name_or_path: str = "default", overrides: list[str] | None = Non
     def at(node: yaml.Node) -> str:
         return f"{source} line {node.start_mark.line + 1}"
 
-    for key, node in root.value:
+    for key, _ in root.value:
         if key.value not in TOP_LEVEL_KEYS:
             raise RecipeError(f"{at(key)}: unknown key {key.value!r}{_suggest(key.value, list(TOP_LEVEL_KEYS))}")
     stages_node = nodes.get("stages")

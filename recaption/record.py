@@ -89,7 +89,7 @@ class Pair:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Pair":
+    def from_dict(cls, d: dict[str, Any]) -> Pair:
         rej = d.get("reject")
         return cls(
             image_id=str(d["image_id"]),

@@ -30,7 +30,7 @@ def _bins(counts: dict[int, int], width: int, upper: int | None = None) -> list[
 
 
 def svg_histogram(counts: dict[int, int], bin_width: int, label: str, marker: int | None = None, color: str = "#4c78a8") -> Markup:
-    bins = _bins(counts, bin_width)
+    bins = _bins({**counts, marker: counts.get(marker, 0)} if marker is not None else counts, bin_width)
     if not bins:
         return Markup('<p class="muted">no data</p>')
     w, h, pad = 560, 160, 28

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from recaption.record import Pair
 
-STAGES: dict[str, type["Stage"]] = {}
+STAGES: dict[str, type[Stage]] = {}
 
 
 class StageError(Exception):
@@ -42,7 +42,7 @@ class Needs:
     memory_gb: float = 0.0
 
 
-def register(cls: type["Stage"]) -> type["Stage"]:
+def register(cls: type[Stage]) -> type[Stage]:
     if not getattr(cls, "name", None):
         raise TypeError(f"{cls.__name__} has no stage name")
     STAGES[cls.name] = cls

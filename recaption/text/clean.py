@@ -48,7 +48,7 @@ _DATE = re.compile(
     r")(?![\w])"
 )
 # A credited name runs to the end of its clause; "J. Doe" keeps going past the initial's dot.
-_NAME_RUN = r"(?:[A-Z]\.\s*|[^,.;|\n])*"
+_NAME_RUN = r"(?:(?-i:[A-Z])\.\s*|[^,.;|\n])*"  # case-sensitive initial inside an (?i) pattern
 # Credit and stock boilerplate. Credit lines run to the end of their clause.
 _CREDIT = re.compile(
     r"(?i)(?:"
@@ -59,6 +59,9 @@ _CREDIT = re.compile(
     rf"|\b(?:photo(?:graph)?(?:ed)?|picture|image|shot|taken)\s+(?:by|credit|courtesy(?:\s+of)?)\s*:?\s*{_NAME_RUN}"
     rf"|\b(?:credits?|courtesy(?:\s+of)?|source|via)\s*:\s*{_NAME_RUN}"
     r"|\b(?:getty\s+images|shutterstock|istock(?:photo)?|alamy|dreamstime|depositphotos|123rf|adobe\s+stock)\b"
+    # Calls to action run to the end of their sentence: they never describe the image.
+    r"|\b(?:more\s+(?:photos|pictures|images)\s+(?:on|at)|follow\s+us|visit\s+(?:us|our)|click\s+here|"
+    r"see\s+more\s+(?:at|on)|shop\s+now|buy\s+now|subscribe\s+(?:to|for)|call\s+(?:us\s+)?(?:for|at|now|today))[^.!?\n]*[.!?]*"
     r")"
 )
 _MENTION = re.compile(r"(?i)(?:\b(?:via|by|from|cc)\s+)?(?<![\w@])@\w{1,30}")
@@ -193,11 +196,12 @@ def fix_slang_and_typos(text: str) -> str:
 
 
 def tidy_punctuation(text: str) -> str:
-    text = _REPEATED_PUNCT.sub(lambda m: "..." if m.group(1) == "." and len(m.group(0)) >= 3 else m.group(1), text)
+    # Spaces first: a removal leaves "pad. . The", which must end as one full stop.
     text = _EMPTY_BRACKETS.sub(" ", text)
     text = _SPACES.sub(" ", text)
     text = _DANGLING_SEPARATORS.sub("", text)
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+    text = _REPEATED_PUNCT.sub(lambda m: "..." if m.group(1) == "." and len(m.group(0)) >= 3 else m.group(1), text)
     text = _EDGE_JUNK.sub("", text)
     return _SPACES.sub(" ", text).strip()
 

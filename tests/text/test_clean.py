@@ -8,7 +8,7 @@ CASES = [
     ("html", "dog &amp;amp; <b>cat</b>", "dog & cat"),
     ("urls", "red bike https://example.com/a.jpg?x=1 on grass", "red bike on grass"),
     ("urls", "visit www.shop.example for more", "visit for more"),
-    ("contacts", "mail bob@example.com or call +1 555-123-4567 today", "mail or call today"),
+    ("contacts", "mail bob@example.com or phone +1 555-123-4567 today", "mail or phone today"),
     ("file_names", "IMG_2034.JPG sunset over the bay DSC_0001", "sunset over the bay"),
     ("file_names", "portrait 20190512_123456.jpg", "portrait"),
     ("dates", "Golden Gate Bridge 2019-05-12 14:32:05", "Golden Gate Bridge"),
@@ -18,6 +18,7 @@ CASES = [
     ("credits", "red Bentley | Photographed by J. Doe © 2004", "red Bentley"),
     ("credits", "stock photo - a latte with heart art", "a latte with heart art"),
     ("credits", "harbour at dusk, Getty Images", "harbour at dusk"),
+    ("credits", "red dress. Shop now for 20% off! Follow us on Instagram.", "red dress."),
     ("hashtags_mentions", "a #sunset over the bay via @bob #nofilter #travel", "a sunset over the bay"),
     ("emoji", "happy dog 🐶🐶 in the park 🌳", "happy dog in the park"),
     ("slang_typos", "u gotta see this pic of teh beach", "you gotta see this picture of the beach"),
@@ -63,3 +64,8 @@ def test_every_rule_is_named_in_the_table():
         "mojibake", "unicode", "html", "urls", "file_names", "dates", "contacts",
         "credits", "hashtags_mentions", "emoji", "slang_typos", "punctuation",
     ]
+
+
+def test_a_credit_ends_with_its_sentence():
+    text = "Rocket on the pad. Taken by our staff photographer with a 100-400mm lens. The fog lifts at dawn."
+    assert AltTextRules().clean(text).text == "Rocket on the pad. The fog lifts at dawn."
