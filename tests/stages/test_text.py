@@ -47,25 +47,3 @@ def test_stage_skips_records_rejected_earlier():
     stage([pair])
     assert pair.captions == [] and stage.counters.seen == 0
 
-
-def test_a_stage_error_rejects_only_the_record_that_caused_it():
-    from recaption.stages.base import Stage
-
-    class Fragile(Stage):
-        name = "fragile"
-
-        def process(self, batch):
-            for pair in batch:
-                pair.captions.append("partial")  # state a retry must not see twice
-                if pair.image_id == "bad":
-                    raise ValueError("cannot handle this one")
-                pair.scores["seen"] = 1
-
-    pairs = [Pair("a", None), Pair("bad", None), Pair("c", None)]
-    stage = Fragile()
-    stage(pairs)
-    assert [p.reject.reason if p.reject else None for p in pairs] == [None, "error", None]
-    assert "ValueError: cannot handle this one" in pairs[1].reject.detail
-    assert pairs[0].scores == {"seen": 1} and pairs[2].scores == {"seen": 1}
-    assert stage.counters.rejected == {"fragile/error": 1}
-    assert pairs[0].captions == ["partial"] and pairs[2].captions == ["partial"]

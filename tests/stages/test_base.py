@@ -1,0 +1,73 @@
+import pytest
+
+from recaption.record import Pair
+from recaption.stages.base import Filter, Needs, Stage, StageError
+
+
+def test_a_filter_only_answers_keep_or_why_not_and_the_base_counts():
+    class ShortText(Filter):
+        name = "short_text"
+
+        def check(self, pair):
+            return ("too_short", f"{len(pair.alt_text)} chars") if len(pair.alt_text) < 5 else None
+
+    pairs = [Pair("a", None, texts=["a long enough text"]), Pair("b", None, texts=["ab"]), Pair("c", None, texts=["x"])]
+    pairs[2].reject_with("earlier", "broken")
+    stage = ShortText()
+    stage(pairs)
+    assert pairs[0].reject is None
+    assert pairs[1].reject.key == "short_text/too_short" and pairs[1].reject.detail == "2 chars"
+    assert pairs[2].reject.key == "earlier/broken"  # not seen again
+    c = stage.counters
+    assert (c.seen, c.kept, dict(c.rejected)) == (2, 1, {"short_text/too_short": 1})
+    assert c.seconds >= 0
+
+
+def test_declared_needs_are_checked_when_the_stage_is_built():
+    class NeedsMissing(Stage):
+        name = "needs_missing"
+        needs = Needs(packages={"surely_not_installed_pkg": "surely-not-installed-pkg>=1"})
+
+        def process(self, batch):
+            return None
+
+    with pytest.raises(StageError, match="needs surely-not-installed-pkg>=1: pip install"):
+        NeedsMissing()
+
+
+def test_setup_runs_once_before_the_first_batch():
+    class Counting(Stage):
+        name = "counting"
+        setups = 0
+
+        def setup(self):
+            type(self).setups += 1
+
+        def process(self, batch):
+            return None
+
+    stage = Counting()
+    stage([Pair("a", None)])
+    stage([Pair("b", None)])
+    assert Counting.setups == 1
+
+
+def test_a_stage_error_rejects_only_the_record_that_caused_it():
+    class Fragile(Stage):
+        name = "fragile"
+
+        def process(self, batch):
+            for pair in batch:
+                pair.captions.append("partial")  # state a retry must not see twice
+                if pair.image_id == "bad":
+                    raise ValueError("cannot handle this one")
+                pair.scores["seen"] = 1
+
+    pairs = [Pair("a", None), Pair("bad", None), Pair("c", None)]
+    stage = Fragile()
+    stage(pairs)
+    assert [p.reject.reason if p.reject else None for p in pairs] == [None, "error", None]
+    assert "ValueError: cannot handle this one" in pairs[1].reject.detail
+    assert pairs[0].scores == {"seen": 1} and pairs[2].scores == {"seen": 1}
+    assert stage.counters.rejected == {"fragile/error": 1}
+    assert pairs[0].captions == ["partial"] and pairs[2].captions == ["partial"]
