@@ -147,3 +147,36 @@ def test_resume_after_stop_loses_and_duplicates_nothing(tmp_path, sig):
     assert stats["input"] == ref["input"] == 201
     assert stats["input"] == stats["output"] + stats["rejected"]
     assert stats["rejects_by_reason"] == ref["rejects_by_reason"]
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the worker processes")
+def test_a_worker_killed_for_memory_fails_the_run_clearly_and_the_rerun_finishes(tmp_path):
+    data = make_pairs_dataset(tmp_path / "in", 120)
+    for i in range(120):
+        noise_image(i, (900, 700)).save(tmp_path / "in" / "images" / f"{i:05d}.jpg", quality=95)
+    out = tmp_path / "out"
+    cmd = _cli("run", str(data), str(out), "--shard-size", "5", "--workers", "2", "--no-progress")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = out / "_work" / "done"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if done.exists() and len(list(done.glob("seg0-*.json"))) >= 2:
+            break
+        time.sleep(0.01)
+    workers = [k for k in _children(proc.pid) if "spawn" in Path(f"/proc/{k}/cmdline").read_text()]
+    assert proc.poll() is None and workers, "the run finished before a worker could be killed"
+    os.kill(workers[0], signal.SIGKILL)  # what the kernel's OOM killer does
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "a worker process died" in stderr and "re-run the same command" in stderr
+    resumed = subprocess.run(cmd, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["input"] == 120 == stats["output"] + stats["rejected"]
