@@ -176,10 +176,18 @@ def remove_stale_temporaries(folder: Path) -> int:
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-def safe_key(image_id: str, row: int) -> str:
-    """A file-system and WebDataset-safe key (no dots, no slashes) that stays unique in a shard."""
+def safe_key(image_id: str, row: int, used: set[str]) -> str:
+    """A file-system and WebDataset-safe key (no dots, no slashes), unique within a shard.
+
+    The id itself when it is already safe and new in this shard (so img2dataset's keys
+    survive a round trip); otherwise the row number and what is safe of the id.
+    """
     cleaned = _SAFE_KEY.sub("_", image_id).strip("_")[:80]
-    return f"{row:06d}_{cleaned}" if cleaned else f"{row:06d}"
+    key = cleaned if cleaned and cleaned == image_id and cleaned not in used else (f"{row:06d}_{cleaned}" if cleaned else f"{row:06d}")
+    while key in used:  # an id that happens to look like another row's fallback key
+        key += "_"
+    used.add(key)
+    return key
 
 
 def unsafe_member_reason(name: str) -> str | None:

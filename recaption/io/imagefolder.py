@@ -102,10 +102,11 @@ class ImageFolderWriter(Writer):
     def open_shard(self, shard: str) -> Iterator[Callable[[Pair], None]]:
         with atomic_path(self.target(shard), is_dir=True) as tmp:
             row = 0
+            used: set[str] = set()
 
             def add(pair: Pair) -> None:
                 nonlocal row
-                key = safe_key(pair.image_id, row)
+                key = safe_key(pair.image_id, row, used)
                 data, ext = image_bytes_and_ext(pair)
                 (tmp / f"{key}.{ext}").write_bytes(data)
                 (tmp / f"{key}.txt").write_text(training_text(pair), encoding="utf-8")

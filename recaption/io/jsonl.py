@@ -102,11 +102,12 @@ class JsonlWriter(Writer):
         image_dir = self.out_dir / shard
         with atomic_path(image_dir, is_dir=True) as tmp_dir, atomic_path(self.target(shard)) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             row = 0
+            used: set[str] = set()
 
             def add(pair: Pair) -> None:
                 nonlocal row
                 if isinstance(pair.image, (bytes, bytearray)):
-                    name = f"{safe_key(pair.image_id, row)}.{pair.image_ext or 'jpg'}"
+                    name = f"{safe_key(pair.image_id, row, used)}.{pair.image_ext or 'jpg'}"
                     (tmp_dir / name).write_bytes(pair.image)
                     image_path = f"{shard}/{name}"
                 else:

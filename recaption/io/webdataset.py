@@ -137,10 +137,11 @@ class WebDatasetWriter(Writer):
     def open_shard(self, shard: str) -> Iterator[Callable[[Pair], None]]:
         with atomic_path(self.target(shard)) as tmp, tarfile.open(tmp, "w") as tar:
             row = 0
+            used: set[str] = set()
 
             def add(pair: Pair) -> None:
                 nonlocal row
-                key = safe_key(pair.image_id, row)
+                key = safe_key(pair.image_id, row, used)
                 data, ext = image_bytes_and_ext(pair)
                 _add_member(tar, f"{key}.{ext}", data)
                 _add_member(tar, f"{key}.txt", training_text(pair).encode("utf-8"))

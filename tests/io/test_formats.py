@@ -228,3 +228,13 @@ def test_a_runs_own_rejects_and_work_folders_are_never_input(tmp_path):
         (tmp_path / folder).mkdir()
         write_jsonl(tmp_path / folder / "part-00000.jsonl", [{"image_id": folder, "texts": ["x"]}])
     assert [p.image_id for p in read_all(tmp_path, "jsonl")] == ["data"]
+
+
+def test_output_keys_keep_safe_ids_and_stay_unique():
+    from recaption.io.base import safe_key
+
+    used: set[str] = set()
+    keys = [safe_key(i, row, used) for row, i in enumerate(["000000123", "a/b.jpg", "000000123", "", "000004", "../x"])]
+    assert keys == ["000000123", "000001_a_b_jpg", "000002_000000123", "000003", "000004", "000005_x"]
+    assert len(set(keys)) == len(keys)
+    assert all("/" not in k and "." not in k for k in keys)
