@@ -83,7 +83,10 @@ def pair_from_record(
                 if url_key and isinstance(record.get(url_key), str):
                     image = record[url_key]
 
-    pair = Pair(image_id=image_id, image=image, texts=texts, origin=origin)
+    # A record recaption wrote keeps the origin it had when it first came in (intermediate
+    # files between passes, or an earlier run's output, are not where it came from).
+    saved_origin = _maybe_json(record.get("origin"))
+    pair = Pair(image_id=image_id, image=image, texts=texts, origin=saved_origin if isinstance(saved_origin, dict) and saved_origin else origin)
     for cap in _maybe_json(record.get("captions")) or []:
         if isinstance(cap, dict) and "text" in cap and "source" in cap:
             pair.captions.append(Caption(**cap))

@@ -59,6 +59,9 @@ def test_demo_run_accounts_for_every_record(demo_dataset, tmp_path):
     assert rewritten.exists()  # image_path is relative to the JSONL's folder
     assert Path(kept["chelsea"]["image_path"]).is_absolute()  # untouched images point at the original
     assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
+    # A record rejected in the second pass still says where it came from in the input.
+    dups = read_jsonl(tmp_path / "out" / "rejects" / "part-00000.dedup.jsonl")
+    assert dups and all(r["origin"]["file"] == str(demo_dataset) and r["origin"]["line"] > 0 for r in dups)
 
 
 def test_two_workers_give_the_same_result_as_one(tmp_path):
