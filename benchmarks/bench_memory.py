@@ -6,7 +6,7 @@ import argparse
 import json
 import shutil
 
-from benchmarks.common import OUT, run_cli, small_jpegs
+from benchmarks.harness import OUT, run_cli, small_jpegs
 
 
 def main() -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from benchmarks.common import OUT, real_size_jpegs, run_cli
+from benchmarks.harness import OUT, real_size_jpegs, run_cli
 
 
 def pil_loop(manifest: Path) -> float:

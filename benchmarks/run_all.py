@@ -6,7 +6,7 @@ import datetime
 import sys
 
 from benchmarks import bench_memory, bench_near_dup, bench_throughput
-from benchmarks.common import machine
+from benchmarks.harness import machine
 
 if __name__ == "__main__":
     print(f"machine: {machine()}\ndate: {datetime.date.today()}")

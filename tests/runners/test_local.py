@@ -103,17 +103,22 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "recaption.cli", *args]
 
 
+def _wait_for_first_shards(proc: subprocess.Popen, out: Path, n: int) -> None:
+    """Wait until a real run has finished ``n`` first-pass shards and is still running."""
+    done = out / "_work" / "done"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if done.exists() and len(list(done.glob("seg0-*.json"))) >= n:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be stopped; make the data set bigger"
+
+
 def _start_and_stop(data: Path, out: Path, sig: int) -> subprocess.CompletedProcess:
     """Start a real run, wait until some shards are done, then stop it with ``sig``."""
     cmd = _cli("run", str(data), str(out), "--shard-size", "5", "--workers", "2", "--no-progress")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    done = out / "_work" / "done"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if done.exists() and len(list(done.glob("seg0-*.json"))) >= 4:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be stopped; make the data set bigger"
+    _wait_for_first_shards(proc, out, 4)
     if sig == signal.SIGKILL:
         os.killpg(proc.pid, sig)  # a crash: the workers die too, nobody cleans up
     else:
@@ -167,14 +172,9 @@ def test_a_worker_killed_for_memory_fails_the_run_clearly_and_the_rerun_finishes
     out = tmp_path / "out"
     cmd = _cli("run", str(data), str(out), "--shard-size", "5", "--workers", "2", "--no-progress")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    done = out / "_work" / "done"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if done.exists() and len(list(done.glob("seg0-*.json"))) >= 2:
-            break
-        time.sleep(0.01)
+    _wait_for_first_shards(proc, out, 2)
     workers = [k for k in _children(proc.pid) if "spawn" in Path(f"/proc/{k}/cmdline").read_text()]
-    assert proc.poll() is None and workers, "the run finished before a worker could be killed"
+    assert workers, "found no worker process to kill"
     os.kill(workers[0], signal.SIGKILL)  # what the kernel's OOM killer does
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1

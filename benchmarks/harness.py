@@ -1,4 +1,4 @@
-"""Data generation and timing shared by the benchmark scripts."""
+"""The benchmark harness: generated workloads, the machine description, timed CLI runs."""
 
 from __future__ import annotations
 
