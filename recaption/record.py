@@ -61,12 +61,6 @@ class Pair:
     def alt_text(self) -> str:
         return self.texts[0] if self.texts else ""
 
-    def latest_caption(self, source_prefix: str | None = None) -> Caption | None:
-        for cap in reversed(self.captions):
-            if source_prefix is None or cap.source.startswith(source_prefix):
-                return cap
-        return None
-
     # -- serialisation -------------------------------------------------------------------
     def to_dict(self, include_image_bytes: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"image_id": self.image_id}

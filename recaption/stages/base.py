@@ -42,6 +42,18 @@ class Needs:
     memory_gb: float = 0.0
 
 
+def available_memory_gb() -> float | None:
+    """Memory the kernel says is available now, or None where it does not say (not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        return None
+    return None
+
+
 def register(cls: type[Stage]) -> type[Stage]:
     if not getattr(cls, "name", None):
         raise TypeError(f"{cls.__name__} has no stage name")
@@ -89,6 +101,10 @@ class Stage(ABC):
         missing = [req for mod, req in self.needs.packages.items() if importlib.util.find_spec(mod) is None]
         if missing:
             raise StageError(f"stage '{self.name}' needs {', '.join(missing)}: pip install {' '.join(missing)}")
+        if self.needs.memory_gb:
+            available = available_memory_gb()
+            if available is not None and available < self.needs.memory_gb:
+                raise StageError(f"stage '{self.name}' needs {self.needs.memory_gb:.1f} GB of memory; {available:.1f} GB is available")
         if self.needs.gpu:
             try:
                 import torch  # noqa: PLC0415 - only stages that ask for a GPU pay for importing torch

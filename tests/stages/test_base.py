@@ -35,6 +35,18 @@ def test_declared_needs_are_checked_when_the_stage_is_built():
         NeedsMissing()
 
 
+def test_declared_memory_is_checked_when_the_stage_is_built():
+    class Hungry(Stage):
+        name = "hungry"
+        needs = Needs(memory_gb=1e6)
+
+        def process(self, batch):
+            return None
+
+    with pytest.raises(StageError, match="needs 1000000.0 GB of memory"):
+        Hungry()
+
+
 def test_setup_runs_once_before_the_first_batch():
     class Counting(Stage):
         name = "counting"
