@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -57,22 +58,30 @@ def pil_two_process_ceiling(manifest: Path, n: int = 600) -> float:
 def main() -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     manifest = real_size_jpegs(OUT / f"jpegs-{args.n}", args.n)
-    results = {"pairs": args.n}
-    results["pil_loop_per_s"] = pil_loop(manifest)
-    for workers in (1, 2):
-        out = OUT / f"run-w{workers}"
-        shutil.rmtree(out, ignore_errors=True)
-        seconds, rss = run_cli("run", str(manifest), str(out), "--workers", str(workers), "--no-progress", "--shard-size", "250")
-        results[f"recipe_w{workers}_per_s"] = args.n / seconds
-        results[f"recipe_w{workers}_seconds"] = seconds
-        results[f"recipe_w{workers}_stage_seconds"] = {k: round(v["seconds"], 2) for k, v in json.loads((out / "stats.json").read_text())["stages"].items()}
-    results["pil_loop_again_per_s"] = pil_loop(manifest)  # the machine is shared: bracket the runs
-    floor = (results["pil_loop_per_s"] + results["pil_loop_again_per_s"]) / 2
-    results["hardware_two_process_speedup"] = pil_two_process_ceiling(manifest)
-    results["ratio_vs_pil_per_core"] = results["recipe_w1_per_s"] / floor
-    results["speedup_2_workers"] = results["recipe_w2_per_s"] / results["recipe_w1_per_s"]
+    results: dict = {"pairs": args.n, "repeats": args.repeats}
+    # The machine is shared: interleave the configurations and keep the median of each.
+    rates: dict[str, list[float]] = {"pil": [], "w1": [], "w2": []}
+    ceilings: list[float] = []
+    for _ in range(args.repeats):
+        rates["pil"].append(pil_loop(manifest))
+        ceilings.append(pil_two_process_ceiling(manifest))
+        for workers in (1, 2):
+            out = OUT / f"run-w{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            seconds, _ = run_cli("run", str(manifest), str(out), "--workers", str(workers), "--no-progress", "--shard-size", "250")
+            rates[f"w{workers}"].append(args.n / seconds)
+            stages = json.loads((out / "stats.json").read_text())["stages"]
+            results[f"recipe_w{workers}_stage_seconds"] = {k: round(v["seconds"], 2) for k, v in stages.items()}
+    for key, values in rates.items():
+        results[f"{key}_per_s_runs"] = [round(v, 1) for v in values]
+        results[f"{key}_per_s_median"] = round(statistics.median(values), 1)
+    results["hardware_two_process_speedup_runs"] = [round(c, 2) for c in ceilings]
+    results["hardware_two_process_speedup"] = round(statistics.median(ceilings), 2)
+    results["ratio_vs_pil_per_core"] = round(results["w1_per_s_median"] / results["pil_per_s_median"], 2)
+    results["speedup_2_workers"] = round(results["w2_per_s_median"] / results["w1_per_s_median"], 2)
     print(json.dumps(results, indent=1))
     return results
 
