@@ -59,7 +59,14 @@ def _pair_view(pair: Pair) -> dict[str, Any]:
         "fitted": bool(selected and selected.parent is not None),
         "size": [pair.scores.get("width"), pair.scores.get("height")],
         "text_dup_count": pair.scores.get("text_dup_count"),
+        "tags": [t["label"] for t in _tag_values(pair, "classify")][:3],
+        "ocr": [t["text"] for t in _tag_values(pair, "ocr")][:4],
+        "nsfw": pair.scores.get("nsfw"),
     }
+
+
+def _tag_values(pair: Pair, tagger: str) -> list[dict[str, Any]]:
+    return (pair.meta.get("tags") or {}).get(tagger, {}).get("value") or []
 
 
 class ReportSampler:

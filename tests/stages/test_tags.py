@@ -1,0 +1,116 @@
+"""The taggers on real photos from scikit-image's wheel, with the models their packages ship."""
+
+import io
+
+import pytest
+
+from recaption.record import Pair
+from tests.conftest import encode, photo
+
+pytest.importorskip("efficientnet_lite_pytorch", reason="the classify stage's model package is not installed")
+
+
+@pytest.fixture(scope="module")
+def classify():
+    from recaption.stages.tags import Classify
+
+    return Classify(top_k=5, min_prob=0.0)
+
+
+def tags_of(pair: Pair, tagger: str) -> list[dict]:
+    return pair.meta["tags"][tagger]["value"]
+
+
+def test_classifier_top5_holds_a_cat_for_chelsea_and_a_cup_for_coffee(classify):
+    pairs = [Pair("cat", encode(photo("chelsea"))), Pair("coffee", encode(photo("coffee"), "PNG"))]
+    classify(pairs)
+    cat, coffee = (tags_of(p, "classify") for p in pairs)
+    assert len(cat) == 5 and "cat" in {t["noun"] for t in cat}
+    assert {t["class"] for t in coffee} & {967, 968, 504}  # espresso, cup, coffee mug
+    assert {t["label"] for t in coffee} & {"espresso", "tea cup", "coffee mug"}
+    assert pairs[0].meta["tags"]["classify"]["model"].startswith("efficientnet-lite0:")
+    assert 0 < pairs[0].scores["imagenet_top1_p"] <= 1
+    probs = [t["p"] for t in cat]
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_classifier_threshold_and_unreadable_images(classify):
+    from recaption.stages.tags import Classify
+
+    strict = Classify(top_k=5, min_prob=0.5)
+    pairs = [Pair("cat", encode(photo("chelsea"))), Pair("broken", b"not an image at all")]
+    strict(pairs)
+    assert all(t["p"] >= 0.5 for t in tags_of(pairs[0], "classify"))
+    assert pairs[1].reject.key == "classify/unreadable_image"
+
+
+def test_labels_are_readable_with_head_nouns():
+    from recaption.models.imagenet import imagenet_labels
+
+    labels = imagenet_labels()
+    assert len(labels) == 1000
+    assert (labels[281].name, labels[281].noun) == ("tabby cat", "cat")
+    assert labels[207].noun == "dog"  # golden retriever
+    assert (labels[812].name, labels[812].noun) == ("space shuttle", "space shuttle")
+    assert labels[968].noun == "cup"
+    assert all(label.name and " (" not in label.name for label in labels)
+
+
+def test_reduced_decode_gives_the_same_top_class_as_a_full_decode(classify):
+    from PIL import Image
+
+    data = encode(photo("coffee").resize((1200, 800)))
+    pair = Pair("big", data)
+    classify([pair])
+    full = classify.model.predict([Image.open(io.BytesIO(data)).convert("RGB")])[0]
+    assert tags_of(pair, "classify")[0]["class"] == int(full.argmax())
+
+
+def _text_image(lines: list[str], size=(640, 360)):
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=44)
+    for i, line in enumerate(lines):
+        draw.text((30, 30 + 70 * i), line, fill="black", font=font)
+    return img
+
+
+def test_ocr_reads_back_text_rendered_by_the_test():
+    pytest.importorskip("rapidocr_onnxruntime")
+    from recaption.stages.tags import Ocr
+
+    stage = Ocr()
+    pair = Pair("sign", encode(_text_image(["OPEN 24 HOURS", "FRESH COFFEE"]), "PNG"))
+    blank = Pair("blank", encode(photo("chelsea")))
+    stage([pair, blank])
+    texts = [t["text"].upper().replace(" ", "") for t in tags_of(pair, "ocr")]
+    assert "OPEN24HOURS" in texts and "FRESHCOFFEE" in texts
+    assert all(t["confidence"] >= 0.6 for t in tags_of(pair, "ocr"))
+    assert 0.02 < pair.scores["text_area_share"] < 0.5
+    assert tags_of(blank, "ocr") == [] and blank.scores["text_area_share"] == 0.0
+
+
+def test_nsfw_scores_ordinary_photos_low_and_counts_faces():
+    pytest.importorskip("nudenet")
+    from recaption.stages.tags import Nsfw, NsfwFilter
+
+    pairs = [Pair("astronaut", encode(photo("astronaut"))), Pair("coffee", encode(photo("coffee")))]
+    Nsfw()(pairs)
+    astronaut, coffee = pairs
+    assert astronaut.scores["nsfw"] < 0.2 and coffee.scores["nsfw"] < 0.2
+    assert astronaut.scores["faces"] == 1 and coffee.scores["faces"] == 0
+    assert any(d["class"] == "FACE_FEMALE" for d in tags_of(astronaut, "nsfw"))
+    NsfwFilter(threshold=0.6)(pairs)
+    assert all(p.reject is None for p in pairs)
+
+
+def test_nsfw_filter_decides_from_the_stored_score():
+    from recaption.stages.tags import NsfwFilter
+
+    flagged, fine, unscored = Pair("a", None, scores={"nsfw": 0.91}), Pair("b", None, scores={"nsfw": 0.1}), Pair("c", None)
+    NsfwFilter(threshold=0.6)([flagged, fine, unscored])
+    assert flagged.reject.key == "nsfw_filter/nsfw" and "0.91" in flagged.reject.detail
+    assert fine.reject is None
+    assert unscored.reject.reason == "not_scored"
