@@ -18,7 +18,7 @@ from PIL import Image
 PHOTOS = {
     # skimage.data name -> messy alt-texts for it
     "astronaut": [
-        "Astronaut Eileen Collins official NASA portrait photo by NASA, 1998 | IMG_2034.JPG",
+        "Smiling astronaut Eileen Collins with short brown hair, official NASA portrait photo by NASA, 1998 | IMG_2034.JPG",
         "Photo of astronaut in orange launch suit w/ american flag, credit: NASA https://www.nasa.gov/image.jpg",
     ],
     "chelsea": ["Chelsea the tabby cat 🐱🐱 lookin at u!!! #cat #caturday #catsofinstagram @kittyfan"],

@@ -49,4 +49,4 @@ def test_overwrite_starts_afresh_but_never_deletes_foreign_folders(tmp_path, cap
 
 def test_console_script_and_recipes_listing():
     result = subprocess.run([sys.executable, "-m", "recaption.cli", "recipes"], capture_output=True, text=True, check=True)
-    assert "default: image_check > clean_text > token_budget > dedup" in result.stdout
+    assert "default: image_check > clean_text > sensitive_check > token_budget > dedup" in result.stdout

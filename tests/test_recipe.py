@@ -12,8 +12,8 @@ def write(tmp_path, text):
 def test_default_recipe_is_shipped_and_valid():
     assert "default" in shipped_recipes()
     recipe = load_recipe("default")
-    assert [s.name for s in recipe.stages] == ["image_check", "clean_text", "token_budget", "dedup"]
-    assert len(recipe.build()) == 4
+    assert [s.name for s in recipe.stages] == ["image_check", "clean_text", "sensitive_check", "token_budget", "dedup"]
+    assert len(recipe.build()) == 5
 
 
 def test_unknown_stage_names_the_line(tmp_path):

@@ -1,4 +1,4 @@
-"""Text stages: alt-text cleaning and the CLIP token budget.
+"""Text stages: alt-text cleaning, the sensitive-attribute check and the CLIP token budget.
 
 The original ``texts`` are never rewritten. Cleaning adds one ``Caption`` per non-empty
 cleaned text (source "alt-text", round 0) that records which rules changed it; the token
@@ -13,6 +13,7 @@ from recaption.stages.base import Stage, StageError, register
 from recaption.text.clean import AltTextRules
 from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
 from recaption.text.fit import fit_to_budget
+from recaption.text.sensitive import SensitiveAttributeFilter
 
 
 @register
@@ -103,3 +104,43 @@ class TokenBudget(Stage):
                     )
                 )
 
+
+
+@register
+class SensitiveCheck(Stage):
+    """Remove sensitive attributes of people from every caption, whatever made it.
+
+    A caption that needed changes gets a child caption (same source, ``parent`` set,
+    ``params.sensitive_removed`` listing what went, by category) that takes over its
+    selection; the original is kept for audit. ``scores.sensitive_removed`` on every checked
+    caption counts the removals (0 when clean), so reports and filters can use it.
+    """
+
+    name = "sensitive_check"
+    batch_size = 256
+
+    def setup(self) -> None:
+        self.filter = SensitiveAttributeFilter()
+
+    def process(self, batch: list[Pair]) -> None:
+        for pair in batch:
+            for index, cap in enumerate(list(pair.captions)):
+                if "sensitive_removed" in cap.scores:
+                    continue
+                result = self.filter.check(cap.text)
+                cap.scores["sensitive_removed"] = sum(len(v) for v in result.removed.values())
+                if not result.changed or not result.text:
+                    continue
+                pair.captions.append(
+                    Caption(
+                        text=result.text,
+                        source=cap.source,
+                        round=cap.round,
+                        parent=index,
+                        params={**cap.params, "sensitive_removed": result.removed},
+                        model_hash=cap.model_hash,
+                        scores={"sensitive_removed": 0},
+                        selected=cap.selected,
+                    )
+                )
+                cap.selected = False

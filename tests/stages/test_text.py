@@ -47,3 +47,23 @@ def test_stage_skips_records_rejected_earlier():
     stage([pair])
     assert pair.captions == [] and stage.counters.seen == 0
 
+
+
+def test_sensitive_check_adds_a_clean_child_caption_for_every_source():
+    from recaption.record import Caption
+    from recaption.stages.text import SensitiveCheck
+
+    pair = Pair("a", None, texts=["a smiling Asian woman on a beach"])
+    CleanText()([pair])
+    pair.captions.append(Caption("a happy man with gray hair reading", "vlm:test", round=1))
+    pair.captions.append(Caption("a dog on a beach", "rules"))
+    stage = SensitiveCheck()
+    stage([pair])
+    alt, vlm, rules, alt_fixed, vlm_fixed = pair.captions
+    assert (alt_fixed.text, alt_fixed.parent, alt_fixed.source) == ("a woman on a beach", 0, "alt-text")
+    assert alt_fixed.selected and not alt.selected  # the clean version takes over the selection
+    assert alt_fixed.params["sensitive_removed"] == {"emotion": ["smiling"], "race_ethnicity": ["asian"]}
+    assert (vlm_fixed.text, vlm_fixed.parent, vlm_fixed.round) == ("a man reading", 1, 1)
+    assert alt.scores["sensitive_removed"] == 2 and rules.scores["sensitive_removed"] == 0
+    stage([pair])  # checked captions are not checked twice
+    assert len(pair.captions) == 5
