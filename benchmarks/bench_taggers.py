@@ -1,4 +1,4 @@
-"""Each offline tagger's images/s on one core, and its share of the `tags` recipe's time.
+"""Each offline tagger's images/s on one core, and its share of the `rules` recipe's time.
 
 Same real-size JPEGs as the throughput benchmark (the first ``--n`` of them): OCR is by far
 the slowest tagger, so the default is a few hundred images rather than 2,000.
@@ -35,7 +35,7 @@ def main() -> dict:
             stage(pairs[i : i + stage.batch_size])
         seconds = time.perf_counter() - start
         results["taggers"][name] = {"images_per_s": round(len(pairs) / seconds, 1), "seconds": round(seconds, 2)}
-    for recipe in ("default", "tags"):
+    for recipe in ("default", "rules"):
         out = OUT / f"taggers-{recipe}"
         shutil.rmtree(out, ignore_errors=True)
         seconds, _ = run_cli("run", str(manifest), str(out), "--recipe", recipe, "--workers", "1", "--no-progress")

@@ -56,7 +56,7 @@ def _pair_view(pair: Pair) -> dict[str, Any]:
         "cleaned_by": original.params.get("cleaned_by", []) if original else [],
         "caption": selected.text if selected else "",
         "tokens": selected.scores.get("clip_tokens") if selected else None,
-        "fitted": bool(selected and selected.parent is not None),
+        "fitted": bool(selected and "fit_to_tokens" in selected.params),
         "size": [pair.scores.get("width"), pair.scores.get("height")],
         "text_dup_count": pair.scores.get("text_dup_count"),
         "tags": [t["label"] for t in _tag_values(pair, "classify")][:3],

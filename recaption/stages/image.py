@@ -40,15 +40,31 @@ def _dct_matrix(n: int) -> np.ndarray:
 _DCT32 = _dct_matrix(32)
 
 
-def perceptual_hash(img: Image.Image) -> str:
-    """64-bit DCT hash (the pHash of imagehash): low 8x8 frequencies against their median."""
+def thumbnail32(img: Image.Image) -> Image.Image:
     # Shrink first, then drop colour: converting the full-size image to grey costs more
     # than the whole box-reduce of the colour image.
-    small = img.resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    pixels = np.asarray(small.convert("L"), dtype=np.float64)
+    return img.resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def perceptual_hash(img: Image.Image, small: Image.Image | None = None) -> str:
+    """64-bit DCT hash (the pHash of imagehash): low 8x8 frequencies against their median."""
+    pixels = np.asarray((small or thumbnail32(img)).convert("L"), dtype=np.float64)
     low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8]
     bits = (low > np.median(low)).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def look_scores(small: Image.Image) -> dict[str, float]:
+    """Cheap evidence about the look of an image, from its 32x32 thumbnail.
+
+    ``colourfulness``: mean spread between the RGB channels (0 for grey images, whatever
+    their mode); ``white_border``: share of the outer ring of pixels that is near white
+    (high for product shots on white and for scans).
+    """
+    px = np.asarray(small.convert("RGB"), dtype=np.int16)
+    spread = px.max(axis=2) - px.min(axis=2)
+    ring = np.concatenate([px[:2].reshape(-1, 3), px[-2:].reshape(-1, 3), px[2:-2, :2].reshape(-1, 3), px[2:-2, -2:].reshape(-1, 3)])
+    return {"colourfulness": round(float(spread.mean()), 2), "white_border": round(float((ring.min(axis=1) > 235).mean()), 3)}
 
 
 def _resize(img: Image.Image, mode: str, size: int, only_if_bigger: bool, border: tuple[int, int, int]) -> Image.Image:
@@ -196,8 +212,10 @@ class ImageCheck(Stage):
                 scores.update({"width": rgb.size[0], "height": rgb.size[1]})
         if fmt not in PASS_THROUGH_FORMATS:
             rewritten.append(f"format_{fmt}")
+        small = thumbnail32(rgb)
+        scores.update(look_scores(small))
         if self.phash:
-            scores["phash"] = perceptual_hash(rgb)
+            scores["phash"] = perceptual_hash(rgb, small)
         pair.scores.update(scores)
         if rewritten:
             buf = io.BytesIO()

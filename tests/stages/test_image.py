@@ -174,3 +174,13 @@ def test_pass_through_jpeg_is_fully_validated_and_hashed_like_a_full_decode():
     data = encode(photo("astronaut"), quality=90)
     for cut in (len(data) // 4, len(data) // 2, len(data) - 200):
         assert run(data[:cut]).reject.reason == "truncated"
+
+
+def test_look_scores_tell_grey_and_white_background_images():
+    grey = run(encode(photo("camera")))
+    colour = run(encode(photo("coffee")))
+    assert grey.scores["colourfulness"] < 2 < colour.scores["colourfulness"]
+    product = Image.new("RGB", (300, 300), "white")
+    product.paste(photo("coffee").resize((150, 100)), (75, 100))
+    on_white = run(encode(product, quality=95))
+    assert on_white.scores["white_border"] > 0.9 and colour.scores["white_border"] < 0.2

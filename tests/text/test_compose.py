@@ -1,0 +1,56 @@
+"""The rule-based writer: exact output for fixed evidence."""
+
+import pytest
+
+from recaption.text.clip_tokens import clip_tokenizer
+from recaption.text.compose import Evidence, Label, compose, tag_agreement
+
+CAT = [Label("Egyptian Mau", "cat", 0.77), Label("tiger cat", "cat", 0.10)]
+COFFEE = [Label("espresso", "espresso", 0.90), Label("tea cup", "cup", 0.04)]
+
+CASES = [
+    # (evidence, max_tags, expected caption)
+    (Evidence("Chelsea the tabby cat lookin at you!", CAT, colourfulness=30), 1,
+     "a photo of Chelsea the tabby cat lookin at you"),
+    (Evidence("cup of coffee, latte art on a saucer & spoon", COFFEE, colourfulness=40), 1,
+     "a photo of cup of coffee, latte art on a saucer & spoon, with an espresso"),
+    (Evidence("cameraman on a lawn with a tripod, black and white", [Label("tripod", "tripod", 0.6)], colourfulness=0.3), 1,
+     "a black and white photo of cameraman on a lawn with a tripod"),
+    (Evidence("", [Label("espresso", "espresso", 0.3), Label("coffee mug", "coffee mug", 0.25)], ["OPEN 24 HOURS"], 30, 0.9), 2,
+     'a product photo of what may be an espresso, with the text "OPEN 24 HOURS"'),
+    (Evidence("Photo of a red Bentley parked outside", [Label("convertible", "convertible", 0.3), Label("car wheel", "wheel", 0.25)]), 2,
+     "a photo of a red Bentley parked outside, possibly a convertible"),
+    (Evidence("oil painting of a harbour at dusk"), 2, "a painting of a harbour at dusk"),
+    (Evidence("macro shot of a bee on a flower"), 2, "a close-up photo of a bee on a flower"),
+    (Evidence("a street sign", ocr=["STOP", "a street sign"]), 2, 'a photo of a street sign, with the text "STOP"'),
+]
+
+
+@pytest.mark.parametrize("ev,max_tags,expected", CASES)
+def test_compose_is_exact_for_fixed_evidence(ev, max_tags, expected):
+    assert compose(ev, clip_tokenizer().count, 77, max_tags=max_tags).text == expected
+
+
+def test_no_repeats_and_no_two_labels_with_one_head_noun():
+    ev = Evidence("two cats on a sofa", [Label("tabby cat", "cat", 0.6), Label("studio couch", "couch", 0.55), Label("sofa bed", "couch", 0.5)])
+    made = compose(ev, clip_tokenizer().count, 77, max_tags=3)
+    assert made.text == "a photo of two cats on a sofa, possibly a studio couch"
+    assert made.hedged == ["a studio couch"] and made.tags == []
+
+
+def test_the_alt_texts_concept_wins_and_agreement_says_so():
+    disagree = Evidence("a cat asleep on a rug", [Label("golden retriever", "dog", 0.8)])
+    agree = Evidence("a cat asleep on a rug", [Label("tabby cat", "cat", 0.7), Label("tiger cat", "cat", 0.2)])
+    assert compose(disagree, clip_tokenizer().count, 77).text.startswith("a photo of a cat asleep on a rug")
+    assert tag_agreement(disagree) == 0.0
+    assert tag_agreement(agree) == 0.9
+
+
+def test_budget_drops_tags_and_text_before_the_alt_text():
+    count = clip_tokenizer().count
+    ev = Evidence("a red Bentley Continental GT parked in front of the Ritz hotel in London at night",
+                  [Label("sports car", "car", 0.9), Label("limousine", "limousine", 0.6)], ["RITZ", "LONDON W1"])
+    full = compose(ev, count, 200, max_tags=2).text
+    short = compose(ev, count, 30, max_tags=2).text
+    assert count(short) <= 30 < count(full)
+    assert short == "a photo of a red Bentley Continental GT parked in front of the Ritz hotel in London at night"
