@@ -30,7 +30,16 @@ class TextReader:
 
         # One worker per core: onnxruntime's default of all cores per session only fights
         # the other workers.
-        self.engine = RapidOCR(text_score=min_confidence, intra_op_num_threads=threads, inter_op_num_threads=1)
+        # Detection runs at the size of the image it is given (the stage bounds it): RapidOCR's
+        # own rule ("max" limits are raised to 960 px and more, "min" ones upscale) would
+        # otherwise decide, and detection time grows with the pixel count.
+        self.engine = RapidOCR(
+            text_score=min_confidence,
+            intra_op_num_threads=threads,
+            inter_op_num_threads=1,
+            det_limit_type="min",
+            det_limit_side_len=32,
+        )
         import rapidocr_onnxruntime  # noqa: PLC0415
 
         models = sorted(Path(rapidocr_onnxruntime.__file__).parent.glob("models/*.onnx"))
