@@ -45,3 +45,8 @@ def load_rgb(image: str | bytes, min_side: int | None = None, background: tuple[
             img.draft("RGB", (int(w / scale), int(h / scale)))
         # exif_transpose returns a loaded copy, so the pixels outlive the open file.
         return to_rgb(ImageOps.exif_transpose(img), background)
+
+
+def to_bgr_array(image: Image.Image) -> np.ndarray:
+    """Pixels in OpenCV's channel order, which the ONNX tools built on OpenCV expect."""
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])

@@ -19,8 +19,8 @@ from pathlib import Path
 from recaption.io.base import (
     ID_FIELDS,
     IMAGE_EXTS,
-    InputError,
     SKIPPED_FOLDERS,
+    InputError,
     InputShard,
     Reader,
     Writer,

@@ -12,13 +12,13 @@ else takes the last word of its name ("coffee mug" -> "mug").
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from recaption.models.hashing import file_hash
 
 # Preprocessing of the EfficientNet-Lite checkpoints: bicubic resize, (x - 127) / 128.
 INPUT_MEAN, INPUT_STD = 127.0, 128.0
@@ -60,14 +60,6 @@ def _head_noun(index: int, name: str) -> str:
 @lru_cache(maxsize=1)
 def imagenet_labels() -> tuple[ImageNetLabel, ...]:
     return tuple(ImageNetLabel(i, name, _head_noun(i, name)) for i in range(1000) for name in [_readable_name(i)])
-
-
-def file_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 class ImageNetClassifier:

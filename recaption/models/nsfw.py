@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from recaption.models.imagenet import file_hash
+from recaption.imaging import to_bgr_array
+from recaption.models.hashing import file_hash
 
 # The detector's classes that make an image not safe for work. Exposed bellies, feet,
 # armpits and male chests are ordinary in photos and do not count.
@@ -40,7 +40,7 @@ class NsfwDetector:
         self.model_hash = f"nudenet-320n:{file_hash(model)[:8]}:res{self.detector.input_width}"
 
     def detect(self, image: Image.Image) -> NsfwResult:
-        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])  # the detector expects OpenCV order
+        bgr = to_bgr_array(image)
         detections = self.detector.detect(bgr)
         nsfw = max((d["score"] for d in detections if d["class"] in NSFW_CLASSES), default=0.0)
         faces = sum(1 for d in detections if d["class"] in FACE_CLASSES and d["score"] >= self.face_min_score)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from recaption.models.imagenet import file_hash
+from recaption.imaging import to_bgr_array
+from recaption.models.hashing import file_hash
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,6 @@ class TextReader:
         self.model_hash = "rapidocr:" + ":".join(file_hash(m)[:8] for m in models) + f":min_conf{min_confidence}"
 
     def read(self, image: Image.Image) -> list[TextLine]:
-        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])  # the engine expects OpenCV order
+        bgr = to_bgr_array(image)
         result, _ = self.engine(bgr)
         return [TextLine(str(text), float(conf), [[float(x), float(y)] for x, y in box]) for box, text, conf in (result or [])]

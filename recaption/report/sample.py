@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from recaption.record import Pair
+from recaption.stages.tags import tag_values
 
 THUMB_SIDE = 160
 MAX_THUMB_SOURCE_PIXELS = 50_000_000
@@ -59,14 +60,11 @@ def _pair_view(pair: Pair) -> dict[str, Any]:
         "fitted": bool(selected and "fit_to_tokens" in selected.params),
         "size": [pair.scores.get("width"), pair.scores.get("height")],
         "text_dup_count": pair.scores.get("text_dup_count"),
-        "tags": [t["label"] for t in _tag_values(pair, "classify")][:3],
-        "ocr": [t["text"] for t in _tag_values(pair, "ocr")][:4],
+        "tags": [t["label"] for t in tag_values(pair, "classify")][:3],
+        "ocr": [t["text"] for t in tag_values(pair, "ocr")][:4],
         "nsfw": pair.scores.get("nsfw"),
     }
 
-
-def _tag_values(pair: Pair, tagger: str) -> list[dict[str, Any]]:
-    return (pair.meta.get("tags") or {}).get(tagger, {}).get("value") or []
 
 
 class ReportSampler:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from recaption.record import Caption, Pair
 from recaption.stages.base import Stage, StageError, register
+from recaption.stages.tags import tag_values
 from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
 from recaption.text.compose import Evidence, Label, compose, tag_agreement
 
 VARIANTS = ("short", "long")
 
-
-def _tag_values(pair: Pair, tagger: str) -> list[dict[str, Any]]:
-    return (pair.meta.get("tags") or {}).get(tagger, {}).get("value") or []
 
 
 def evidence_of(pair: Pair) -> Evidence:
@@ -21,8 +17,8 @@ def evidence_of(pair: Pair) -> Evidence:
     alt = next((c.text for c in pair.captions if c.selected and c.source == "alt-text"), "")
     return Evidence(
         alt_text=alt,
-        labels=[Label(t["label"], t["noun"], float(t["p"])) for t in _tag_values(pair, "classify")],
-        ocr=[t["text"] for t in _tag_values(pair, "ocr")],
+        labels=[Label(t["label"], t["noun"], float(t["p"])) for t in tag_values(pair, "classify")],
+        ocr=[t["text"] for t in tag_values(pair, "ocr")],
         colourfulness=pair.scores.get("colourfulness"),
         white_border=pair.scores.get("white_border"),
     )

@@ -32,6 +32,11 @@ def store_tags(pair: Pair, tagger: str, model_hash: str, value: Any) -> None:
     pair.meta.setdefault("tags", {})[tagger] = {"model": model_hash, "value": value}
 
 
+def tag_values(pair: Pair, tagger: str) -> list[dict[str, Any]]:
+    """What ``tagger`` stored on the pair, or [] when it did not run."""
+    return (pair.meta.get("tags") or {}).get(tagger, {}).get("value") or []
+
+
 @register
 class Classify(Stage):
     """ImageNet-1k labels (EfficientNet-Lite0, bundled weights): the top-k above ``min_prob``."""

@@ -1,7 +1,7 @@
 import re
 
-from recaption.runners.local import LocalRunner, RunConfig
 from recaption.recipe import load_recipe
+from recaption.runners.local import LocalRunner, RunConfig
 from tests.conftest import noise_image, write_jsonl
 
 

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from recaption.record import Pair
-from recaption.stages.image import ImageCheck, perceptual_hash
 from recaption.stages.base import StageError
+from recaption.stages.image import ImageCheck, perceptual_hash
 from tests.conftest import encode, noise_image, photo
 
 
