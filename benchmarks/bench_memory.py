@@ -1,4 +1,4 @@
-"""Peak memory of the default recipe from 2k to 50k pairs: flat if the run streams."""
+"""Peak memory of the `clean` recipe from 2k to 50k pairs: flat if the run streams."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def main() -> dict:
         manifest.write_text("\n".join(lines[:size]) + "\n")
         out = OUT / f"mem-{size}"
         shutil.rmtree(out, ignore_errors=True)
-        seconds, rss_mib = run_cli("run", str(manifest), str(out), "--workers", "1", "--no-progress")
+        seconds, rss_mib = run_cli("run", str(manifest), str(out), "--recipe", "clean", "--workers", "1", "--no-progress")
         results[size] = {"peak_rss_mib": rss_mib, "seconds": round(seconds, 1), "pairs_per_s": round(size / seconds)}
         shutil.rmtree(out, ignore_errors=True)
     print(json.dumps(results, indent=1))

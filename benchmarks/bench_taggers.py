@@ -35,7 +35,7 @@ def main() -> dict:
             stage(pairs[i : i + stage.batch_size])
         seconds = time.perf_counter() - start
         results["taggers"][name] = {"images_per_s": round(len(pairs) / seconds, 1), "seconds": round(seconds, 2)}
-    for recipe in ("default", "rules"):
+    for recipe in ("clean", "default"):
         out = OUT / f"taggers-{recipe}"
         shutil.rmtree(out, ignore_errors=True)
         seconds, _ = run_cli("run", str(manifest), str(out), "--recipe", recipe, "--workers", "1", "--no-progress")

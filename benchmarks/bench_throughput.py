@@ -1,4 +1,4 @@
-"""Default recipe vs a plain PIL decode-and-convert loop over the same real-size JPEGs.
+"""The `clean` recipe (the foundation issue's pipeline, no models) vs a plain PIL decode-and-convert loop.
 
 The decode loop is the floor for this work (every image must be decoded in full to find
 truncation). Targets: recipe rate per core >= 0.7 of the loop's; 2 workers >= 1.7x 1 worker.
@@ -71,7 +71,7 @@ def main() -> dict:
         for workers in (1, 2):
             out = OUT / f"run-w{workers}"
             shutil.rmtree(out, ignore_errors=True)
-            seconds, _ = run_cli("run", str(manifest), str(out), "--workers", str(workers), "--no-progress", "--shard-size", "250")
+            seconds, _ = run_cli("run", str(manifest), str(out), "--recipe", "clean", "--workers", str(workers), "--no-progress", "--shard-size", "250")
             rates[f"w{workers}"].append(args.n / seconds)
             stages = json.loads((out / "stats.json").read_text())["stages"]
             results[f"recipe_w{workers}_stage_seconds"] = {k: round(v["seconds"], 2) for k, v in stages.items()}

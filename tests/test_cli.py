@@ -8,7 +8,7 @@ from tests.conftest import make_pairs_dataset
 
 def test_run_prints_a_summary_and_writes_everything(tmp_path, capsys):
     data = make_pairs_dataset(tmp_path / "in", 4, texts=["a colourful pattern", "#junk"])
-    rc = main(["run", str(data), str(tmp_path / "out"), "--no-progress", "--workers", "1", "--set", "dedup.near_image=false"])
+    rc = main(["run", str(data), str(tmp_path / "out"), "--no-progress", "--workers", "1", "--recipe", "clean", "--set", "dedup.near_image=false"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "4 pairs read, 2 kept, 2 rejected" in out
@@ -36,10 +36,10 @@ def test_missing_input_is_a_clear_error(tmp_path, capsys):
 def test_overwrite_starts_afresh_but_never_deletes_foreign_folders(tmp_path, capsys):
     data = make_pairs_dataset(tmp_path / "in", 2)
     out = tmp_path / "out"
-    assert main(["run", str(data), str(out), "--no-progress", "--workers", "1"]) == 0
-    assert main(["run", str(data), str(out), "--no-progress", "--workers", "1", "--set", "image_check.min_side=8"]) == 1
+    assert main(["run", str(data), str(out), "--no-progress", "--workers", "1", "--recipe", "clean"]) == 0
+    assert main(["run", str(data), str(out), "--no-progress", "--workers", "1", "--recipe", "clean", "--set", "image_check.min_side=8"]) == 1
     assert "other settings" in capsys.readouterr().err
-    assert main(["run", str(data), str(out), "--no-progress", "--workers", "1", "--set", "image_check.min_side=8", "--overwrite"]) == 0
+    assert main(["run", str(data), str(out), "--no-progress", "--workers", "1", "--recipe", "clean", "--set", "image_check.min_side=8", "--overwrite"]) == 0
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("precious")
@@ -49,4 +49,4 @@ def test_overwrite_starts_afresh_but_never_deletes_foreign_folders(tmp_path, cap
 
 def test_console_script_and_recipes_listing():
     result = subprocess.run([sys.executable, "-m", "recaption.cli", "recipes"], capture_output=True, text=True, check=True)
-    assert "default: image_check > clean_text > sensitive_check > token_budget > dedup" in result.stdout
+    assert "clean: image_check > clean_text > sensitive_check > token_budget > dedup" in result.stdout

@@ -9,11 +9,16 @@ def write(tmp_path, text):
     return str(path)
 
 
-def test_default_recipe_is_shipped_and_valid():
-    assert "default" in shipped_recipes()
-    recipe = load_recipe("default")
-    assert [s.name for s in recipe.stages] == ["image_check", "clean_text", "sensitive_check", "token_budget", "dedup"]
-    assert len(recipe.build()) == 5
+def test_shipped_recipes_are_valid():
+    assert {"default", "clean"} <= set(shipped_recipes())
+    default = load_recipe("default")
+    assert [s.name for s in default.stages] == [
+        "image_check", "clean_text", "ocr", "classify", "nsfw", "nsfw_filter",
+        "compose_caption", "sensitive_check", "token_budget", "dedup",
+    ]
+    clean = load_recipe("clean")
+    assert [s.name for s in clean.stages] == ["image_check", "clean_text", "sensitive_check", "token_budget", "dedup"]
+    assert len(default.build()) == 10 and len(clean.build()) == 5
 
 
 def test_unknown_stage_names_the_line(tmp_path):

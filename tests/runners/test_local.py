@@ -16,7 +16,7 @@ from recaption.runners.local import LocalRunner, RunConfig, RunError
 from tests.conftest import make_pairs_dataset, noise_image, read_jsonl, write_jsonl
 
 
-def run(input_path, out, recipe="default", overrides=(), workers=1, **kwargs):
+def run(input_path, out, recipe="clean", overrides=(), workers=1, **kwargs):
     opts = ReaderOptions(shard_size=kwargs.pop("shard_size", 1000))
     config = RunConfig(str(input_path), str(out), load_recipe(recipe, list(overrides)), reader=opts, workers=workers, **kwargs)
     return LocalRunner(config, show_progress=False).run()
@@ -116,7 +116,7 @@ def _wait_for_first_shards(proc: subprocess.Popen, out: Path, n: int) -> None:
 
 def _start_and_stop(data: Path, out: Path, sig: int) -> subprocess.CompletedProcess:
     """Start a real run, wait until some shards are done, then stop it with ``sig``."""
-    cmd = _cli("run", str(data), str(out), "--shard-size", "5", "--workers", "2", "--no-progress")
+    cmd = _cli("run", str(data), str(out), "--recipe", "clean", "--shard-size", "5", "--workers", "2", "--no-progress")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     _wait_for_first_shards(proc, out, 4)
     if sig == signal.SIGKILL:
@@ -137,7 +137,7 @@ def test_resume_after_stop_loses_and_duplicates_nothing(tmp_path, sig):
     write_jsonl(data, [line for line in open(data).read().splitlines()] + ["{broken"])
 
     reference = tmp_path / "reference"
-    subprocess.run(_cli("run", str(data), str(reference), "--shard-size", "5", "--workers", "2", "--no-progress"), check=True, capture_output=True)
+    subprocess.run(_cli("run", str(data), str(reference), "--recipe", "clean", "--shard-size", "5", "--workers", "2", "--no-progress"), check=True, capture_output=True)
 
     out = tmp_path / "out"
     stopped = _start_and_stop(data, out, sig)
@@ -145,7 +145,7 @@ def test_resume_after_stop_loses_and_duplicates_nothing(tmp_path, sig):
     if sig == signal.SIGINT:
         assert stopped.returncode == 130 and "run the same command again to resume" in stopped.stderr
     assert not (out / "stats.json").exists()
-    resumed = subprocess.run(_cli("run", str(data), str(out), "--shard-size", "5", "--workers", "2", "--no-progress"), capture_output=True, text=True)
+    resumed = subprocess.run(_cli("run", str(data), str(out), "--recipe", "clean", "--shard-size", "5", "--workers", "2", "--no-progress"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert not list(out.rglob(".*.tmp"))
     assert kept_records(out) == kept_records(reference)
@@ -170,7 +170,7 @@ def test_a_worker_killed_for_memory_fails_the_run_clearly_and_the_rerun_finishes
     for i in range(120):
         noise_image(i, (900, 700)).save(tmp_path / "in" / "images" / f"{i:05d}.jpg", quality=95)
     out = tmp_path / "out"
-    cmd = _cli("run", str(data), str(out), "--shard-size", "5", "--workers", "2", "--no-progress")
+    cmd = _cli("run", str(data), str(out), "--recipe", "clean", "--shard-size", "5", "--workers", "2", "--no-progress")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_first_shards(proc, out, 2)
     workers = [k for k in _children(proc.pid) if "spawn" in Path(f"/proc/{k}/cmdline").read_text()]
@@ -183,3 +183,19 @@ def test_a_worker_killed_for_memory_fails_the_run_clearly_and_the_rerun_finishes
     assert resumed.returncode == 0, resumed.stderr
     stats = json.loads((out / "stats.json").read_text())
     assert stats["input"] == 120 == stats["output"] + stats["rejected"]
+
+
+def test_default_recipe_writes_new_captions_from_tags(demo_dataset, tmp_path):
+    stats = run(demo_dataset, tmp_path / "out", recipe="default")
+    assert stats["input"] == stats["output"] + stats["rejected"]
+    assert {"ocr", "classify", "nsfw", "nsfw_filter", "compose_caption", "sensitive_check"} <= set(stats["stages"])
+    kept = {r["image_id"]: r for r in read_jsonl(tmp_path / "out" / "data" / "part-00000.jsonl")}
+    chelsea = kept["chelsea"]
+    selected = [c for c in chelsea["captions"] if c["selected"]]
+    assert len(selected) == 1 and selected[0]["source"] == "rules"
+    assert chelsea["caption"] == selected[0]["text"] == "a photo of Chelsea the tabby cat lookin at you"
+    assert "cat" in {t["noun"] for t in chelsea["meta"]["tags"]["classify"]["value"]}
+    assert kept["page-gif"]["meta"]["tags"]["ocr"]["value"]  # the scanned page's text was read
+    astronaut = kept["astronaut"]["caption"]
+    assert "smiling" not in astronaut.lower() and "brown" not in astronaut.lower()  # sensitive_check ran on it
+    assert all(r["scores"]["nsfw"] < 0.6 for r in kept.values())
