@@ -60,6 +60,19 @@ def _size_width(counts: dict[int, int]) -> int:
     return 64 if top <= 2048 else 256
 
 
+WHAT_IF_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def what_if_rows(score_bins: dict[str, dict[int, int]], bins: int = 20) -> list[dict[str, Any]]:
+    """Per score: how many scored pairs a filter at each threshold would remove (score >= t)."""
+    rows = []
+    for key, counts in sorted(score_bins.items()):
+        total = sum(counts.values())
+        at = [sum(n for b, n in counts.items() if b >= round(t * bins)) for t in WHAT_IF_THRESHOLDS]
+        rows.append({"score": key, "scored": total, "at_or_above": [(n, n / total if total else 0.0) for n in at]})
+    return rows
+
+
 def render_report(stats: dict[str, Any], sample: dict[str, Any], settings: dict[str, Any]) -> str:
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: (resources.files("recaption.report") / name).read_text(encoding="utf-8")),
@@ -84,6 +97,8 @@ def render_report(stats: dict[str, Any], sample: dict[str, Any], settings: dict[
         reasons=reasons,
         charts=charts,
         rules=sorted(sample["rules"].items(), key=lambda kv: -kv[1]),
+        what_if=what_if_rows(sample.get("score_bins", {})),
+        thresholds=WHAT_IF_THRESHOLDS,
         gallery=sample["gallery"],
     )
 

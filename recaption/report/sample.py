@@ -21,6 +21,9 @@ from recaption.record import Pair
 from recaption.stages.tags import tag_values
 
 THUMB_SIDE = 160
+# Scores in [0, 1] that filters threshold: the report shows what each threshold would keep.
+WHAT_IF_SCORES = ("nsfw", "text_area_share", "imagenet_top1_p", "tag_agreement")
+WHAT_IF_BINS = 20
 MAX_THUMB_SOURCE_PIXELS = 50_000_000
 
 
@@ -78,8 +81,17 @@ class ReportSampler:
         self.widths: Counter[int] = Counter()
         self.heights: Counter[int] = Counter()
         self.rules: Counter[str] = Counter()
+        self.score_bins: dict[str, Counter[int]] = {key: Counter() for key in WHAT_IF_SCORES}
+
+    def _observe_scores(self, pair: Pair) -> None:
+        # Rejected pairs count too: a filter's what-if needs the scores of what it removed.
+        for key in WHAT_IF_SCORES:
+            value = pair.scores.get(key)
+            if isinstance(value, (int, float)):
+                self.score_bins[key][min(int(value * WHAT_IF_BINS), WHAT_IF_BINS - 1)] += 1
 
     def kept(self, pair: Pair) -> None:
+        self._observe_scores(pair)
         first = pair.captions[0] if pair.captions else None
         if first is not None and "clip_tokens" in first.scores:
             self.tokens_before[int(first.scores["clip_tokens"])] += 1
@@ -100,6 +112,7 @@ class ReportSampler:
 
     def rejected(self, pair: Pair) -> None:
         assert pair.reject is not None
+        self._observe_scores(pair)
         bucket = self.examples.setdefault(pair.reject.key, [])
         if len(bucket) < self.examples_per_reason:
             view = _pair_view(pair)
@@ -120,6 +133,7 @@ class ReportSampler:
             "widths": dict(self.widths),
             "heights": dict(self.heights),
             "rules": dict(self.rules),
+            "score_bins": {key: dict(bins) for key, bins in self.score_bins.items() if bins},
         }
 
 
@@ -130,6 +144,11 @@ def merge_samples(samples: list[dict[str, Any]], gallery: int, examples_per_reas
         for s in samples:
             total.update({(int(k) if key != "rules" else k): v for k, v in s.get(key, {}).items()})
         merged[key] = dict(total)
+    score_bins: dict[str, Counter[int]] = {}
+    for s in samples:
+        for key, bins in s.get("score_bins", {}).items():
+            score_bins.setdefault(key, Counter()).update({int(k): v for k, v in bins.items()})
+    merged["score_bins"] = {key: dict(bins) for key, bins in score_bins.items()}
     merged["gallery"] = sorted((g for s in samples for g in s.get("gallery", [])), key=lambda g: g["rank"])[:gallery]
     for s in samples:
         for reason, items in s.get("examples", {}).items():

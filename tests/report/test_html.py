@@ -22,3 +22,21 @@ def test_report_escapes_hostile_text_and_shows_the_run(tmp_path):
     assert html.count("data:image/jpeg;base64,") >= 1  # gallery thumbnail inline, no external files
     assert re.search(r"<svg [^>]*class=\"chart\"", html)
     assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_what_if_counts_every_scored_pair_kept_or_rejected():
+    from recaption.record import Pair
+    from recaption.report.html import what_if_rows
+    from recaption.report.sample import ReportSampler, merge_samples
+
+    sampler = ReportSampler()
+    for value in (0.05, 0.35, 0.62, 0.95):
+        sampler.kept(Pair(f"k{value}", None, scores={"nsfw": value}))
+    flagged = Pair("r", None, scores={"nsfw": 0.81})
+    flagged.reject_with("nsfw_filter", "nsfw")
+    sampler.rejected(flagged)
+    merged = merge_samples([sampler.to_dict(), ReportSampler().to_dict()], 48, 3)
+    (row,) = what_if_rows(merged["score_bins"])
+    assert row["score"] == "nsfw" and row["scored"] == 5
+    counts = [n for n, _ in row["at_or_above"]]  # thresholds 0.1 ... 0.9
+    assert counts == [4, 4, 4, 3, 3, 3, 2, 2, 1]

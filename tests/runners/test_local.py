@@ -199,3 +199,5 @@ def test_default_recipe_writes_new_captions_from_tags(demo_dataset, tmp_path):
     astronaut = kept["astronaut"]["caption"]
     assert "smiling" not in astronaut.lower() and "brown" not in astronaut.lower()  # sensitive_check ran on it
     assert all(r["scores"]["nsfw"] < 0.6 for r in kept.values())
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "Threshold what-if" in report and "imagenet_top1_p" in report
