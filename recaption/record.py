@@ -35,6 +35,13 @@ class Caption:
     scores: dict[str, float] = field(default_factory=dict)
     selected: bool = False
 
+    def edited(self, text: str, parent: int, scores: dict[str, float], **params: Any) -> Caption:
+        """A corrected version of this caption (same source and round), which takes over its
+        selection; this one stays, unselected, for audit. ``params`` record the edit."""
+        child = Caption(text, self.source, self.round, parent, {**self.params, **params}, self.model_hash, scores, self.selected)
+        self.selected = False
+        return child
+
 
 @dataclass
 class Pair:

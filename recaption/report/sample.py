@@ -69,7 +69,6 @@ def _pair_view(pair: Pair) -> dict[str, Any]:
     }
 
 
-
 class ReportSampler:
     def __init__(self, gallery: int = 48, examples_per_reason: int = 3) -> None:
         self.gallery_size = gallery

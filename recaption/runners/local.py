@@ -141,7 +141,7 @@ class OutputLayout:
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(settings: dict[str, Any], output: str, progress: Any) -> None:
+def _init_worker(settings: dict[str, Any], output: str, progress: Any, n_shards: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     recipe = recipe_from_dict(settings["recipe"])
     reader_options = ReaderOptions(**settings["reader"])
@@ -155,7 +155,7 @@ def _init_worker(settings: dict[str, Any], output: str, progress: Any) -> None:
         writer=open_writer(out_format, layout.data),
         segments=cut_segments(recipe.build()),
         progress=progress,
-        n_shards=len(_read_json(layout.plan)),
+        n_shards=n_shards,
     )
 
 
@@ -315,9 +315,9 @@ class LocalRunner:
                 # instead of leaving its task waiting forever.
                 ctx = mp.get_context("spawn")
                 progress_queue = ctx.Queue()
-                pool = ProcessPoolExecutor(workers, ctx, _init_worker, (settings, str(self.layout.root), progress_queue))
+                pool = ProcessPoolExecutor(workers, ctx, _init_worker, (settings, str(self.layout.root), progress_queue, len(plan)))
             else:
-                _init_worker(settings, str(self.layout.root), None)
+                _init_worker(settings, str(self.layout.root), None, len(plan))
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             for seg in segments:
                 if seg.entry is not None:

@@ -90,19 +90,7 @@ class TokenBudget(Stage):
                 fitted = fit_to_budget(cap.text, count, self.max_tokens)
                 if not fitted:
                     continue
-                cap.selected = False
-                pair.captions.append(
-                    Caption(
-                        text=fitted,
-                        source=cap.source,
-                        round=cap.round,
-                        parent=index,
-                        params={**cap.params, "fit_to_tokens": self.max_tokens},
-                        model_hash=cap.model_hash,
-                        scores={"clip_tokens": count(fitted)},
-                        selected=True,
-                    )
-                )
+                pair.captions.append(cap.edited(fitted, index, {"clip_tokens": count(fitted)}, fit_to_tokens=self.max_tokens))
 
 
 
@@ -131,16 +119,4 @@ class SensitiveCheck(Stage):
                 cap.scores["sensitive_removed"] = sum(len(v) for v in result.removed.values())
                 if not result.changed or not result.text:
                     continue
-                pair.captions.append(
-                    Caption(
-                        text=result.text,
-                        source=cap.source,
-                        round=cap.round,
-                        parent=index,
-                        params={**cap.params, "sensitive_removed": result.removed},
-                        model_hash=cap.model_hash,
-                        scores={"sensitive_removed": 0},
-                        selected=cap.selected,
-                    )
-                )
-                cap.selected = False
+                pair.captions.append(cap.edited(result.text, index, {"sensitive_removed": 0}, sensitive_removed=result.removed))
