@@ -7,7 +7,9 @@ other EfficientNet-Lite checkpoint loads by ``weights`` path and ``variant``.
 Labels are made readable for captions: the short clean name ("tabby cat", "espresso"),
 and a head noun for agreement checks against the alt-text ("cat"): dog and cat breeds map
 to "dog" and "cat", a small table keeps compound nouns whole ("space shuttle"), anything
-else takes the last word of its name ("coffee mug" -> "mug").
+else takes the last word of its name ("coffee mug" -> "mug"). Classes of the kinds in
+``recaption.text.kinds`` carry that kind ("sports car" and "car wheel" are of kind "car"), so
+that the writer does not add them to an alt-text that says "a Bentley".
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ KEEP_WHOLE = {
     "tennis ball", "traffic light", "street sign", "fire engine", "police van", "school bus",
     "mobile phone", "cell phone", "wine bottle", "beer bottle", "water bottle", "coffee mug",
 }
+# ImageNet classes by kind (see recaption.text.kinds); parts count with their whole ("car wheel").
+KIND_CLASSES: dict[str, tuple[int, ...]] = {
+    "car": (407, 436, 468, 475, 479, 511, 535, 581, 609, 627, 654, 656, 661, 675, 717, 734, 751, 757, 817, 864),
+    "dog": tuple(DOG_CLASSES),
+    "cat": tuple(CAT_CLASSES),
+    "bird": (*range(7, 25), *range(80, 101), *range(127, 147)),
+    "boat": (403, 472, 484, 510, 554, 576, 625, 628, 724, 780, 814, 833, 871, 914),
+    "aircraft": (404, 405, 895, 908),
+    "bicycle": (444, 671, 870, 880),
+    "motorcycle": (665, 670),
+    "phone": (487, 528, 707),
+    "computer": (508, 527, 590, 620, 664, 673, 681, 782),
+}
+_KIND_OF_CLASS = {index: kind for kind, indices in KIND_CLASSES.items() for index in indices}
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,7 @@ class ImageNetLabel:
     index: int
     name: str  # readable, for captions: "tabby cat"
     noun: str  # head noun, for agreement with the alt-text: "cat"
+    kind: str  # "" or a kind of recaption.text.kinds: "cat"
 
 
 def _readable_name(index: int) -> str:
@@ -59,7 +76,7 @@ def _head_noun(index: int, name: str) -> str:
 
 @lru_cache(maxsize=1)
 def imagenet_labels() -> tuple[ImageNetLabel, ...]:
-    return tuple(ImageNetLabel(i, name, _head_noun(i, name)) for i in range(1000) for name in [_readable_name(i)])
+    return tuple(ImageNetLabel(i, name, _head_noun(i, name), _KIND_OF_CLASS.get(i, "")) for i in range(1000) for name in [_readable_name(i)])
 
 
 class ImageNetClassifier:

@@ -17,7 +17,7 @@ def evidence_of(pair: Pair) -> Evidence:
     alt = next((c.text for c in pair.captions if c.selected and c.source == "alt-text"), "")
     return Evidence(
         alt_text=alt,
-        labels=[Label(t["label"], t["noun"], float(t["p"])) for t in tag_values(pair, "classify")],
+        labels=[Label(t["label"], t["noun"], float(t["p"]), t.get("kind", "")) for t in tag_values(pair, "classify")],
         ocr=[t["text"] for t in tag_values(pair, "ocr")],
         colourfulness=pair.scores.get("colourfulness"),
         white_border=pair.scores.get("white_border"),

@@ -83,7 +83,7 @@ class Classify(Stage):
         for pair, p in zip(pairs, probs):
             top = p.argsort()[::-1][: self.top_k]
             tags = [
-                {"label": self.labels[i].name, "noun": self.labels[i].noun, "class": int(i), "p": round(float(p[i]), 4)}
+                {"label": self.labels[i].name, "noun": self.labels[i].noun, "kind": self.labels[i].kind, "class": int(i), "p": round(float(p[i]), 4)}
                 for i in top
                 if p[i] >= self.min_prob
             ]

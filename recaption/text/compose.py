@@ -8,7 +8,9 @@ guideline (DESIGN.md) it
   so, ...), replacing whatever prompt the alt-text had;
 - keeps the cleaned alt-text whole: it carries the concrete names ("a Bentley", not "a car");
 - adds classifier labels the alt-text does not already say, plainly when confident and
-  hedged ("possibly a ...") when not, never two labels with the same head noun;
+  hedged ("possibly a ...") when not, never two labels with the same head noun, and none of
+  a kind the alt-text already names in other words ("a Bentley" says car, so no "sports
+  car"; see ``recaption.text.kinds``);
 - transcribes readable OCR text in quotes;
 - fits a token budget by dropping whole clauses from the end (tags, then OCR), never words
   of the alt-text unless it alone is too long.
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from recaption.text.fit import fit_to_budget
+from recaption.text.kinds import kinds_named
 
 DEFAULT_PROMPT = "a photo of"
 # (pattern in the alt-text, prompt): the alt-text's own word for the medium wins.
@@ -55,6 +58,7 @@ class Label:
     name: str  # "tabby cat"
     noun: str  # "cat"
     p: float
+    kind: str = ""  # "" or a kind of recaption.text.kinds
 
 
 @dataclass
@@ -96,8 +100,9 @@ def _words(text: str) -> set[str]:
 
 
 def mentioned(label: Label, words: set[str]) -> bool:
-    """Whether the alt-text already says this label (its head noun or any word of its name)."""
-    return bool(_words(label.noun) <= words or _words(label.name) & words)
+    """Whether the alt-text already says this label: its head noun, any word of its name, or
+    any word of its kind ("bentley" says every label of kind "car")."""
+    return bool(_words(label.noun) <= words or _words(label.name) & words or (label.kind and label.kind in kinds_named(words)))
 
 
 def tag_agreement(ev: Evidence) -> float:

@@ -53,6 +53,8 @@ def test_labels_are_readable_with_head_nouns():
     assert labels[207].noun == "dog"  # golden retriever
     assert (labels[812].name, labels[812].noun) == ("space shuttle", "space shuttle")
     assert labels[968].noun == "cup"
+    # Kinds let the writer see that "a Bentley" already says "sports car" and "car wheel".
+    assert (labels[817].kind, labels[479].kind, labels[207].kind, labels[968].kind) == ("car", "car", "dog", "")
     assert all(label.name and " (" not in label.name for label in labels)
 
 

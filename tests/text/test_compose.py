@@ -18,8 +18,8 @@ CASES = [
      "a black and white photo of cameraman on a lawn with a tripod"),
     (Evidence("", [Label("espresso", "espresso", 0.3), Label("coffee mug", "coffee mug", 0.25)], ["OPEN 24 HOURS"], 30, 0.9), 2,
      'a product photo of what may be an espresso, with the text "OPEN 24 HOURS"'),
-    (Evidence("Photo of a red Bentley parked outside", [Label("convertible", "convertible", 0.3), Label("car wheel", "wheel", 0.25)]), 2,
-     "a photo of a red Bentley parked outside, possibly a convertible"),
+    (Evidence("Photo of a red Bentley parked outside", [Label("convertible", "convertible", 0.5, "car"), Label("street sign", "street sign", 0.3)]), 2,
+     "a photo of a red Bentley parked outside, possibly a street sign"),
     (Evidence("oil painting of a harbour at dusk"), 2, "a painting of a harbour at dusk"),
     (Evidence("macro shot of a bee on a flower"), 2, "a close-up photo of a bee on a flower"),
     (Evidence("a street sign", ocr=["STOP", "a street sign"]), 2, 'a photo of a street sign, with the text "STOP"'),
@@ -44,6 +44,19 @@ def test_the_alt_texts_concept_wins_and_agreement_says_so():
     assert compose(disagree, clip_tokenizer().count, 77).text.startswith("a photo of a cat asleep on a rug")
     assert tag_agreement(disagree) == 0.0
     assert tag_agreement(agree) == 0.9
+
+
+def test_a_label_of_a_kind_the_alt_text_names_in_other_words_is_not_added():
+    count = clip_tokenizer().count
+    puppy = Evidence("my puppy on the grass", [Label("Golden Retriever", "dog", 0.9, "dog"), Label("lawn mower", "mower", 0.7)])
+    bentley = Evidence("a Bentley at the Ritz", [Label("sports car", "car", 0.9, "car"), Label("car wheel", "wheel", 0.8, "car")])
+    assert compose(puppy, count, 77, max_tags=2).text == "a photo of my puppy on the grass, with a lawn mower"
+    assert compose(bentley, count, 77, max_tags=2).text == "a photo of a Bentley at the Ritz"
+    # The classifier agrees with the alt-text when it sees the kind the alt-text names.
+    assert tag_agreement(bentley) == 1.0 and tag_agreement(puppy) == 0.9
+    # Without the kind, "dog" and "car" are not said by these alt-texts: the labels are added.
+    plain = Evidence("my puppy on the grass", [Label("Golden Retriever", "dog", 0.9)])
+    assert compose(plain, count, 77).text == "a photo of my puppy on the grass, with a Golden Retriever"
 
 
 def test_budget_drops_tags_and_text_before_the_alt_text():
