@@ -78,6 +78,8 @@ class ComposeCaption(Stage):
             for variant in self.variants:
                 max_tags, max_tokens, ocr_words = self.limits[variant]
                 made = compose(ev, self.count, max_tokens, max_tags, ocr_words, self.confident, self.hedge_min)
+                if not made.says_anything:
+                    break  # "a photo" alone: no variant would say more
                 if variant == self.select:
                     for cap in pair.captions:
                         cap.selected = False

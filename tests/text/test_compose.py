@@ -22,6 +22,7 @@ CASES = [
      "a photo of a red Bentley parked outside, possibly a street sign"),
     (Evidence("oil painting of a harbour at dusk"), 2, "a painting of a harbour at dusk"),
     (Evidence("macro shot of a bee on a flower"), 2, "a close-up photo of a bee on a flower"),
+    (Evidence("Untitled image", [Label("drilling rig", "rig", 0.4)]), 2, "a photo of what may be a drilling rig"),
     (Evidence("a street sign", ocr=["STOP", "a street sign"]), 2, 'a photo of a street sign, with the text "STOP"'),
 ]
 
@@ -29,6 +30,11 @@ CASES = [
 @pytest.mark.parametrize("ev,max_tags,expected", CASES)
 def test_compose_is_exact_for_fixed_evidence(ev, max_tags, expected):
     assert compose(ev, clip_tokenizer().count, 77, max_tags=max_tags).text == expected
+
+
+def test_alt_text_that_names_no_content_leaves_nothing_to_say():
+    made = compose(Evidence("Image!"), clip_tokenizer().count, 77)
+    assert (made.text, made.subject, made.says_anything) == ("a photo", "", False)
 
 
 def test_no_repeats_and_no_two_labels_with_one_head_noun():

@@ -43,3 +43,49 @@ def test_planted_sensitive_words_are_removed_and_reported(text, expected, catego
 def test_colours_and_moods_that_do_not_describe_people_stay(text):
     result = SensitiveAttributeFilter().check(text)
     assert result.text == text and not result.changed
+
+
+def _entities(text, *spans):
+    """Entities as a named-entity model would give them: (substring, label) in order."""
+    from recaption.models.names import Entity
+
+    found, at = [], 0
+    for sub, label in spans:
+        start = text.index(sub, at)
+        found.append(Entity(start, start + len(sub), label))
+        at = start + len(sub)
+    return found
+
+
+NAME_CASES = [
+    # (text, entities, expected text, names reported)
+    ("John Smith playing guitar", [("John Smith", "PERSON")], "a person playing guitar", ["john smith"]),
+    ("wedding of Sarah and James, June 2019", [("Sarah", "PERSON"), ("James", "PERSON"), ("June 2019", "DATE")],
+     "wedding of two people, June 2019", ["sarah", "james"]),
+    ("portrait of Dr. Jane Goodall", [("Jane Goodall", "PERSON")], "portrait of a person", ["jane goodall"]),
+    ("the astronaut Eileen Collins in uniform", [("Eileen Collins", "PERSON")], "the astronaut in uniform", ["eileen collins"]),
+    ("the actor, Tom Hanks, at the premiere", [("Tom Hanks", "PERSON")], "the actor at the premiere", ["tom hanks"]),
+    ("Tom Hanks's house", [("Tom Hanks's", "PERSON")], "a person's house", ["tom hanks"]),
+    ("Jane's new car", [("Jane", "PERSON")], "a person's new car", ["jane"]),
+    ("a painting of a harbour by Claude Monet", [("Claude Monet", "PERSON")], "a painting of a harbour", ["claude monet"]),
+    # kept: names that are plainly not a person's
+    ("my dog Max on the sofa", [("Max", "PERSON")], "my dog Max on the sofa", []),
+    ("a horse named Secretariat", [("Secretariat", "PERSON")], "a horse named Secretariat", []),
+    ("Max, our golden retriever, at the beach", [("Max", "PERSON")], "Max, our golden retriever, at the beach", []),
+    ("the Mona Lisa", [("Mona Lisa", "PERSON")], "the Mona Lisa", []),
+    ("Ford Mustang GT", [("Ford", "ORG"), ("Mustang GT", "PERSON")], "Ford Mustang GT", []),
+]
+
+
+@pytest.mark.parametrize("text,spans,expected,names", NAME_CASES)
+def test_person_names_policy(text, spans, expected, names):
+    result = SensitiveAttributeFilter().check(text, _entities(text, *spans))
+    assert result.text == expected
+    assert result.removed.get("names", []) == names
+
+
+def test_a_removed_name_leaves_a_person_whose_attributes_are_removed_too():
+    text = "a smiling Emma Watson at the premiere"
+    result = SensitiveAttributeFilter().check(text, _entities(text, ("Emma Watson", "PERSON")))
+    assert result.text == "a person at the premiere"
+    assert result.removed == {"names": ["emma watson"], "emotion": ["smiling"]}
