@@ -49,6 +49,10 @@ def _summary(stats: dict, output: Path, seconds: float) -> str:
         lines.append("  rejected because:")
         for key, n in sorted(stats["rejects_by_reason"].items(), key=lambda kv: -kv[1])[:12]:
             lines.append(f"    {n:>8}  {key}")
+    timed = sorted(((name, c) for name, c in stats.get("stages", {}).items() if c.get("seconds", 0) > 0), key=lambda nc: -nc[1]["seconds"])
+    if timed:
+        # Where the time went, with each stage's own rate per worker: the taggers dominate.
+        lines.append("  slowest stages: " + ", ".join(f"{name} {c['seconds']:.1f} s ({c['seen'] / c['seconds']:.1f} pairs/s)" for name, c in timed[:3]))
     lines += [
         f"  kept pairs:  {output / 'data'}/ ({stats['output_format']})",
         f"  rejects:     {output / 'rejects'}/",
