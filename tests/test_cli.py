@@ -14,7 +14,7 @@ def test_run_prints_a_summary_and_writes_everything(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "4 pairs read, 2 kept, 2 rejected" in out
     assert "clean_text/empty_after_cleaning" in out
-    assert re.search(r"slowest stages: \\w+ [\d.]+ s \([\d.]+ pairs/s\)", out)
+    assert re.search(r"slowest stages: \w+ [\d.]+ s \([\d.]+ pairs/s\)", out)
     for name in ("stats.json", "report.html", "data/part-00000.jsonl", "rejects/part-00000.jsonl"):
         assert (tmp_path / "out" / name).exists(), name
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
