@@ -59,3 +59,12 @@ def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from recaption.demo import build_demo
 
     return build_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random CLIP saved as a checkpoint folder (see tests/tiny_models.py)."""
+    pytest.importorskip("transformers")
+    from tests.tiny_models import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("models") / "clip")

@@ -66,3 +66,26 @@ def fit_to_budget(text: str, count: Callable[[str], int], budget: int) -> str:
         if fits(candidate):
             chosen.add(i)
     return " ".join([head] + [rest[j] for j in sorted(chosen)])
+
+
+def chunk_to_budget(text: str, count: Callable[[str], int], budget: int) -> list[str]:
+    """Split ``text`` into consecutive chunks that each fit ``budget``: whole sentences packed
+    together where they fit, an over-long sentence cut at word boundaries. Nothing is dropped
+    (a single word over the budget is a chunk of its own)."""
+    if count(text) <= budget:
+        return [text]
+    units: list[str] = []
+    for sentence in _split(text, _SENTENCE_END):
+        words = sentence.split()
+        while words:
+            piece = _cut_words(" ".join(words), lambda c: count(c) <= budget) or words[0]
+            units.append(piece)
+            words = words[len(piece.split()) :]
+    chunks = [units[0]]
+    for unit in units[1:]:
+        joined = f"{chunks[-1]} {unit}"
+        if count(joined) <= budget:
+            chunks[-1] = joined
+        else:
+            chunks.append(unit)
+    return chunks

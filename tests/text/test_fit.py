@@ -41,3 +41,17 @@ def test_overlong_first_sentence_is_cut_at_clause_then_word():
     assert count(out) <= 20
     assert out.startswith("A very long description")
     assert not out.endswith(",")
+
+
+def test_chunks_cover_the_whole_text_and_each_fits():
+    from recaption.text.fit import chunk_to_budget
+
+    def count(t):
+        return len(t.split()) + 2
+
+    text = "One two three. Four five six seven eight nine ten eleven twelve. Thirteen."
+    chunks = chunk_to_budget(text, count, 7)
+    assert all(count(c) <= 7 for c in chunks)
+    assert " ".join(chunks).split() == text.split()
+    assert chunks[0] == "One two three."
+    assert chunk_to_budget("short", count, 7) == ["short"]

@@ -1,0 +1,134 @@
+"""Model-based caption scores: ``clip_score`` (CLIPScore / RefCLIPScore with any CLIP or SigLIP).
+
+Scales (``scale``):
+
+- ``100``: ``100 * max(cos, 0)``, the scale of torchmetrics and of the Altogether paper
+  (alt-text 29.3, its re-aligned captions 33.3 with CLIP ViT-L/14);
+- ``hessel``: ``2.5 * max(cos, 0)`` with the text prefixed "A photo depicts", as in Hessel
+  et al.'s CLIPScore.
+
+With references (``pair.meta["references"]``, a list of human captions), RefCLIPScore is
+the harmonic mean of the caption's score and its best cosine with a reference (clipped at 0,
+on the same scale). A caption over the text encoder's budget is scored over sentence chunks,
+the mean of their scores, and ``scores.clip_chunks`` says into how many it was cut.
+
+What made the scores is stored once per pair: ``meta.scored_by.clip_score = {model, scale}``;
+re-running with the same model scores only new captions, with another model all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from recaption.models.hf import ModelLoadError
+from recaption.record import Pair
+from recaption.stages.base import Needs, Stage, StageError, register
+from recaption.stages.tags import decode_batch
+
+SCALES = {"100": (100.0, ""), "hessel": (2.5, "A photo depicts ")}
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+
+
+def default_cache_folder() -> Path:
+    return Path(os.environ.get("RECAPTION_CACHE") or Path.home() / ".cache" / "recaption") / "image-embeddings"
+
+
+def scored_by(pair: Pair, scorer: str) -> dict:
+    return (pair.meta.get("scored_by") or {}).get(scorer) or {}
+
+
+@register
+class ClipScore(Stage):
+    """Score every caption against its image with a CLIP-like model; cache image embeddings."""
+
+    name = "clip_score"
+    batch_size = 32
+    needs = Needs(packages={"torch": "torch==2.13.0", "transformers": "transformers>=4.45"})
+
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_CLIP,
+        scale: str = "100",
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 32,
+        cache: str | None = "auto",
+    ) -> None:
+        super().__init__()
+        if scale not in SCALES:
+            raise StageError(f"clip_score.scale must be one of {sorted(SCALES)}")
+        if batch_size < 1:
+            raise StageError("clip_score.batch_size must be at least 1")
+        self.model_name, self.scale, self.device, self.dtype = model, scale, device, dtype
+        self.batch_size = batch_size
+        # cache: "auto" ($RECAPTION_CACHE or ~/.cache/recaption), a folder, or none/false to switch off.
+        self.cache_folder = None if cache in (None, False, "none", "false") else (default_cache_folder() if cache == "auto" else Path(cache))
+
+    def setup(self) -> None:
+        from recaption.models.clip import ClipScorer  # noqa: PLC0415 - loads torch and transformers
+        from recaption.models.embedding_cache import EmbeddingCache  # noqa: PLC0415
+
+        try:
+            self.scorer = ClipScorer(self.model_name, self.device, self.dtype)
+        except ModelLoadError as exc:
+            raise StageError(f"clip_score.model: {exc}") from exc
+        self.cache = EmbeddingCache(self.cache_folder, self.scorer.model_hash) if self.cache_folder else None
+        size = getattr(self.scorer.processor.image_processor, "crop_size", None) or getattr(self.scorer.processor.image_processor, "size", None) or {}
+        self.decode_side = int(max([v for v in dict(size).values() if isinstance(v, int)] or [224]))
+
+    def image_embeddings(self, pairs: list[Pair]) -> tuple[list[Pair], np.ndarray]:
+        """Embeddings of the pairs' images, from the cache where it has them."""
+        keys = [self.cache.key(p.image_id, p.scores.get("sha256")) if self.cache else "" for p in pairs]
+        cached = self.cache.get_many(keys) if self.cache else {}
+        todo = [p for p, k in zip(pairs, keys) if k not in cached]
+        decoded, images = decode_batch(self, todo, self.decode_side)
+        fresh = dict(zip([id(p) for p in decoded], self.scorer.embed_images(images))) if images else {}
+        if self.cache and fresh:
+            self.cache.put_many({k: fresh[id(p)] for p, k in zip(pairs, keys) if id(p) in fresh})
+        kept, rows = [], []
+        for pair, key in zip(pairs, keys):
+            vector = cached.get(key) if key in cached else fresh.get(id(pair))
+            if vector is not None:
+                kept.append(pair)
+                rows.append(vector)
+        return kept, np.stack(rows) if rows else np.zeros((0, 1), np.float32)
+
+    def process(self, batch: list[Pair]) -> None:
+        weight, prefix = SCALES[self.scale]
+        provenance = {"model": self.scorer.model_hash, "scale": self.scale}
+        todo = []
+        for pair in batch:
+            same = scored_by(pair, self.name) == provenance
+            captions = [c for c in pair.captions if not (same and "clip_score" in c.scores)]
+            if captions:
+                todo.append((pair, captions))
+        if not todo:
+            return
+        pairs, image_vectors = self.image_embeddings([p for p, _ in todo])
+        by_pair = {id(p): v for p, v in zip(pairs, image_vectors)}
+        texts = [prefix + c.text for p, caps in todo if id(p) in by_pair for c in caps]
+        refs = [prefix + r for p, _ in todo if id(p) in by_pair for r in p.meta.get("references") or [] if isinstance(r, str)]
+        text_vectors = iter(self.scorer.embed_texts(texts)) if texts else iter(())
+        ref_vectors = iter(self.scorer.embed_texts(refs)) if refs else iter(())
+        for pair, captions in todo:
+            if id(pair) not in by_pair:
+                continue  # rejected as unreadable by decode_batch
+            image = by_pair[id(pair)]
+            references = [next(ref_vectors) for r in pair.meta.get("references") or [] if isinstance(r, str)]
+            for cap in captions:
+                chunks = next(text_vectors)
+                cos = float(np.mean(chunks @ image))
+                cap.scores["clip_score"] = round(weight * max(cos, 0.0), 4)
+                cap.scores["clip_chunks"] = len(chunks)
+                if references:
+                    mean_caption = chunks.mean(axis=0)
+                    best = max(float(np.mean(r @ mean_caption)) for r in references)
+                    ref_term = weight * max(best, 0.0) if self.scale == "100" else max(best, 0.0)
+                    clip_term = cap.scores["clip_score"]
+                    total = clip_term + ref_term
+                    cap.scores["refclip_score"] = round(2 * clip_term * ref_term / total, 4) if total > 0 else 0.0
+            pair.meta.setdefault("scored_by", {})[self.name] = provenance
