@@ -68,3 +68,18 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_models import make_clip
 
     return make_clip(tmp_path_factory.mktemp("models") / "clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A random checkpoint folder per captioner family (see tests/tiny_models.py)."""
+    pytest.importorskip("transformers")
+    from tests import tiny_models
+
+    root = tmp_path_factory.mktemp("vlms")
+    return {
+        "blip-2": tiny_models.make_blip2(root / "blip2"),
+        "llava": tiny_models.make_llava(root / "llava"),
+        "llava_next": tiny_models.make_llava(root / "llava_next", next_=True),
+        "qwen2_vl": tiny_models.make_qwen2_vl(root / "qwen2_vl"),
+    }

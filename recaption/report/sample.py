@@ -22,7 +22,7 @@ from recaption.stages.tags import tag_values
 
 THUMB_SIDE = 160
 # Scores in [0, 1] that filters threshold: the report shows what each threshold would keep.
-WHAT_IF_SCORES = ("nsfw", "text_area_share", "imagenet_top1_p", "tag_agreement")
+WHAT_IF_SCORES = ("nsfw", "text_area_share", "imagenet_top1_p", "tag_agreement", "candidate_diversity")
 WHAT_IF_BINS = 20
 MAX_THUMB_SOURCE_PIXELS = 50_000_000
 

@@ -1,10 +1,12 @@
-"""Caption-writing stages. ``compose_caption``: strategy A of the method, rules over evidence."""
+"""Caption-writing stages: ``compose_caption`` (strategy A, rules over evidence) and
+``vlm_caption`` (strategy B, a vision-language model writes N candidates)."""
 
 from __future__ import annotations
 
 from recaption.record import Caption, Pair
-from recaption.stages.base import Stage, StageError, register
-from recaption.stages.tags import tag_values
+from recaption.stages.base import Needs, Stage, StageError, register
+from recaption.stages.tags import decode_batch, tag_values
+from recaption.stages.text import SensitiveCheck
 from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
 from recaption.text.compose import Evidence, Label, compose, tag_agreement
 
@@ -94,3 +96,110 @@ class ComposeCaption(Stage):
                         selected=variant == self.select,
                     )
                 )
+
+
+@register
+class VlmCaption(Stage):
+    """Write ``n`` candidate captions per image with a vision-language model (strategy B).
+
+    ``model`` is a hub id or a checkpoint folder; the family (BLIP-2, LLaVA, LLaVA-NeXT,
+    Qwen2-VL, or any image-text-to-text model with a chat template) is read from its config.
+    ``template``: ``plain``, ``faithful`` (describe only what is visible) or ``realign`` (the
+    alt-text, OCR text and labels are given to the model to keep, correct or drop); ``prompt``
+    is a template of one's own with the same fields. Each candidate is a caption with
+    ``source="vlm:<model>"``, its sampling parameters and candidate index, tidied (prompt
+    echo, chat artefacts, "The image shows" openings, a cut-off last sentence) and checked for
+    sensitive attributes and names before it is stored.
+    """
+
+    name = "vlm_caption"
+    batch_size = 8
+    needs = Needs(packages={"torch": "torch==2.13.0", "transformers": "transformers>=4.45"})
+
+    def __init__(
+        self,
+        *,
+        model: str = "Salesforce/blip2-opt-2.7b",
+        template: str = "faithful",
+        prompt: str | None = None,
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        max_new_tokens: int = 60,
+        seed: int = 0,
+        batch_size: int = 8,
+        backend: str = "transformers",
+        device: str = "auto",
+        dtype: str = "auto",
+        quantization: str = "none",
+        starting_prompt: str = "a photo of",
+        select: bool = False,
+        names: bool = True,
+    ) -> None:
+        super().__init__()
+        from recaption.models.vlm import Sampling  # noqa: PLC0415 - light; torch loads in setup
+        from recaption.text.prompts import TEMPLATES, check_template  # noqa: PLC0415
+
+        if prompt is None and template not in TEMPLATES:
+            raise StageError(f"vlm_caption.template must be one of {sorted(TEMPLATES)}, or give a prompt of your own")
+        self.template = prompt if prompt is not None else TEMPLATES[template]
+        self.template_name = "custom" if prompt is not None else template
+        try:
+            check_template(self.template)
+            self.sampling = Sampling(n, temperature, top_p, repetition_penalty, max_new_tokens, seed)
+            self.sampling.check()
+        except ValueError as exc:
+            raise StageError(f"vlm_caption: {exc}") from exc
+        if batch_size < 1:
+            raise StageError("vlm_caption.batch_size must be at least 1")
+        self.batch_size = batch_size
+        self.model_name, self.backend, self.device, self.dtype, self.quantization = model, backend, device, dtype, quantization
+        self.starting_prompt, self.select, self.names = starting_prompt, select, names
+
+    def setup(self) -> None:
+        from recaption.models.hf import ModelLoadError  # noqa: PLC0415
+        from recaption.models.vlm import load_captioner  # noqa: PLC0415
+
+        try:
+            self.captioner = load_captioner(self.model_name, self.backend, self.device, self.dtype, self.quantization)
+        except ModelLoadError as exc:
+            raise StageError(f"vlm_caption.model: {exc}") from exc
+        self.source = "vlm:" + self.model_name.rstrip("/").split("/")[-1]
+        self.checker = SensitiveCheck(names=self.names)
+        self.checker.setup()
+
+    def process(self, batch: list[Pair]) -> None:
+        from dataclasses import asdict  # noqa: PLC0415
+
+        from recaption.text.prompts import render  # noqa: PLC0415
+        from recaption.text.vlm_output import tidy_generated  # noqa: PLC0415
+
+        pairs, images = decode_batch(self, batch, 224)
+        if not pairs:
+            return
+        prompts = []
+        for pair in pairs:
+            ev = evidence_of(pair)
+            instruction = render(self.template, ev.alt_text, ev.ocr, [lb.name for lb in ev.labels])
+            prompts.append(self.captioner.format_prompt(instruction))
+        outputs = self.captioner.generate(images, prompts, self.sampling)
+        params = {"template": self.template_name, "backend": self.backend, **asdict(self.sampling)}
+        for pair, prompt, texts in zip(pairs, prompts, outputs):
+            parent = next((i for i, c in enumerate(pair.captions) if c.selected and c.source == "alt-text"), None)
+            first = len(pair.captions)
+            for j, raw in enumerate(texts):
+                text = tidy_generated(raw, prompt, self.starting_prompt)
+                extra = {"raw": raw} if text != raw.strip() else {}
+                pair.captions.append(
+                    Caption(text, self.source, round=1, parent=parent, params={**params, "candidate": j, **extra}, model_hash=self.captioner.model_hash)
+                )
+            # An empty answer is no candidate; the pair keeps what it had (nothing is lost).
+            pair.captions[first:] = [c for c in pair.captions[first:] if c.text]
+            pair.scores["vlm_candidates"] = len(pair.captions) - first
+            if self.select and len(pair.captions) > first:
+                for cap in pair.captions:
+                    cap.selected = False
+                pair.captions[first].selected = True
+        # The guideline's checker on every candidate now, so a selection never sees a raw one.
+        self.checker.process(pairs)
