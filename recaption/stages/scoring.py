@@ -99,7 +99,8 @@ class ClipScore(Stage):
 
     def process(self, batch: list[Pair]) -> None:
         weight, prefix = SCALES[self.scale]
-        provenance = {"model": self.scorer.model_hash, "scale": self.scale}
+        # JPEGs are decoded at the smallest DCT scale that still covers the model's input side.
+        provenance = {"model": self.scorer.model_hash, "scale": self.scale, "decode": f"min_side {self.decode_side}"}
         todo = []
         for pair in batch:
             same = scored_by(pair, self.name) == provenance

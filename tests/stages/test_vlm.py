@@ -146,3 +146,28 @@ def test_generate_score_and_select_end_to_end(tiny_vlms, tiny_clip):
         assert 1 <= len(chosen) <= 2
         alt = next(c for c in pair.captions if c.source == "alt-text")
         assert all(c.scores["clip_score"] >= alt.scores["clip_score"] for c in chosen)
+
+
+def test_vlm_rerank_recipe_runs_from_the_cli_with_local_checkpoints(tiny_vlms, tiny_clip, tmp_path, capsys):
+    import json
+
+    from recaption.cli import main
+    from tests.conftest import make_pairs_dataset, read_jsonl
+
+    data = make_pairs_dataset(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    rc = main([
+        "run", str(data), str(out), "--recipe", "vlm-rerank", "--workers", "1", "--no-progress",
+        "--set", f"vlm_caption.model={tiny_vlms['qwen2_vl']}", "--set", "vlm_caption.max_new_tokens=5",
+        "--set", f"clip_score.model={tiny_clip}", "--set", f"clip_score.cache={tmp_path / 'cache'}",
+        "--set", "vlm_caption.names=false",
+    ])
+    assert rc == 0, capsys.readouterr().err
+    records = read_jsonl(out / "data" / "part-00000.jsonl")
+    stats = json.loads((out / "stats.json").read_text())
+    assert len(records) + stats["rejected"] == 4
+    for rec in records:
+        vlm = [c for c in rec["captions"] if c["source"] == "vlm:qwen2_vl"]
+        assert 1 <= len(vlm) <= 5 and all("clip_score" in c["scores"] for c in vlm)
+        assert 1 <= sum(c["selected"] for c in rec["captions"]) <= 2
+        assert "candidates_distinct" in rec["scores"]
