@@ -16,7 +16,7 @@ Two backends: ``transformers`` (batched, left padding, fp32/fp16/bf16, 8-/4-bit 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from PIL import Image
@@ -192,7 +192,3 @@ def load_captioner(model: str, backend: str = "transformers", device: str = "aut
     if backend != "transformers":
         raise ModelLoadError(f"backend must be 'transformers' or 'vllm', not '{backend}'")
     return TransformersCaptioner(model, device, dtype, quantization)
-
-
-def sampling_params(sampling: Sampling) -> dict[str, Any]:
-    return asdict(sampling)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from recaption.record import Caption, Pair
 from recaption.stages.base import Needs, Stage, StageError, register
 from recaption.stages.tags import decode_batch, tag_values
@@ -170,8 +172,6 @@ class VlmCaption(Stage):
         self.checker.setup()
 
     def process(self, batch: list[Pair]) -> None:
-        from dataclasses import asdict  # noqa: PLC0415
-
         from recaption.text.prompts import render  # noqa: PLC0415
         from recaption.text.vlm_output import tidy_generated  # noqa: PLC0415
 
