@@ -71,10 +71,11 @@ def chat_messages(instruction: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
 
 
-def model_family(model: str) -> str:
+def model_config(model: str) -> Any:
+    """The checkpoint's config: its ``model_type`` names the family."""
     from transformers import AutoConfig  # noqa: PLC0415
 
-    return load_pretrained(AutoConfig, model, "model config").model_type
+    return load_pretrained(AutoConfig, model, "model config")
 
 
 class TransformersCaptioner:
@@ -86,7 +87,7 @@ class TransformersCaptioner:
         self.device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, self.device)
         quant = quantization_config(quantization, self.device)
-        self.family = model_family(model)
+        self.family = model_config(model).model_type
         loader = tf.Blip2ForConditionalGeneration if self.family == "blip-2" else tf.AutoModelForImageTextToText
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
         if quant is not None:
@@ -161,10 +162,10 @@ class VllmCaptioner:
         import transformers as tf  # noqa: PLC0415
         from vllm import LLM  # noqa: PLC0415
 
-        self.family = model_family(model)
+        config = model_config(model)
+        self.family = config.model_type
         self.processor = None if self.family == "blip-2" else load_pretrained(tf.AutoProcessor, model, f"{self.family} processor")
         self.llm = LLM(model=model, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, limit_mm_per_prompt={"image": 1})
-        config = load_pretrained(tf.AutoConfig, model, "model config")
         self.model_hash = checkpoint_hash(model, config, {"backend": "vllm", "dtype": dtype})
 
     def format_prompt(self, instruction: str) -> str:

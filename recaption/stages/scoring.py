@@ -36,6 +36,11 @@ def default_cache_folder() -> Path:
     return Path(os.environ.get("RECAPTION_CACHE") or Path.home() / ".cache" / "recaption") / "image-embeddings"
 
 
+def references_of(pair: Pair) -> list[str]:
+    """Human reference captions for RefCLIPScore (``meta.references``), where a record has them."""
+    return [r for r in pair.meta.get("references") or [] if isinstance(r, str)]
+
+
 def scored_by(pair: Pair, scorer: str) -> dict:
     return (pair.meta.get("scored_by") or {}).get(scorer) or {}
 
@@ -112,14 +117,14 @@ class ClipScore(Stage):
         pairs, image_vectors = self.image_embeddings([p for p, _ in todo])
         by_pair = {id(p): v for p, v in zip(pairs, image_vectors)}
         texts = [prefix + c.text for p, caps in todo if id(p) in by_pair for c in caps]
-        refs = [prefix + r for p, _ in todo if id(p) in by_pair for r in p.meta.get("references") or [] if isinstance(r, str)]
+        refs = [prefix + r for p, _ in todo if id(p) in by_pair for r in references_of(p)]
         text_vectors = iter(self.scorer.embed_texts(texts)) if texts else iter(())
         ref_vectors = iter(self.scorer.embed_texts(refs)) if refs else iter(())
         for pair, captions in todo:
             if id(pair) not in by_pair:
                 continue  # rejected as unreadable by decode_batch
             image = by_pair[id(pair)]
-            references = [next(ref_vectors) for r in pair.meta.get("references") or [] if isinstance(r, str)]
+            references = [next(ref_vectors) for _ in references_of(pair)]
             for cap in captions:
                 chunks = next(text_vectors)
                 cos = float(np.mean(chunks @ image))

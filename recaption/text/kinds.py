@@ -15,8 +15,6 @@ are left out.
 
 from __future__ import annotations
 
-import re
-
 KIND_WORDS: dict[str, str] = {
     "car": (
         "car cars automobile automobiles vehicle vehicles sedan saloon coupe suv hatchback convertible roadster "
@@ -46,13 +44,8 @@ KIND_WORDS: dict[str, str] = {
     "computer": "computer computers laptop laptops macbook pc chromebook thinkpad",
 }
 _KIND_SETS = {kind: frozenset(words.split()) for kind, words in KIND_WORDS.items()}
-_WORD = re.compile(r"[a-z0-9]+")
 
 
 def kinds_named(words: set[str]) -> set[str]:
     """The kinds that a set of lower-case words names."""
     return {kind for kind, vocab in _KIND_SETS.items() if vocab & words}
-
-
-def kinds_in(text: str) -> set[str]:
-    return kinds_named(set(_WORD.findall(text.lower())))
