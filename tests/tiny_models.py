@@ -2,8 +2,9 @@
 ``save_pretrained``, so tests (and the CPU benchmark) load them through the same
 ``from_pretrained`` path that users take with hub ids.
 
-Tokenizers: CLIP's is the real one (the merge table that ships with recaption); the VLMs get
-a byte-level BPE trained here on a few sentences, with the special tokens each family uses.
+Tokenizers: CLIP's is the real one (the merge table that ships with recaption); SigLIP gets a
+SentencePiece model and the VLMs a byte-level BPE, trained here on a few sentences, with the
+special tokens each family uses.
 Qwen2-VL's processor needs torchvision for its video half, which this machine lacks, so its
 image processor and tokenizer are saved on their own, as the captioner's fallback expects.
 """
@@ -75,6 +76,31 @@ def make_clip(folder: Path, seed: int = 0, width: int = 32) -> Path:
     )
     torch.manual_seed(seed)
     return _save(folder, tf.CLIPModel(config), tf.CLIPProcessor(image_processor=image_processor, tokenizer=tok))
+
+
+def make_siglip(folder: Path, seed: int = 0, width: int = 32) -> Path:
+    """SigLIP's tokenizer is a SentencePiece model: a tiny unigram one is trained here."""
+    import os
+
+    import sentencepiece as spm
+    import torch
+    import transformers as tf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 20), model_prefix=str(folder / "spiece"), vocab_size=60, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, logstream=open(os.devnull, "w"),
+    )
+    tok = tf.SiglipTokenizer(vocab_file=str(folder / "spiece.model"), model_max_length=16)
+    layers = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=2)
+    ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=None, eos_token_id=tok.eos_token_id)
+    config = tf.SiglipConfig(
+        text_config=dict(vocab_size=len(tok), max_position_embeddings=16, **ids, **layers),
+        vision_config=dict(image_size=32, patch_size=8, **layers),
+    )
+    torch.manual_seed(seed)
+    processor = tf.SiglipProcessor(image_processor=tf.SiglipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tok)
+    return _save(folder, tf.SiglipModel(config), processor)
 
 
 def _decoder(tok, model_type: str, **extra) -> dict:

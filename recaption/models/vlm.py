@@ -154,7 +154,7 @@ class TransformersCaptioner:
 class VllmCaptioner:
     """The same protocol on vLLM's engine (GPU). Prompts come from the checkpoint's own processor."""
 
-    def __init__(self, model: str, dtype: str = "auto", gpu_memory_utilization: float = 0.85, max_model_len: int = 4096) -> None:
+    def __init__(self, model: str, dtype: str = "auto", gpu_memory_utilization: float = 0.85, max_model_len: int | None = None) -> None:
         import importlib.util  # noqa: PLC0415
 
         if importlib.util.find_spec("vllm") is None:
@@ -165,7 +165,9 @@ class VllmCaptioner:
         config = model_config(model)
         self.family = config.model_type
         self.processor = None if self.family == "blip-2" else load_pretrained(tf.AutoProcessor, model, f"{self.family} processor")
-        self.llm = LLM(model=model, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, limit_mm_per_prompt={"image": 1})
+        # max_model_len: the checkpoint's own context unless asked for less (a longer one is refused).
+        extra = {} if max_model_len is None else {"max_model_len": max_model_len}
+        self.llm = LLM(model=model, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, limit_mm_per_prompt={"image": 1}, **extra)
         self.model_hash = checkpoint_hash(model, config, {"backend": "vllm", "dtype": dtype})
 
     def format_prompt(self, instruction: str) -> str:

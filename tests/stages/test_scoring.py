@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from recaption.imaging import load_rgb
 from recaption.record import Caption, Pair
 from recaption.stages.base import StageError
 from tests.conftest import encode, noise_image
@@ -19,15 +20,15 @@ def pair_with(i: int, *texts: str, **meta) -> Pair:
     return pair
 
 
-def bare_cosines(model_dir, image, texts):
+def bare_cosines(model_dir, image, texts, padding=True):
     """What transformers itself says: the scores must equal these, not merely look plausible."""
     import torch
     import transformers as tf
 
-    model, proc = tf.CLIPModel.from_pretrained(model_dir), tf.AutoProcessor.from_pretrained(model_dir)
+    model, proc = tf.AutoModel.from_pretrained(model_dir), tf.AutoProcessor.from_pretrained(model_dir)
     with torch.inference_mode():
         im = model.get_image_features(**proc(images=[image], return_tensors="pt")).pooler_output
-        tx = model.get_text_features(**proc(text=texts, return_tensors="pt", padding=True)).pooler_output
+        tx = model.get_text_features(**proc.tokenizer(texts, return_tensors="pt", padding=padding)).pooler_output
     im, tx = im / im.norm(dim=-1, keepdim=True), tx / tx.norm(dim=-1, keepdim=True)
     return (tx @ im.T).squeeze(-1).numpy()
 
@@ -43,6 +44,21 @@ def test_scores_equal_transformers_and_record_the_model(tiny_clip, tmp_path):
     assert all(c.scores["clip_chunks"] == 1 for p in pairs for c in p.captions)
     by = pairs[0].meta["scored_by"]["clip_score"]
     assert by["scale"] == "100" and by["model"].startswith("clip@")
+
+
+def test_siglip_texts_are_padded_to_the_length_it_was_trained_with(tmp_path):
+    pytest.importorskip("sentencepiece")
+    from recaption.stages.scoring import ClipScore
+    from tests.tiny_models import make_siglip
+
+    siglip = make_siglip(tmp_path / "siglip")
+    pairs = [pair_with(5, "a cat on a sofa", "a dog")]
+    ClipScore(model=str(siglip), cache="none")(pairs)
+    image = load_rgb(pairs[0].image, 32)  # JPEGs are draft-decoded at the model's side, as the stage does
+    padded = bare_cosines(siglip, image, ["a cat on a sofa", "a dog"], padding="max_length")
+    assert [c.scores["clip_score"] for c in pairs[0].captions] == pytest.approx(list(100 * np.maximum(padded, 0)), abs=1e-3)
+    assert not np.allclose(padded, bare_cosines(siglip, image, ["a cat on a sofa", "a dog"]), atol=1e-3)  # padding matters
+    assert pairs[0].meta["scored_by"]["clip_score"]["model"].startswith("siglip@")
 
 
 def test_hessel_scale_uses_the_prefix_and_refclip_needs_references(tiny_clip, tmp_path):
