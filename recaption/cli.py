@@ -40,6 +40,16 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("folder", help="where to write the demo dataset (pairs.jsonl + images/)")
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (the alt-text re-aligning captioner)")
+    what = p.add_subparsers(dest="what", required=True)
+    c = what.add_parser("captioner", help="train the Altogether captioner from a YAML config", description="Train (or resume training) the captioner described by CONFIG.")
+    c.add_argument("config", help="a training config (YAML): name, data, kind, model, steps, ...")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (model.KEY for the model; repeatable)")
+    c.add_argument("--overwrite", action="store_true", help="delete an earlier run in the output folder and start afresh")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def _summary(stats: dict, output: Path, seconds: float) -> str:
     lines = [
         "",
@@ -130,15 +140,39 @@ def cmd_recipes(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from recaption.io.base import InputError  # noqa: PLC0415
+    from recaption.models.hf import ModelLoadError  # noqa: PLC0415
+    from recaption.train.config import ConfigError, load_train_config  # noqa: PLC0415
+    from recaption.train.loop import TrainError, train_captioner  # noqa: PLC0415
+
+    try:
+        config = load_train_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"recaption: bad training config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        model = train_captioner(config, progress=not args.no_progress, overwrite=args.overwrite)
+    except (TrainError, ModelLoadError, InputError, OSError) as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nrecaption: interrupted; run the same command to resume from the last checkpoint in {config.output}/checkpoints", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"recaption: captioner saved in {model} (use it with altogether_caption.checkpoint={model})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recaption", description="Turn raw image-text pairs into model-ready training data.")
     parser.add_argument("--version", action="version", version=f"recaption {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_demo(sub)
+    _add_train(sub)
     sub.add_parser("recipes", help="list the shipped recipes")
     args = parser.parse_args(argv)
-    handler = {"run": cmd_run, "demo": cmd_demo, "recipes": cmd_recipes}[args.command]
+    handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "recipes": cmd_recipes}[args.command]
     return handler(args)
 
 

@@ -83,3 +83,47 @@ def tiny_vlms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "llava_next": tiny_models.make_llava(root / "llava_next", next_=True),
         "qwen2_vl": tiny_models.make_qwen2_vl(root / "qwen2_vl"),
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_opt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random OPT causal LM, the captioner's decoder family (see tests/tiny_models.py)."""
+    pytest.importorskip("transformers")
+    from tests.tiny_models import make_opt
+
+    return make_opt(tmp_path_factory.mktemp("models") / "opt")
+
+
+def captioner_data(folder: Path, n: int = 24) -> Path:
+    """Pairs whose alt-texts a tiny captioner can learn: the image's number, in words."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        noise_image(i).save(folder / "images" / f"{i}.jpg")
+        records.append({"image_id": f"img-{i}", "image_path": f"images/{i}.jpg", "texts": [f"a photo of a cat on a sofa {i}", f"cat {i}"]})
+    return write_jsonl(folder / "pairs.jsonl", records)
+
+
+def captioner_config(folder: Path, clip: Path, opt: Path, **overrides: object) -> Path:
+    import yaml
+
+    config = {
+        "name": "tiny", "data": str(captioner_data(folder)), "output": str(folder / "run"), "cache": str(folder / "cache"),
+        "model": {"encoder": str(clip), "decoder": str(opt), "visual_tokens": 4, "mapper_layers": 2, "mapper_heads": 2, "max_alt_tokens": 12, "max_caption_tokens": 16},
+        "steps": 40, "batch_size": 8, "warmup": 4, "lr": 3e-3, "save_every": 15, "log_every": 1,
+    }
+    config.update(overrides)
+    path = folder / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner(tmp_path_factory: pytest.TempPathFactory, tiny_clip: Path, tiny_opt: Path) -> Path:
+    """The training output folder of a captioner trained for a few steps on ``captioner_data``."""
+    from recaption.train.config import load_train_config
+    from recaption.train.loop import train_captioner
+
+    folder = tmp_path_factory.mktemp("captioner")
+    train_captioner(load_train_config(captioner_config(folder, tiny_clip, tiny_opt)), progress=False)
+    return folder / "run"

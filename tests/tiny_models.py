@@ -173,3 +173,16 @@ def make_qwen2_vl(folder: Path, seed: int = 0) -> Path:
     tf.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=56 * 56 * 4, patch_size=14, merge_size=2).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def make_opt(folder: Path, seed: int = 0, width: int = 32) -> Path:
+    """A tiny OPT causal LM (the Altogether captioner's decoder family) with its tokenizer."""
+    import torch
+    import transformers as tf
+
+    tok = bpe_tokenizer()
+    text = _decoder(tok, "opt", ffn_dim=2 * width, word_embed_proj_dim=width)
+    text.pop("model_type")
+    text["hidden_size"] = width
+    torch.manual_seed(seed)
+    return _save(folder, tf.OPTForCausalLM(tf.OPTConfig(**text)), tok)

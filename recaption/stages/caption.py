@@ -1,5 +1,6 @@
-"""Caption-writing stages: ``compose_caption`` (strategy A, rules over evidence) and
-``vlm_caption`` (strategy B, a vision-language model writes N candidates)."""
+"""Caption-writing stages: ``compose_caption`` (strategy A, rules over evidence),
+``vlm_caption`` (strategy B, a vision-language model writes N candidates) and
+``altogether_caption`` (our alt-text re-aligning captioner, in one or more rounds)."""
 
 from __future__ import annotations
 
@@ -203,3 +204,107 @@ class VlmCaption(Stage):
                 pair.captions[first].selected = True
         # The guideline's checker on every candidate now, so a selection never sees a raw one.
         self.checker.process(pairs)
+
+
+@register
+class AltogetherCaption(Stage):
+    """Re-align alt-texts with a captioner that ``recaption train captioner`` wrote.
+
+    ``checkpoint``: the training output folder (or its ``model/``; default ``runs/altogether``,
+    where a training config named ``altogether`` writes). ``alt_text: true`` gives
+    the captioner the pair's alt-text, ``false`` captions from the image alone. With
+    ``rounds`` > 1, round n's caption is round n+1's input; every round is stored as a caption
+    (``source="altogether:<name>"``, its ``round`` and the ``parent`` it re-aligned). Sampling
+    defaults to the paper's (temperature 0.2, top-p 0.7); temperature 0 is greedy. Image
+    embeddings come from the checkpoint's frozen encoder through the same cache and
+    preprocessing as training. ``select`` makes the last round the training caption.
+    """
+
+    name = "altogether_caption"
+    batch_size = 16
+    needs = Needs(packages={"torch": "torch==2.13.0", "transformers": "transformers>=4.45"})
+
+    def __init__(
+        self,
+        *,
+        checkpoint: str = "runs/altogether",
+        alt_text: bool = True,
+        rounds: int = 1,
+        temperature: float = 0.2,
+        top_p: float = 0.7,
+        max_new_tokens: int | None = None,
+        seed: int = 0,
+        batch_size: int = 16,
+        device: str = "auto",
+        dtype: str = "auto",
+        cache: str | None = "auto",
+        select: bool = False,
+        names: bool = True,
+    ) -> None:
+        super().__init__()
+        if rounds < 1 or batch_size < 1:
+            raise StageError("altogether_caption.rounds and batch_size must be at least 1")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise StageError("altogether_caption needs temperature >= 0 and 0 < top_p <= 1")
+        self.checkpoint, self.alt_text, self.rounds = checkpoint, alt_text, rounds
+        self.sampling = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed}
+        self.batch_size, self.device, self.dtype, self.select, self.names = batch_size, device, dtype, select, names
+        self.cache_setting = cache
+
+    def setup(self) -> None:
+        import warnings  # noqa: PLC0415
+        from types import SimpleNamespace  # noqa: PLC0415
+
+        from recaption.models.altogether import AltogetherCaptioner, checkpoint_folder  # noqa: PLC0415
+        from recaption.models.clip import ClipScorer  # noqa: PLC0415
+        from recaption.models.hf import ModelLoadError, checkpoint_hash, resolve_device, resolve_dtype  # noqa: PLC0415
+        from recaption.stages.scoring import CachedImageEmbeddings, cache_folder_of  # noqa: PLC0415
+
+        try:
+            folder = checkpoint_folder(self.checkpoint)
+            device = resolve_device(self.device)
+            self.captioner = AltogetherCaptioner.load(folder, resolve_dtype(self.dtype, device)).to(device)
+            self.captioner.train(False)
+            encoder = ClipScorer(self.captioner.config.encoder, device, "float32")  # as in training
+        except ModelLoadError as exc:
+            raise StageError(f"altogether_caption: {exc}") from exc
+        trained_with = self.captioner.config.encoder_hash.split(":")[0]
+        if trained_with and encoder.model_hash.split(":")[0] != trained_with:
+            warnings.warn(f"altogether_caption: the encoder {encoder.model_hash} is not the one the captioner was trained with ({trained_with})", stacklevel=1)
+        self.images = CachedImageEmbeddings(encoder, cache_folder_of(self.cache_setting))
+        name = folder.parent.name if folder.name == "model" else folder.name
+        self.source = f"altogether:{name}"
+        self.model_hash = checkpoint_hash(str(folder), SimpleNamespace(), {"encoder": encoder.model_hash, "dtype": self.dtype})
+        self.checker = SensitiveCheck(names=self.names)
+        self.checker.setup()
+
+    def process(self, batch: list[Pair]) -> None:
+        pairs, embeddings = self.images.of(self, batch)
+        if not pairs:
+            return
+        import torch  # noqa: PLC0415
+
+        vectors = torch.from_numpy(embeddings)
+        alt = [next((i for i, c in enumerate(p.captions) if c.selected and c.source == "alt-text"), None) for p in pairs]
+        parents = [a if self.alt_text else None for a in alt]
+        inputs = [p.captions[a].text if a is not None else "" for p, a in zip(pairs, parents)]
+        params = {"alt_text": self.alt_text, **{k: v for k, v in self.sampling.items() if v is not None}}
+        for round_ in range(1, self.rounds + 1):
+            texts = self.captioner.generate(vectors, inputs, **self.sampling)
+            made: list[int | None] = []
+            for pair, text, parent in zip(pairs, texts, parents):
+                if text:  # an empty answer is no caption: the next round re-reads this round's input
+                    pair.captions.append(Caption(text, self.source, round=round_, parent=parent, params=params, model_hash=self.model_hash))
+                made.append(len(pair.captions) - 1 if text else None)
+            # The guideline's checker runs before the next round reads a caption: where it
+            # edits one (names, sensitive attributes), the edited copy is what goes on.
+            self.checker.process(pairs)
+            for i, (pair, k) in enumerate(zip(pairs, made)):
+                if k is not None:
+                    parents[i] = next((j for j in range(k + 1, len(pair.captions)) if pair.captions[j].parent == k), k)
+                    inputs[i] = pair.captions[parents[i]].text
+        for pair, last in zip(pairs, parents):
+            if self.select and last is not None and pair.captions[last].source == self.source:
+                for cap in pair.captions:
+                    cap.selected = False
+                pair.captions[last].selected = True

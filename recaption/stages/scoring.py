@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,13 @@ def default_cache_folder() -> Path:
     return Path(os.environ.get("RECAPTION_CACHE") or Path.home() / ".cache" / "recaption") / "image-embeddings"
 
 
+def cache_folder_of(cache: str | bool | None) -> Path | None:
+    """``auto`` ($RECAPTION_CACHE or ~/.cache/recaption), a folder, or none/false: no cache."""
+    if cache in (None, False, "none", "false"):
+        return None
+    return default_cache_folder() if cache == "auto" else Path(str(cache))
+
+
 def references_of(pair: Pair) -> list[str]:
     """Human reference captions for RefCLIPScore (``meta.references``), where a record has them."""
     return [r for r in pair.meta.get("references") or [] if isinstance(r, str)]
@@ -43,6 +51,39 @@ def references_of(pair: Pair) -> list[str]:
 
 def scored_by(pair: Pair, scorer: str) -> dict:
     return (pair.meta.get("scored_by") or {}).get(scorer) or {}
+
+
+class CachedImageEmbeddings:
+    """A CLIP-like model's L2-normalised image embeddings of pairs, read from the side cache
+    where it has them. Images are decoded at the model's input side (JPEG draft decoding), the
+    same way wherever an embedding is made: scoring, training the captioner, and captioning."""
+
+    def __init__(self, scorer: Any, cache_folder: Path | None) -> None:
+        from recaption.models.embedding_cache import EmbeddingCache  # noqa: PLC0415
+
+        self.scorer = scorer
+        self.cache = EmbeddingCache(cache_folder, scorer.model_hash) if cache_folder else None
+        processor = scorer.processor.image_processor
+        size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
+        self.decode_side = int(max([v for v in dict(size).values() if isinstance(v, int)] or [224]))
+
+    def of(self, stage: Stage, pairs: list[Pair]) -> tuple[list[Pair], np.ndarray]:
+        """The pairs whose image could be embedded, and their embeddings (one row each); a
+        pair whose image does not decode is rejected by ``stage``."""
+        keys = [self.cache.key(p.image_id, p.scores.get("sha256")) if self.cache else "" for p in pairs]
+        cached = self.cache.get_many(keys) if self.cache else {}
+        todo = [p for p, k in zip(pairs, keys) if k not in cached]
+        decoded, images = decode_batch(stage, todo, self.decode_side)
+        fresh = dict(zip([id(p) for p in decoded], self.scorer.embed_images(images))) if images else {}
+        if self.cache and fresh:
+            self.cache.put_many({k: fresh[id(p)] for p, k in zip(pairs, keys) if id(p) in fresh})
+        kept, rows = [], []
+        for pair, key in zip(pairs, keys):
+            vector = cached.get(key) if key in cached else fresh.get(id(pair))
+            if vector is not None:
+                kept.append(pair)
+                rows.append(vector)
+        return kept, np.stack(rows) if rows else np.zeros((0, 1), np.float32)
 
 
 @register
@@ -70,37 +111,17 @@ class ClipScore(Stage):
             raise StageError("clip_score.batch_size must be at least 1")
         self.model_name, self.scale, self.device, self.dtype = model, scale, device, dtype
         self.batch_size = batch_size
-        # cache: "auto" ($RECAPTION_CACHE or ~/.cache/recaption), a folder, or none/false to switch off.
-        self.cache_folder = None if cache in (None, False, "none", "false") else (default_cache_folder() if cache == "auto" else Path(cache))
+        self.cache_folder = cache_folder_of(cache)
 
     def setup(self) -> None:
         from recaption.models.clip import ClipScorer  # noqa: PLC0415 - loads torch and transformers
-        from recaption.models.embedding_cache import EmbeddingCache  # noqa: PLC0415
 
         try:
             self.scorer = ClipScorer(self.model_name, self.device, self.dtype)
         except ModelLoadError as exc:
             raise StageError(f"clip_score.model: {exc}") from exc
-        self.cache = EmbeddingCache(self.cache_folder, self.scorer.model_hash) if self.cache_folder else None
-        size = getattr(self.scorer.processor.image_processor, "crop_size", None) or getattr(self.scorer.processor.image_processor, "size", None) or {}
-        self.decode_side = int(max([v for v in dict(size).values() if isinstance(v, int)] or [224]))
-
-    def image_embeddings(self, pairs: list[Pair]) -> tuple[list[Pair], np.ndarray]:
-        """Embeddings of the pairs' images, from the cache where it has them."""
-        keys = [self.cache.key(p.image_id, p.scores.get("sha256")) if self.cache else "" for p in pairs]
-        cached = self.cache.get_many(keys) if self.cache else {}
-        todo = [p for p, k in zip(pairs, keys) if k not in cached]
-        decoded, images = decode_batch(self, todo, self.decode_side)
-        fresh = dict(zip([id(p) for p in decoded], self.scorer.embed_images(images))) if images else {}
-        if self.cache and fresh:
-            self.cache.put_many({k: fresh[id(p)] for p, k in zip(pairs, keys) if id(p) in fresh})
-        kept, rows = [], []
-        for pair, key in zip(pairs, keys):
-            vector = cached.get(key) if key in cached else fresh.get(id(pair))
-            if vector is not None:
-                kept.append(pair)
-                rows.append(vector)
-        return kept, np.stack(rows) if rows else np.zeros((0, 1), np.float32)
+        self.images = CachedImageEmbeddings(self.scorer, self.cache_folder)
+        self.cache, self.decode_side = self.images.cache, self.images.decode_side
 
     def process(self, batch: list[Pair]) -> None:
         weight, prefix = SCALES[self.scale]
@@ -114,7 +135,7 @@ class ClipScore(Stage):
                 todo.append((pair, captions))
         if not todo:
             return
-        pairs, image_vectors = self.image_embeddings([p for p, _ in todo])
+        pairs, image_vectors = self.images.of(self, [p for p, _ in todo])
         by_pair = {id(p): v for p, v in zip(pairs, image_vectors)}
         texts = [prefix + c.text for p, caps in todo if id(p) in by_pair for c in caps]
         refs = [prefix + r for p, _ in todo if id(p) in by_pair for r in references_of(p)]

@@ -1,0 +1,1 @@
+"""Training the alt-text re-aligning captioner: config, data, loop."""
