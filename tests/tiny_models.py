@@ -11,8 +11,6 @@ image processor and tokenizer are saved on their own, as the captioner's fallbac
 
 from __future__ import annotations
 
-import gzip
-from importlib import resources
 from pathlib import Path
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -45,16 +43,6 @@ def bpe_tokenizer(chat_template: str | None = None):
     return tok
 
 
-def clip_tokenizer():
-    import transformers as tf
-
-    from recaption.text.clip_tokens import clip_tokenizer as ours
-
-    path = resources.files("recaption.text") / "data" / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
-    return tf.CLIPTokenizer(vocab=ours().encoder, merges=[tuple(m.split()) for m in lines])
-
-
 def _save(folder: Path, model, processor) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -64,18 +52,12 @@ def _save(folder: Path, model, processor) -> Path:
 
 def make_clip(folder: Path, seed: int = 0, width: int = 32) -> Path:
     import torch
-    import transformers as tf
 
-    tok = clip_tokenizer()
-    image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    layers = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=2)
-    config = tf.CLIPConfig(
-        text_config=dict(vocab_size=len(tok), max_position_embeddings=77, **layers),
-        vision_config=dict(image_size=32, patch_size=8, **layers),
-        projection_dim=16,
-    )
+    from recaption.bench.world_models import clip_from_scratch
+
     torch.manual_seed(seed)
-    return _save(folder, tf.CLIPModel(config), tf.CLIPProcessor(image_processor=image_processor, tokenizer=tok))
+    model, processor = clip_from_scratch(image_size=32, patch_size=8, width=width, layers=2, heads=2, projection_dim=16)
+    return _save(folder, model, processor)
 
 
 def make_siglip(folder: Path, seed: int = 0, width: int = 32) -> Path:

@@ -42,6 +42,10 @@ class Needs:
     memory_gb: float = 0.0
 
 
+# What every stage that runs a Hugging Face model needs (CLIP scorers, captioners).
+HF_MODEL_NEEDS = Needs(packages={"torch": "torch==2.13.0", "transformers": "transformers>=4.45"})
+
+
 def available_memory_gb() -> float | None:
     """Memory the kernel says is available now, or None where it does not say (not Linux)."""
     try:

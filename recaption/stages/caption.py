@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from recaption.record import Caption, Pair
-from recaption.stages.base import Needs, Stage, StageError, register
+from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, register
 from recaption.stages.tags import decode_batch, tag_values
 from recaption.stages.text import SensitiveCheck
 from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
@@ -117,7 +117,7 @@ class VlmCaption(Stage):
 
     name = "vlm_caption"
     batch_size = 8
-    needs = Needs(packages={"torch": "torch==2.13.0", "transformers": "transformers>=4.45"})
+    needs = HF_MODEL_NEEDS
 
     def __init__(
         self,
@@ -222,7 +222,7 @@ class AltogetherCaption(Stage):
 
     name = "altogether_caption"
     batch_size = 16
-    needs = Needs(packages={"torch": "torch==2.13.0", "transformers": "transformers>=4.45"})
+    needs = HF_MODEL_NEEDS
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ import numpy as np
 
 from recaption.models.hf import ModelLoadError
 from recaption.record import Pair
-from recaption.stages.base import Needs, Stage, StageError, register
+from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, register
 from recaption.stages.tags import decode_batch
 
 SCALES = {"100": (100.0, ""), "hessel": (2.5, "A photo depicts ")}
@@ -92,7 +92,7 @@ class ClipScore(Stage):
 
     name = "clip_score"
     batch_size = 32
-    needs = Needs(packages={"torch": "torch==2.13.0", "transformers": "transformers>=4.45"})
+    needs = HF_MODEL_NEEDS
 
     def __init__(
         self,

@@ -1,10 +1,10 @@
-"""clip_score: through a tiny random CLIP saved and loaded back like a hub checkpoint."""
+"""clip_score: through a tiny random CLIP saved and loaded back like a hub checkpoint.
 
-import io
+The bare computations decode JPEGs as the stage does (``load_rgb`` at the model's side, JPEG
+draft decoding), so that the comparison is of the scoring, not of two decoders."""
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from recaption.imaging import load_rgb
 from recaption.record import Caption, Pair
@@ -38,7 +38,7 @@ def test_scores_equal_transformers_and_record_the_model(tiny_clip, tmp_path):
 
     pairs = [pair_with(0, "a photo of a cat", "a red car on a road"), pair_with(1, "a dog")]
     ClipScore(model=str(tiny_clip), cache=str(tmp_path / "cache"))(pairs)
-    expected = bare_cosines(tiny_clip, Image.open(io.BytesIO(pairs[0].image)).convert("RGB"), ["a photo of a cat", "a red car on a road"])
+    expected = bare_cosines(tiny_clip, load_rgb(pairs[0].image, 32), ["a photo of a cat", "a red car on a road"])
     got = [c.scores["clip_score"] for c in pairs[0].captions]
     assert got == pytest.approx(list(100 * np.maximum(expected, 0)), abs=1e-3)
     assert all(c.scores["clip_chunks"] == 1 for p in pairs for c in p.captions)
@@ -66,7 +66,7 @@ def test_hessel_scale_uses_the_prefix_and_refclip_needs_references(tiny_clip, tm
 
     pair = pair_with(2, "a cat", references=["a small cat", "a kitten on a rug"])
     ClipScore(model=str(tiny_clip), scale="hessel", cache="none")([pair])
-    cos = bare_cosines(tiny_clip, Image.open(io.BytesIO(pair.image)).convert("RGB"), ["A photo depicts a cat"])[0]
+    cos = bare_cosines(tiny_clip, load_rgb(pair.image, 32), ["A photo depicts a cat"])[0]
     cap = pair.captions[0]
     assert cap.scores["clip_score"] == pytest.approx(2.5 * max(cos, 0), abs=1e-4)
     assert "refclip_score" in cap.scores and 0 <= cap.scores["refclip_score"] <= 2.5
@@ -85,7 +85,7 @@ def test_a_caption_over_the_budget_is_scored_over_chunks_not_truncated(tiny_clip
     cap = pair.captions[0]
     assert cap.scores["clip_chunks"] > 1
     chunks = stage.scorer.embed_texts([long])[0]
-    image = stage.scorer.embed_images([Image.open(io.BytesIO(pair.image)).convert("RGB")])[0]
+    image = stage.scorer.embed_images([load_rgb(pair.image, 32)])[0]
     assert cap.scores["clip_score"] == pytest.approx(100 * max(float(np.mean(chunks @ image)), 0), abs=1e-3)
 
 
