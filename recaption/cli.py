@@ -66,6 +66,27 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from recaption.io import READERS  # noqa: PLC0415
+
+    p = sub.add_parser(
+        "eval", help="compare every caption source of a dataset (the paper's Table 1)",
+        description="Evaluate every caption source stored on the pairs of INPUT (alt-text, rules, each VLM, each captioner round, human) "
+        "and write OUTPUT/eval.json, eval.csv, eval.md and eval.html.",
+    )
+    p.add_argument("input", help="a dataset with captions: a `recaption run` output folder, or any input `recaption run` reads")
+    p.add_argument("output", help="the folder for eval.json, eval.csv, eval.md, eval.html")
+    p.add_argument("--clip", help="a CLIP-like checkpoint (hub id or folder) for CLIPScore, RefCLIPScore, the hallucination proxy and retrieval")
+    p.add_argument("--references", help="a caption source (e.g. human) or a record field (default: 'references', else the 'human' source)")
+    p.add_argument("--sources", nargs="+", help="the sources to show (default: all; alt-text is always shown)")
+    p.add_argument("--fluency-model", help="a causal LM for perplexity (default: pocketsphinx's English trigram model)")
+    p.add_argument("--no-names", action="store_true", help="leave people's names (spaCy) out of the sensitive rate")
+    p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
+    p.add_argument("--image-root", help="folder that image paths are relative to")
+    p.add_argument("--text-field", help="field holding the text(s)")
+    p.add_argument("--device", default="auto", help="device for the models (default: auto)")
+
+
 def _summary(stats: dict, output: Path, seconds: float) -> str:
     lines = [
         "",
@@ -193,6 +214,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if all(result["checks"].values()) else 1
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from recaption.eval.evaluate import EvalSettings  # noqa: PLC0415
+    from recaption.eval.run import run_eval  # noqa: PLC0415
+    from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
+
+    settings = EvalSettings(
+        clip=args.clip, references=args.references, sources=args.sources, fluency_model=args.fluency_model,
+        names=not args.no_names, device=args.device,
+    )
+    options = ReaderOptions(image_root=args.image_root, text_field=args.text_field)
+    try:
+        result, summary = run_eval(Path(args.input), Path(args.output), settings, args.input_format, options)
+    except InputError as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(summary)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recaption", description="Turn raw image-text pairs into model-ready training data.")
     parser.add_argument("--version", action="version", version=f"recaption {__version__}")
@@ -201,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_demo(sub)
     _add_train(sub)
     _add_bench(sub)
+    _add_eval(sub)
     sub.add_parser("recipes", help="list the shipped recipes")
     args = parser.parse_args(argv)
-    handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "bench": cmd_bench, "recipes": cmd_recipes}[args.command]
+    handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "recipes": cmd_recipes}[args.command]
     return handler(args)
 
 

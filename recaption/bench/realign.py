@@ -152,19 +152,20 @@ def run_realign(output: Path, settings: RealignSettings) -> dict[str, Any]:
         "captioner with alt-text": captions_of(stage, test, world, [s.alt_text for s in test]),
     }
     references = {s.image_id: [s.reference] for s in test}
+    candidates = {row: {s.image_id: t for s, t in zip(test, texts[row])} for row in ROWS}
     metrics, nlp = ReferenceMetrics(), load_noun_chunker()
-    table: dict[str, dict[str, float]] = {}
     try:
-        for row in ROWS:
-            candidates = {s.image_id: t for s, t in zip(test, texts[row])}
-            table[row] = {
-                "clip_score": clip_scores(clip, test, world, texts[row], cache),
-                **metrics.score(candidates, references),
-                **noun_phrase_scores(candidates, references, nlp),
-                **world_scores(test, texts[row]),
-            }
+        by_reference = metrics.score_sources(candidates, references)
     finally:
         metrics.close()
+    table: dict[str, dict[str, float]] = {}
+    for row in ROWS:
+        table[row] = {
+            "clip_score": clip_scores(clip, test, world, texts[row], cache),
+            **{k: v for k, v in by_reference.get(row, {}).items() if k in COLUMNS},
+            **noun_phrase_scores(candidates[row], references, nlp),
+            **world_scores(test, texts[row]),
+        }
     checks = ordering_checks(table)
     examples = [{"image_id": s.image_id, "reference": s.reference, **{row: texts[row][i] for row in ROWS}} for i, s in enumerate(test[:6])]
     meta = {"settings": settings.__dict__, "seconds": time.perf_counter() - started, "missing": metrics.missing}

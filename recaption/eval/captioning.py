@@ -1,11 +1,11 @@
 """Reference-based caption metrics, as in the Altogether paper's Table 1.
 
-- BLEU-1, METEOR, ROUGE-L and CIDEr from ``pycocoevalcap`` (the COCO caption evaluation
-  code), on the 0-100 scale the paper prints. Texts are lower-cased and stripped of
-  punctuation first, as COCO's PTB tokenizer does for captions (without its Java start-up).
-  METEOR runs the bundled METEOR 1.5 jar and needs ``java`` on the PATH; without it the column
-  is left out and ``missing`` says why. CIDEr's document frequencies come from the evaluated
-  references, so it needs several distinct references to mean anything.
+- BLEU-1..4, METEOR, ROUGE-L and CIDEr from ``pycocoevalcap`` (the COCO caption evaluation
+  code), after its PTB tokenizer, on the 0-100 scale the paper prints. The tokenizer and
+  METEOR 1.5 are Java programs bundled with pycocoevalcap: without ``java`` on the PATH the
+  texts are lower-cased and stripped of punctuation instead, METEOR is left out, and
+  ``missing`` says so. CIDEr's document frequencies come from the evaluated references, so it
+  needs several distinct references to mean anything.
 - Noun-phrase precision, recall and F1 (spaCy noun chunks, lower-cased, leading determiners
   dropped): per image, the candidate's phrases against the union of its references' phrases,
   then the mean over images.
@@ -28,34 +28,59 @@ def tokenize(text: str) -> str:
 
 
 class ReferenceMetrics:
-    """BLEU-1, METEOR, ROUGE-L, CIDEr of candidates against references (keyed alike).
-    One METEOR process serves every call; ``close`` ends it."""
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr of several caption sources against the same
+    references, computed as pycocoevalcap computes them. Java starts twice per evaluation at
+    most: once for the PTB tokenizer (every source and reference in one call) and once for
+    METEOR (one process for every source). Without Java, texts are tokenised by ``tokenize``
+    and METEOR is left out; ``missing`` says so."""
 
-    def __init__(self, meteor: bool = True) -> None:
-        self.want_meteor = meteor
+    def __init__(self, meteor: bool = True, ptb: bool = True) -> None:
+        self.java = shutil.which("java") is not None
+        self.want_meteor, self.ptb = meteor, ptb and self.java
         self._meteor: Any = None
         self.missing: dict[str, str] = {}
-        if meteor and shutil.which("java") is None:
+        if meteor and not self.java:
             self.missing["meteor"] = "METEOR needs Java (java not found on the PATH)"
+        if ptb and not self.java:
+            self.missing["ptb_tokenizer"] = "PTB tokenisation needs Java; texts were lower-cased and stripped of punctuation instead"
 
-    def score(self, candidates: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+    def _tokenized(self, texts: dict[Any, list[str]]) -> dict[Any, list[str]]:
+        if not self.ptb:
+            return {k: [tokenize(t) for t in v] for k, v in texts.items()}
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # noqa: PLC0415
+
+        with contextlib.redirect_stderr(io.StringIO()):
+            return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts.items()})
+
+    def score_sources(self, sources: dict[str, dict[str, str]], references: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+        """``sources``: name -> {item id: caption}; ``references``: item id -> captions."""
         from pycocoevalcap.bleu.bleu import Bleu  # noqa: PLC0415
         from pycocoevalcap.cider.cider import Cider  # noqa: PLC0415
         from pycocoevalcap.rouge.rouge import Rouge  # noqa: PLC0415
 
-        keys = [k for k in candidates if references.get(k)]
-        if not keys:
-            return {}
-        res = {k: [tokenize(candidates[k]) or "<empty>"] for k in keys}
-        gts = {k: [tokenize(r) for r in references[k]] for k in keys}
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocoevalcap prints its BLEU workings
-            bleu, _ = Bleu(1).compute_score(gts, res)
-        out = {"bleu1": 100 * bleu[0]}
-        if self.want_meteor and "meteor" not in self.missing:
-            out["meteor"] = 100 * self.meteor().compute_score(gts, res)[0]
-        out["rouge_l"] = 100 * Rouge().compute_score(gts, res)[0]
-        out["cider"] = 100 * Cider().compute_score(gts, res)[0]
-        return {k: float(v) for k, v in out.items()}
+        everything: dict[Any, list[str]] = {("ref", k): v for k, v in references.items() if v}
+        for name, candidates in sources.items():
+            everything.update({(name, k): [t] for k, t in candidates.items() if references.get(k)})
+        tokens = self._tokenized(everything)
+        out: dict[str, dict[str, float]] = {}
+        for name, candidates in sources.items():
+            keys = [k for k in candidates if references.get(k)]
+            if not keys:
+                continue
+            res = {k: [tokens[(name, k)][0] or "<empty>"] for k in keys}
+            gts = {k: tokens[("ref", k)] for k in keys}
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocoevalcap prints its BLEU workings
+                bleu, _ = Bleu(4).compute_score(gts, res)
+            row = {f"bleu{n + 1}": 100 * bleu[n] for n in range(4)}
+            if self.want_meteor and "meteor" not in self.missing:
+                row["meteor"] = 100 * self.meteor().compute_score(gts, res)[0]
+            row["rouge_l"] = 100 * Rouge().compute_score(gts, res)[0]
+            row["cider"] = 100 * Cider().compute_score(gts, res)[0]
+            out[name] = {k: float(v) for k, v in row.items()}
+        return out
+
+    def score(self, candidates: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+        return self.score_sources({"candidates": candidates}, references).get("candidates", {})
 
     def meteor(self) -> Any:
         if self._meteor is None:

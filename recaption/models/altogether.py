@@ -13,7 +13,8 @@ padding between the visual tokens and a short alt-text changes nothing at infere
 
 A checkpoint is a folder: ``altogether.json`` (this config and the encoder's hash),
 ``mapper.safetensors``, and ``decoder/`` (the decoder and its tokenizer) when the decoder was
-trained; a frozen decoder (ClipCap mode) is named by its id instead of copied.
+trained, in this run or an earlier one; a decoder never trained (ClipCap mode) is named by its
+id instead of copied.
 """
 
 from __future__ import annotations
@@ -95,8 +96,11 @@ def positions(mask: Any) -> Any:
 class AltogetherCaptioner:
     """Mapping network + decoder + tokenizer. ``loss`` for training, ``generate`` for captions."""
 
-    def __init__(self, config: AltogetherConfig, mapper: Any, decoder: Any, tokenizer: Any) -> None:
+    def __init__(self, config: AltogetherConfig, mapper: Any, decoder: Any, tokenizer: Any, decoder_is_own: bool = False) -> None:
         self.config, self.mapper, self.decoder, self.tokenizer = config, mapper, decoder, tokenizer
+        # A decoder that a checkpoint carries (it was trained) is saved with every later
+        # checkpoint, even when training goes on with it frozen.
+        self.decoder_is_own = decoder_is_own
         self.torch = _torch()
         self.bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.eos = tokenizer.eos_token_id
@@ -136,7 +140,7 @@ class AltogetherCaptioner:
         mapper.load_state_dict(load_file(str(folder / MAPPER_FILE)))
         if dtype is not None:
             mapper.to(dtype)
-        return cls(config, mapper, decoder, tokenizer)
+        return cls(config, mapper, decoder, tokenizer, decoder_is_own=source != config.decoder)
 
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file  # noqa: PLC0415
@@ -144,7 +148,7 @@ class AltogetherCaptioner:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.mapper.state_dict().items()}, str(folder / MAPPER_FILE))
-        if self.config.train_decoder:
+        if self.config.train_decoder or self.decoder_is_own:
             self.decoder.save_pretrained(folder / "decoder")
             self.tokenizer.save_pretrained(folder / "decoder")
         (folder / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")

@@ -93,6 +93,18 @@ def test_clipcap_mode_trains_only_the_mapper_and_saves_no_decoder_copy(tiny_opt,
     assert AltogetherCaptioner.load(tmp_path / "clipcap").config.decoder == str(tiny_opt)
 
 
+def test_a_trained_decoder_stays_in_checkpoints_when_training_goes_on_frozen(tiny_opt, tmp_path):
+    model = captioner(tiny_opt)
+    with torch.no_grad():
+        model.decoder.get_input_embeddings().weight.add_(1.0)  # as if pre-training had changed it
+    model.save(tmp_path / "pretrained")
+    again = AltogetherCaptioner.load(tmp_path / "pretrained")
+    again.config.train_decoder = False  # fine-tune the mapper alone
+    again.save(tmp_path / "finetuned")
+    loaded = AltogetherCaptioner.load(tmp_path / "finetuned")
+    assert torch.equal(loaded.decoder.get_input_embeddings().weight, model.decoder.get_input_embeddings().weight)
+
+
 def test_a_folder_that_is_no_checkpoint_says_so(tmp_path):
     with pytest.raises(ModelLoadError, match="not a captioner checkpoint"):
         checkpoint_folder(tmp_path)

