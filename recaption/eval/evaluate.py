@@ -164,7 +164,7 @@ def _reference_metrics(result: EvalResult, keys: list[str], texts: dict[str, dic
 
 
 def _noun_phrase_metrics(result, keys, texts, references, ref_name, current, timed) -> Any:
-    from recaption.eval.captioning import load_noun_chunker, noun_phrase_scores, noun_phrase_sets  # noqa: PLC0415
+    from recaption.eval.captioning import load_noun_chunker, noun_phrase_scores  # noqa: PLC0415
     from recaption.eval.concepts import retention  # noqa: PLC0415
 
     try:
@@ -179,7 +179,7 @@ def _noun_phrase_metrics(result, keys, texts, references, ref_name, current, tim
                     result.rows[k].update(noun_phrase_scores(texts[k], references, nlp))
         alt = {str(i): caps["alt-text"][1].text for i, caps in enumerate(current) if "alt-text" in caps}
         alt_ids = list(alt)
-        alt_phrases = dict(zip(alt_ids, noun_phrase_sets([alt[i] for i in alt_ids], nlp)))
+        alt_phrases = dict(zip(alt_ids, nlp.sets([alt[i] for i in alt_ids])))
         for k in keys:
             if k != "alt-text":
                 ids = [i for i in texts[k] if i in alt_phrases]
@@ -190,7 +190,6 @@ def _noun_phrase_metrics(result, keys, texts, references, ref_name, current, tim
 def _clip_metrics(result, pairs, keys, items, references, nlp, settings, timed) -> None:
     from types import SimpleNamespace  # noqa: PLC0415
 
-    from recaption.eval.captioning import noun_phrase_sets  # noqa: PLC0415
     from recaption.eval.concepts import hallucination_rate  # noqa: PLC0415
     from recaption.eval.retrieval import recall_at_k  # noqa: PLC0415
     from recaption.models.clip import ClipScorer  # noqa: PLC0415
@@ -241,7 +240,7 @@ def _clip_metrics(result, pairs, keys, items, references, nlp, settings, timed) 
         with timed("hallucination proxy"):
             for k in keys:
                 usable = [(i, cap) for i, cap in items[k] if i in vectors]
-                phrases = noun_phrase_sets([cap.text for _, cap in usable], nlp)
+                phrases = nlp.sets([cap.text for _, cap in usable])
                 image_rows = np.stack([vectors[i] for i, _ in usable]) if usable else np.zeros((0, 1))
                 result.rows[k]["hallucination"] = hallucination_rate(phrases, image_rows, scorer.embed_texts, settings.hallucination_threshold)
     for k in keys:  # per-round CLIPScore for the rounds table

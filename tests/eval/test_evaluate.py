@@ -116,3 +116,9 @@ def test_the_cli_evaluates_a_run_folder_and_adds_a_section_to_its_report(tmp_pat
     assert report.count("<!-- recaption eval -->") == 1
     assert main(["eval", str(tmp_path / "out"), str(tmp_path / "eval")]) == 0  # again: the section is replaced, not repeated
     assert (tmp_path / "out" / "report.html").read_text().count("<!-- recaption eval -->") == 1
+
+
+def test_sources_filter_and_a_causal_lm_for_fluency(tiny_opt):
+    result = evaluate(dataset(), EvalSettings(sources=["rules"], fluency_model=str(tiny_opt), names=False))
+    assert list(result.rows) == ["alt-text", "rules"]  # the alt-text row stays, for the deltas
+    assert result.rows["rules"]["perplexity"] > 1 and "fluency" not in result.missing
