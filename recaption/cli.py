@@ -86,6 +86,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-root", help="folder that image paths are relative to")
     p.add_argument("--text-field", help="field holding the text(s)")
     p.add_argument("--device", default="auto", help="device for the models (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="do not report each metric family as it runs")
 
 
 def _summary(stats: dict, output: Path, seconds: float) -> str:
@@ -222,7 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     settings = EvalSettings(
         clip=args.clip, references=args.references, sources=args.sources, fluency_model=args.fluency_model,
-        names=not args.no_names, device=args.device, hallucination_threshold=args.hallucination_threshold,
+        names=not args.no_names, device=args.device, hallucination_threshold=args.hallucination_threshold, progress=not args.no_progress,
     )
     options = ReaderOptions(image_root=args.image_root, text_field=args.text_field)
     try:

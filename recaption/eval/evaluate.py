@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -78,12 +79,18 @@ def word_edit_distance(a: str, b: str) -> int:
 
 
 @contextlib.contextmanager
-def _timing(seconds: dict[str, float], name: str) -> Iterator[None]:
+def _timing(seconds: dict[str, float], progress: bool, name: str) -> Iterator[None]:
+    """Time one metric family; with ``progress``, say on stderr what is running and how long it took."""
+    if progress:
+        print(f"recaption eval: {name} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
         yield
     finally:
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        took = time.perf_counter() - start
+        seconds[name] = seconds.get(name, 0.0) + took
+        if progress:
+            print(f"recaption eval: {name} done in {took:.1f} s", file=sys.stderr, flush=True)
 
 
 def evaluate(pairs: list[Pair], settings: EvalSettings) -> EvalResult:
@@ -101,7 +108,7 @@ def evaluate(pairs: list[Pair], settings: EvalSettings) -> EvalResult:
     items = {k: [(i, caps[k][1]) for i, caps in enumerate(current) if k in caps and caps[k][1].text.strip()] for k in keys}
     texts = {k: {str(i): cap.text for i, cap in v} for k, v in items.items()}
     result = EvalResult({k: {"n": float(len(items[k]))} for k in keys}, {}, ref_name if references else None)
-    timed = functools.partial(_timing, result.seconds)
+    timed = functools.partial(_timing, result.seconds, settings.progress)
 
     _text_metrics(result, keys, texts, settings, timed)
     _reference_metrics(result, keys, texts, references, ref_name, timed)
