@@ -89,6 +89,29 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="do not report each metric family as it runs")
 
 
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    from recaption.io import READERS  # noqa: PLC0415
+
+    p = sub.add_parser("audit", help="human review: choose the pairs to audit")
+    what = p.add_subparsers(dest="what", required=True)
+    s = what.add_parser(
+        "sample", help="a seeded sample of pairs for people to review",
+        description="Sample INPUT for review (uniform or stratified by a score; the lowest-scoring and most-disagreeing pairs "
+        "always in) and write it to OUTPUT in the input's format, with OUTPUT/sample.json.",
+    )
+    s.add_argument("input", help="a `recaption run` output folder, or any input `recaption run` reads")
+    s.add_argument("output", help="the folder for the sample")
+    s.add_argument("--rate", type=float, default=0.05, help="share of the pairs (of each band, when stratified) to draw (default 0.05)")
+    s.add_argument("--mode", choices=("uniform", "stratified"), default="uniform")
+    s.add_argument("--by", default="clip_score", help="the score bands are cut by (a pair score, else the selected caption's; default clip_score)")
+    s.add_argument("--bands", type=int, default=5, help="equal-count score bands when stratified (default 5)")
+    s.add_argument("--lowest", type=int, default=0, help="always include the N lowest-scoring pairs")
+    s.add_argument("--disagreeing", type=int, default=0, help="always include the N pairs whose caption sources disagree most")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
+    s.add_argument("--image-root", help="folder that image paths are relative to")
+
+
 def _summary(stats: dict, output: Path, seconds: float) -> str:
     lines = [
         "",
@@ -235,6 +258,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
+    from recaption.review.sample import SampleSettings, write_sample  # noqa: PLC0415
+
+    output = Path(args.output)
+    if output.exists() and any(output.iterdir()):
+        print(f"recaption: {output} is not empty; give a new folder", file=sys.stderr)
+        return EXIT_USAGE
+    settings = SampleSettings(args.rate, args.mode, args.by, args.bands, args.lowest, args.disagreeing, args.seed)
+    try:
+        settings.check()
+        summary = write_sample(args.input, args.output, settings, args.input_format, ReaderOptions(image_root=args.image_root))
+    except (ValueError, InputError) as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    reasons = ", ".join(f"{n} {reason}" for reason, n in summary["by_reason"].items())
+    print(f"recaption: {summary['sampled']} of {summary['pairs']} pairs sampled ({reasons}) into {output}; details in {output / 'sample.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recaption", description="Turn raw image-text pairs into model-ready training data.")
     parser.add_argument("--version", action="version", version=f"recaption {__version__}")
@@ -244,9 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_train(sub)
     _add_bench(sub)
     _add_eval(sub)
+    _add_audit(sub)
     sub.add_parser("recipes", help="list the shipped recipes")
     args = parser.parse_args(argv)
-    handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "recipes": cmd_recipes}[args.command]
+    handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "audit": cmd_audit, "recipes": cmd_recipes}[args.command]
     return handler(args)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from recaption.io import imagefolder, img2dataset, jsonl, parquet, webdataset  # noqa: F401 - registers formats
 from recaption.io.base import READERS, WRITERS, InputError, Reader, ReaderOptions, Writer
 from recaption.io.img2dataset import looks_like_img2dataset
+from recaption.record import Pair
 
 OUTPUT_FORMATS = tuple(WRITERS)
 
@@ -51,3 +52,24 @@ def open_writer(fmt: str, out_dir: str | Path) -> Writer:
     if fmt not in WRITERS:
         raise InputError(f"unknown output format {fmt!r}; known: {', '.join(WRITERS)}")
     return WRITERS[fmt](out_dir)
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """A `recaption run` output folder: its kept pairs are in ``data/``, its report beside."""
+    p = Path(path)
+    return p.is_dir() and (p / "report.html").exists() and (p / "data").is_dir()
+
+
+def read_kept_pairs(path: str | Path, fmt: str | None, options: ReaderOptions) -> tuple[list[Pair], int]:
+    """Every pair of a (small enough) dataset in memory: the kept ones, and how many records
+    came in rejected (left out). A run's output folder reads as its ``data/``. For
+    whole-dataset tools: eval, audit sampling."""
+    reader = open_reader(Path(path) / "data" if is_run_folder(path) else path, fmt, options)
+    pairs, rejected = [], 0
+    for shard in reader.plan():
+        for pair in reader.read(shard):
+            if pair.reject is None:
+                pairs.append(pair)
+            else:
+                rejected += 1
+    return pairs, rejected
