@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -110,6 +111,29 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
     s.add_argument("--image-root", help="folder that image paths are relative to")
+
+
+def _add_review(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "review", help="review captions in a local web page (then: recaption review export DATASET OUTPUT)",
+        description="Serve a review page for DATASET (a sample from `recaption audit sample`, or any dataset) on this machine. "
+        "Decisions are saved at once in DATASET/review.sqlite; `recaption review export DATASET OUTPUT` writes them back onto the pairs.",
+    )
+    p.add_argument("dataset", help="the dataset to review")
+    p.add_argument("--reviewer", default=os.environ.get("USER") or "reviewer", help="your name, stored with each decision (default: $USER)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--round", type=int, default=None, help="the annotation round (default: one more than the human captions already there)")
+    p.add_argument("--store", help="where decisions are kept (default: DATASET/review.sqlite)")
+    p.add_argument("--image-root", help="the folder images may be served from (default: the one the sample recorded, else the dataset's)")
+    p.add_argument("--cross-check", action="store_true", help="give each reviewer only pairs another reviewer did in the previous round")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    e = sub.add_parser("review-export", help="write a review round's decisions onto the pairs (also: recaption review export)")
+    e.add_argument("dataset", help="the reviewed dataset")
+    e.add_argument("output", help="the folder for the pairs with their human captions (rejected ones in OUTPUT/rejects)")
+    e.add_argument("--round", type=int, default=None, help="the round to export (default: the one under review)")
+    e.add_argument("--store", help="where the decisions are (default: DATASET/review.sqlite)")
+    e.add_argument("--finetune", help="also write the round as {image, alt_text, caption} lines for `recaption train captioner` (kind: finetune)")
 
 
 def _summary(stats: dict, output: Path, seconds: float) -> str:
@@ -278,6 +302,54 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    import webbrowser  # noqa: PLC0415
+
+    from recaption.io.base import InputError  # noqa: PLC0415
+    from recaption.review.server import ReviewServer  # noqa: PLC0415
+    from recaption.review.session import ReviewSession  # noqa: PLC0415
+
+    try:
+        session = ReviewSession.open(args.dataset, args.store, args.round, args.image_root, args.cross_check)
+        server = ReviewServer(session, args.reviewer, args.host, args.port)
+    except (InputError, OSError) as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    state = session.state(args.reviewer)
+    print(f"recaption: reviewing {state['total']} pairs (round {session.round}, {state['decided']} decided by {args.reviewer}) at {server.url}")
+    print(f"  decisions are saved at once in {session.store.path}; stop with Ctrl+C, then: recaption review export {args.dataset} OUTPUT")
+    if not args.no_browser:
+        webbrowser.open(server.url)
+    try:
+        server.httpd.serve_forever()
+    except KeyboardInterrupt:
+        print("\nrecaption: review server stopped; nothing is lost")
+    finally:
+        server.stop()
+    return 0
+
+
+def cmd_review_export(args: argparse.Namespace) -> int:
+    from recaption.io.base import InputError  # noqa: PLC0415
+    from recaption.review.export import export_round  # noqa: PLC0415
+    from recaption.review.session import ReviewSession  # noqa: PLC0415
+
+    output = Path(args.output)
+    if output.exists() and any(output.iterdir()):
+        print(f"recaption: {output} is not empty; give a new folder", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        session = ReviewSession.open(args.dataset, args.store, args.round)
+    except InputError as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    summary = export_round(session, output, Path(args.finetune) if args.finetune else None)
+    session.store.close()
+    print(f"recaption: round {summary['round']}: {summary['decisions']} decisions on {summary['pairs_decided']} of {summary['pairs']} pairs; "
+          f"{summary['kept']} pairs written to {output}, {summary['rejected']} to {output / 'rejects'}; summary in {output / 'review.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recaption", description="Turn raw image-text pairs into model-ready training data.")
     parser.add_argument("--version", action="version", version=f"recaption {__version__}")
@@ -288,9 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     _add_bench(sub)
     _add_eval(sub)
     _add_audit(sub)
+    _add_review(sub)
     sub.add_parser("recipes", help="list the shipped recipes")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["review", "export"]:  # `recaption review export ...` reads as the export command
+        argv = ["review-export", *argv[2:]]
     args = parser.parse_args(argv)
-    handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "audit": cmd_audit, "recipes": cmd_recipes}[args.command]
+    handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "audit": cmd_audit, "review": cmd_review,
+        "review-export": cmd_review_export, "recipes": cmd_recipes}[args.command]
     return handler(args)
 
 

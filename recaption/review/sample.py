@@ -18,8 +18,11 @@ a dataset like any other, in the input's format, with ``sample.json`` beside it.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,11 +104,24 @@ def choose(pairs: list[Pair], settings: SampleSettings) -> tuple[list[int], dict
     return sorted(why), why
 
 
-def write_sample(input_path: str, output: str, settings: SampleSettings, fmt: str | None, options) -> dict:
-    """Read INPUT, choose, write ``OUTPUT/part-00000.*`` (the input's format) and ``OUTPUT/sample.json``."""
-    import json  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+def image_roots(dataset: Path, image_root: str | None = None) -> list[Path]:
+    """Where a dataset's images may live: ``image_root`` if given; else the dataset's folder,
+    and for a `recaption run` output folder also the folder of the run's own input."""
+    from recaption.io import is_run_folder  # noqa: PLC0415
 
+    if image_root:
+        return [Path(image_root).resolve()]
+    roots = [(dataset if dataset.is_dir() else dataset.parent).resolve()]
+    stats = dataset / "stats.json"
+    if is_run_folder(dataset) and stats.exists():
+        source = Path(json.loads(stats.read_text()).get("input_path") or "")
+        if str(source):
+            roots.append((source if source.is_dir() else source.parent).resolve())
+    return roots
+
+
+def write_sample(input_path: str, output: str, settings: SampleSettings, fmt: str | None, options: Any) -> dict:
+    """Read INPUT, choose, write ``OUTPUT/part-00000.*`` (the input's format) and ``OUTPUT/sample.json``."""
     from recaption.io import default_output_format, is_run_folder, open_reader, open_writer, read_kept_pairs  # noqa: PLC0415
 
     pairs, rejected = read_kept_pairs(input_path, fmt, options)
@@ -122,7 +138,7 @@ def write_sample(input_path: str, output: str, settings: SampleSettings, fmt: st
     reasons: dict[str, int] = {}
     for i in chosen:
         reasons[why[i]["reason"]] = reasons.get(why[i]["reason"], 0) + 1
-    summary = {"input": str(input_path), "pairs": len(pairs), "rejected_records_left_out": rejected, "sampled": len(chosen),
+    summary = {"input": str(input_path), "image_roots": [str(r) for r in image_roots(Path(input_path), options.image_root)], "pairs": len(pairs), "rejected_records_left_out": rejected, "sampled": len(chosen),
                "by_reason": reasons, "settings": settings.__dict__, "image_ids": [pairs[i].image_id for i in chosen]}
     (out / "sample.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -1,0 +1,88 @@
+"""``recaption review export DATASET OUTPUT``: the decisions of a round, back onto the pairs.
+
+Each accept or edit becomes a caption with ``source="human"``, the round, the ``parent``
+caption it started from, and in ``params`` the action, the reviewer, the word edit distance
+to the parent and the time; it is selected as the training caption. A pair that a reviewer
+rejected goes to ``OUTPUT/rejects/`` with stage ``review`` and the reason (nothing is lost).
+The exported dataset is the next round's input. ``finetune`` also writes the round's
+``{image, alt_text, caption}`` records, the captioner's fine-tuning set. ``OUTPUT/review.json``
+has the acceptance rate per caption source, the mean edit distance and the reject reasons.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from recaption.eval.evaluate import word_edit_distance
+from recaption.eval.sources import source_key
+from recaption.record import Caption, Pair
+from recaption.review.session import ReviewSession
+
+
+def apply_decisions(session: ReviewSession) -> tuple[list[Pair], dict[str, Any]]:
+    decisions = session.store.current(session.round)
+    by_pair: dict[str, list] = defaultdict(list)
+    for (image_id, _), d in sorted(decisions.items()):
+        by_pair[image_id].append(d)
+    offered: Counter = Counter()
+    accepted: Counter = Counter()
+    distances: list[int] = []
+    reasons: Counter = Counter()
+    for pair in session.pairs:
+        for d in by_pair.get(pair.image_id, []):
+            offered.update({source_key(c) for c in pair.captions if c.source != "human"})
+            if d.action == "reject":
+                reasons[d.reason] += 1
+                detail = f"{d.reviewer}: {d.reason}"
+                if pair.reject is None:
+                    pair.reject_with("review", "rejected_by_reviewer", detail)
+                else:
+                    pair.reject.detail += f"; {detail}"
+                continue
+            parent = d.caption_index if d.caption_index is not None and 0 <= d.caption_index < len(pair.captions) else None
+            base = pair.captions[parent].text if parent is not None else (pair.texts[0] if pair.texts else "")
+            distance = word_edit_distance(base, d.text)
+            distances.append(distance)
+            if d.action == "accept" and parent is not None:
+                accepted[source_key(pair.captions[parent])] += 1
+            for cap in pair.captions:
+                cap.selected = False
+            pair.captions.append(Caption(
+                d.text, "human", round=session.round, parent=parent, selected=True,
+                params={"action": d.action, "reviewer": d.reviewer, "edit_distance": distance, "decided_at": d.at},
+            ))
+    n = sum(len(v) for v in by_pair.values())
+    summary = {
+        "round": session.round, "decisions": n, "pairs_decided": len(by_pair), "pairs": len(session.pairs),
+        "actions": dict(Counter(d.action for d in decisions.values())),
+        "acceptance_rate_by_source": {k: round(100 * accepted[k] / offered[k], 2) for k in offered},
+        "mean_edit_distance": round(sum(distances) / len(distances), 3) if distances else None,
+        "reject_reasons": dict(reasons),
+    }
+    return session.pairs, summary
+
+
+def export_round(session: ReviewSession, output: Path, finetune: Path | None = None) -> dict[str, Any]:
+    from recaption.io import open_writer  # noqa: PLC0415
+
+    pairs, summary = apply_decisions(session)
+    kept = [p for p in pairs if p.reject is None]
+    rejected = [p for p in pairs if p.reject is not None]
+    open_writer("jsonl", output).write("part-00000", kept)
+    if rejected:
+        open_writer("jsonl", output / "rejects").write("part-00000", rejected)
+    if finetune is not None:
+        finetune.parent.mkdir(parents=True, exist_ok=True)
+        with open(finetune, "w", encoding="utf-8") as fh:
+            for pair in kept:
+                for cap in pair.captions:
+                    if cap.source == "human" and cap.round == session.round and isinstance(pair.image, str):
+                        record = {"image": pair.image, "image_id": pair.image_id, "alt_text": pair.texts[0] if pair.texts else "", "caption": cap.text}
+                        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    summary.update(kept=len(kept), rejected=len(rejected), output=str(output), finetune=str(finetune) if finetune else None,
+                   image_roots=[str(r) for r in session.image_roots])  # the next round serves images from the same places
+    (output / "review.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

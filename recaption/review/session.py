@@ -1,0 +1,157 @@
+"""A review session: the pairs to review, what the page shows of each, which image file it may
+serve, and the export of decisions back onto the pairs.
+
+- The round: ``round`` or, by default, one more than the highest round of the human captions
+  already on the pairs (round n's decisions, exported, are round n+1's input).
+- What a pair shows: the original alt-text, the previous round's caption (the latest human
+  caption, else the selected caption) and the candidates (one per caption source, with
+  scores).
+- ``cross_check``: a reviewer gets only pairs that another reviewer decided in the previous
+  round (the paper's two-vendor cross-check).
+- Images are served by their position in the dataset, never by a path the browser names, and
+  only from inside the image roots (``image_root``; by default those a sample recorded, else
+  the dataset's folder and, for a run's output, its input's folder): a record whose path
+  leads elsewhere shows no image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recaption.record import Caption, Pair
+from recaption.review.store import Decision, DecisionStore
+
+IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp"}
+
+
+def default_store(dataset: Path) -> Path:
+    return dataset / "review.sqlite" if dataset.is_dir() else dataset.with_name(dataset.name + ".review.sqlite")
+
+
+def human_captions(pair: Pair) -> list[tuple[int, Caption]]:
+    return [(i, c) for i, c in enumerate(pair.captions) if c.source == "human"]
+
+
+@dataclass
+class ReviewSession:
+    dataset: Path
+    pairs: list[Pair]
+    store: DecisionStore
+    round: int
+    image_roots: list[Path]
+    cross_check: bool = False
+
+    @classmethod
+    def open(cls, dataset: str | Path, store: str | Path | None = None, round_: int | None = None, image_root: str | Path | None = None,
+             cross_check: bool = False, fmt: str | None = None) -> ReviewSession:
+        from recaption.io import read_kept_pairs  # noqa: PLC0415
+        from recaption.io.base import ReaderOptions  # noqa: PLC0415
+
+        path = Path(dataset).resolve()
+        pairs, _ = read_kept_pairs(path, fmt, ReaderOptions())
+        done = [c.round for p in pairs for _, c in human_captions(p)]
+        roots = [Path(image_root).resolve()] if image_root else recorded_roots(path)
+        return cls(path, pairs, DecisionStore(store or default_store(path)), round_ or (max(done) + 1 if done else 1), roots, cross_check)
+
+    # --- what the page shows -----------------------------------------------------------------
+
+    def previous(self, pair: Pair) -> tuple[int | None, str]:
+        earlier = [(i, c) for i, c in human_captions(pair) if c.round < self.round]
+        if earlier:
+            i, c = max(earlier, key=lambda ic: (ic[1].round, ic[0]))
+            return i, c.text
+        selected = next(((i, c) for i, c in enumerate(pair.captions) if c.selected), None)
+        return (selected[0], selected[1].text) if selected else (None, pair.texts[0] if pair.texts else "")
+
+    def assigned(self, reviewer: str) -> list[int]:
+        """Positions of the pairs this reviewer reviews in this round."""
+        if not self.cross_check:
+            return list(range(len(self.pairs)))
+        out = []
+        for k, pair in enumerate(self.pairs):
+            last = [c for _, c in human_captions(pair) if c.round == self.round - 1]
+            if last and all(c.params.get("reviewer") != reviewer for c in last):
+                out.append(k)
+        return out
+
+    def item(self, k: int) -> dict[str, Any]:
+        from recaption.eval.sources import current_captions  # noqa: PLC0415
+
+        pair = self.pairs[k]
+        previous_index, previous_text = self.previous(pair)
+        candidates = [
+            {"index": i, "source": key, "text": c.text, "scores": {n: round(v, 3) for n, v in c.scores.items() if isinstance(v, (int, float))}}
+            for key, (i, c) in current_captions(pair).items()
+        ]
+        return {
+            "position": k, "image_id": pair.image_id, "alt_text": pair.texts[0] if pair.texts else "",
+            "previous": {"index": previous_index, "text": previous_text}, "candidates": candidates,
+            "has_image": self.image_bytes(k) is not None,
+        }
+
+    def state(self, reviewer: str) -> dict[str, Any]:
+        positions = self.assigned(reviewer)
+        mine = self.store.current(self.round, reviewer)
+        decisions = {image_id: d.__dict__ for (image_id, _), d in mine.items()}
+        ids = {self.pairs[k].image_id for k in positions}
+        return {
+            "reviewer": reviewer, "round": self.round, "cross_check": self.cross_check,
+            "total": len(positions), "decided": sum(1 for i in decisions if i in ids),
+            "items": [self.item(k) for k in positions], "decisions": decisions,
+        }
+
+    def decide(self, reviewer: str, body: dict[str, Any]) -> Decision:
+        image_id = body.get("image_id")
+        if not any(p.image_id == image_id for p in self.pairs):
+            raise ValueError("no such pair in this dataset")
+        index = body.get("caption_index")
+        return self.store.add(str(image_id), reviewer, self.round, str(body.get("action", "")),
+                              int(index) if isinstance(index, int) else None, str(body.get("text") or ""), str(body.get("reason") or ""))
+
+    # --- images -------------------------------------------------------------------------------
+
+    def image_bytes(self, k: int) -> tuple[bytes | Path, str] | None:
+        """The image of pair ``k`` (bytes, or a file inside the image root) and its type."""
+        if not 0 <= k < len(self.pairs):
+            return None
+        image = self.pairs[k].image
+        if isinstance(image, (bytes, bytearray)):
+            kind = sniff_type(bytes(image[:16]))
+            return (bytes(image), kind) if kind else None
+        if not isinstance(image, str) or "://" in image:
+            return None  # remote images are not fetched by the review server
+        path = Path(image).resolve()
+        kind = IMAGE_TYPES.get(path.suffix.lower())
+        if kind is None or not path.is_file() or not any(root in path.parents for root in self.image_roots):
+            return None
+        return path, kind
+
+
+def sniff_type(head: bytes) -> str | None:
+    """The image type of encoded bytes, from their magic number (nothing else is served)."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG"):
+        return "image/png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] in (b"GIF8",):
+        return "image/gif"
+    return None
+
+
+def recorded_roots(dataset: Path) -> list[Path]:
+    """The image roots a sample (``sample.json``) or an exported round (``review.json``)
+    recorded, else those of the dataset itself."""
+    from recaption.review.sample import image_roots  # noqa: PLC0415
+
+    folder = dataset if dataset.is_dir() else dataset.parent
+    for name in ("sample.json", "review.json"):
+        if (folder / name).exists():
+            recorded = json.loads((folder / name).read_text()).get("image_roots")
+            if recorded:
+                return [Path(r).resolve() for r in recorded]
+    return image_roots(dataset)

@@ -1,0 +1,128 @@
+"""The review server and the export of a round: durable decisions, hostile data, rounds."""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from recaption.cli import main
+from recaption.io import read_kept_pairs
+from recaption.io.base import ReaderOptions
+from recaption.review.server import ReviewServer
+from recaption.review.session import ReviewSession
+from tests.conftest import noise_image, write_jsonl
+
+HOSTILE = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    secret = tmp_path / "secret.jpg"  # an image outside the dataset's folder
+    noise_image(99).save(secret)
+    records = []
+    for i in range(4):
+        noise_image(i).save(root / "images" / f"{i}.jpg")
+        records.append({
+            "image_id": f"img-{i}", "image_path": f"images/{i}.jpg", "texts": [f"{HOSTILE} photo {i}" if i == 0 else f"IMG_{i}.jpg a red car"],
+            "captions": [{"text": f"a red car {i}", "source": "alt-text", "selected": True}, {"text": f"a photo of a red car {i}", "source": "rules", "round": 1, "parent": 0, "scores": {"clip_score": 30.5}}],
+        })
+    records.append({"image_id": "escape", "image_path": str(secret), "texts": ["a photo"]})
+    return write_jsonl(root / "pairs.jsonl", records)
+
+
+def call(url, body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})} if data else headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as res:
+            return res.status, dict(res.headers), res.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def serve(dataset, reviewer="ann", **kwargs):
+    return ReviewServer(ReviewSession.open(dataset, **kwargs), reviewer).start()
+
+
+def test_the_page_is_static_and_locked_down(dataset):
+    server = serve(dataset)
+    try:
+        status, headers, body = call(server.url)
+        assert status == 200 and "script-src 'self'" in headers["Content-Security-Policy"] and headers["X-Content-Type-Options"] == "nosniff"
+        assert b"<script src=\"/app.js\"" in body and b"alert" not in body  # no data in the page itself
+        _, _, script = call(server.url + "app.js")
+        assert b"innerHTML" not in script and b"textContent" in script
+        status, _, body = call(server.url + "api/state")
+        state = json.loads(body)
+        assert status == 200 and state["total"] == 5 and state["round"] == 1
+        assert state["items"][0]["alt_text"].startswith(HOSTILE)  # data travels as JSON, as it is
+    finally:
+        server.stop()
+
+
+def test_images_are_served_from_inside_the_root_only(dataset):
+    server = serve(dataset)
+    try:
+        status, headers, body = call(server.url + "image/1")
+        assert status == 200 and headers["Content-Type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
+        assert call(server.url + "image/4")[0] == 404  # the record points outside the dataset's folder
+        assert call(server.url + "image/..%2F..%2Fsecret.jpg")[0] == 404
+        assert call(server.url + "image/99")[0] == 404
+    finally:
+        server.stop()
+
+
+def test_decisions_are_durable_per_reviewer_and_checked(dataset):
+    server = serve(dataset)
+    url = server.url
+    try:
+        status, _, body = call(url + "api/decision", {"image_id": "img-1", "action": "edit", "caption_index": 1, "text": "a photo of a <b>red</b> car"})
+        assert status == 200 and json.loads(body)["decided"] == 1
+        assert call(url + "api/decision?reviewer=bob", {"image_id": "img-1", "action": "accept", "caption_index": 1, "text": "a photo of a red car 1"})[0] == 200
+        assert call(url + "api/decision", {"image_id": "img-2", "action": "reject"})[0] == 400  # a reject needs a reason
+        assert call(url + "api/decision", {"image_id": "nope", "action": "accept", "text": "x"})[0] == 400
+        assert call(url + "api/decision", {"image_id": "img-2", "action": "reject", "reason": "x"}, {"Origin": "http://evil.example"})[0] == 403
+        form = urllib.request.Request(url + "api/decision", data=b"image_id=img-2", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(form, timeout=10)
+    finally:
+        server.stop()
+    again = serve(dataset)  # a restarted server finds every decision, and each reviewer's own
+    try:
+        ann = json.loads(call(again.url + "api/state")[2])
+        bob = json.loads(call(again.url + "api/state?reviewer=bob")[2])
+        assert ann["decisions"]["img-1"]["text"] == "a photo of a <b>red</b> car" and ann["decided"] == 1
+        assert bob["decisions"]["img-1"]["action"] == "accept"
+    finally:
+        again.stop()
+
+
+def test_export_writes_human_captions_and_the_next_round_builds_on_them(dataset, tmp_path):
+    session = ReviewSession.open(dataset)
+    session.decide("ann", {"image_id": "img-1", "action": "edit", "caption_index": 1, "text": "a photo of a big red car 1"})
+    session.decide("ann", {"image_id": "img-2", "action": "accept", "caption_index": 1, "text": "a photo of a red car 2"})
+    session.decide("ann", {"image_id": "img-3", "action": "reject", "reason": "image unreadable"})
+    session.store.close()
+    out = tmp_path / "round1"
+    assert main(["review", "export", str(dataset), str(out), "--finetune", str(tmp_path / "ft.jsonl")]) == 0
+    pairs, _ = read_kept_pairs(out, None, ReaderOptions())
+    by_id = {p.image_id: p for p in pairs}
+    assert "img-3" not in by_id and (out / "rejects" / "part-00000.jsonl").exists()
+    rejected = json.loads((out / "rejects" / "part-00000.jsonl").read_text().splitlines()[0])
+    assert rejected["reject"]["stage"] == "review" and "image unreadable" in rejected["reject"]["detail"]
+    human = [c for c in by_id["img-1"].captions if c.source == "human"][0]
+    assert (human.round, human.parent, human.params["action"], human.params["edit_distance"], human.selected) == (1, 1, "edit", 1, True)
+    summary = json.loads((out / "review.json").read_text())
+    # rules was offered in three decisions and accepted as it was in one
+    assert summary["acceptance_rate_by_source"]["rules"] == pytest.approx(100 / 3, abs=0.01) and summary["reject_reasons"] == {"image unreadable": 1}
+    finetune = [json.loads(line) for line in open(tmp_path / "ft.jsonl")]
+    assert sorted(r["caption"] for r in finetune) == ["a photo of a big red car 1", "a photo of a red car 2"]
+    nxt = ReviewSession.open(out)
+    assert nxt.round == 2 and nxt.image_bytes(0) is not None  # the images are still found from the next round
+    item = next(nxt.item(k) for k in range(len(nxt.pairs)) if nxt.pairs[k].image_id == "img-1")
+    assert item["previous"]["text"] == "a photo of a big red car 1"  # round 1's decision is round 2's input
+    assert [nxt.pairs[k].image_id for k in ReviewSession.open(out, cross_check=True).assigned("bob")] == ["img-1", "img-2"]
+    assert ReviewSession.open(out, cross_check=True).assigned("ann") == []  # ann does not check herself
