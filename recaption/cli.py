@@ -136,6 +136,14 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--finetune", help="also write the round as {image, alt_text, caption} lines for `recaption train captioner` (kind: finetune)")
 
 
+def _empty_or_new(output: Path) -> bool:
+    """Commands that write a new folder never write over an earlier one."""
+    if output.exists() and any(output.iterdir()):
+        print(f"recaption: {output} is not empty; give a new folder", file=sys.stderr)
+        return False
+    return True
+
+
 def _summary(stats: dict, output: Path, seconds: float) -> str:
     lines = [
         "",
@@ -253,8 +261,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from recaption.bench.realign import RealignSettings, run_realign  # noqa: PLC0415
 
     output = Path(args.output)
-    if output.exists() and any(output.iterdir()):
-        print(f"recaption: {output} is not empty; give a new folder", file=sys.stderr)
+    if not _empty_or_new(output):
         return EXIT_USAGE
     settings = RealignSettings(args.train, args.test, args.clip_steps, args.steps, seed=args.seed, progress=not args.no_progress)
     result = run_realign(output, settings)
@@ -287,8 +294,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from recaption.review.sample import SampleSettings, write_sample  # noqa: PLC0415
 
     output = Path(args.output)
-    if output.exists() and any(output.iterdir()):
-        print(f"recaption: {output} is not empty; give a new folder", file=sys.stderr)
+    if not _empty_or_new(output):
         return EXIT_USAGE
     settings = SampleSettings(args.rate, args.mode, args.by, args.bands, args.lowest, args.disagreeing, args.seed)
     try:
@@ -335,8 +341,7 @@ def cmd_review_export(args: argparse.Namespace) -> int:
     from recaption.review.session import ReviewSession  # noqa: PLC0415
 
     output = Path(args.output)
-    if output.exists() and any(output.iterdir()):
-        print(f"recaption: {output} is not empty; give a new folder", file=sys.stderr)
+    if not _empty_or_new(output):
         return EXIT_USAGE
     try:
         session = ReviewSession.open(args.dataset, args.store, args.round)
