@@ -134,6 +134,16 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--round", type=int, default=None, help="the round to export (default: the one under review)")
     e.add_argument("--store", help="where the decisions are (default: DATASET/review.sqlite)")
     e.add_argument("--finetune", help="also write the round as {image, alt_text, caption} lines for `recaption train captioner` (kind: finetune)")
+    lx = sub.add_parser("review-labelstudio-export", help="write a dataset as Label Studio tasks (also: recaption review labelstudio export)")
+    lx.add_argument("dataset")
+    lx.add_argument("output", help="the folder for tasks.json and config.xml")
+    lx.add_argument("--image-prefix", default="/data/local-files/?d=", help="what goes before each image's path below the image root (default: Label Studio's local files)")
+    lx.add_argument("--round", type=int, default=None)
+    li = sub.add_parser("review-labelstudio-import", help="read a Label Studio JSON export into the review store (also: recaption review labelstudio import)")
+    li.add_argument("dataset", help="the dataset the tasks were made from")
+    li.add_argument("export", help="Label Studio's JSON export of the annotated tasks")
+    li.add_argument("--round", type=int, default=None)
+    li.add_argument("--store", help="the review store (default: DATASET/review.sqlite)")
 
 
 def _empty_or_new(output: Path) -> bool:
@@ -355,6 +365,32 @@ def cmd_review_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review_labelstudio(args: argparse.Namespace) -> int:
+    from recaption.io.base import InputError  # noqa: PLC0415
+    from recaption.review import labelstudio  # noqa: PLC0415
+    from recaption.review.session import ReviewSession  # noqa: PLC0415
+
+    try:
+        session = ReviewSession.open(args.dataset, getattr(args, "store", None), args.round)
+    except InputError as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "review-labelstudio-export":
+            n = labelstudio.export_tasks(session, Path(args.output), args.image_prefix)
+            print(f"recaption: {n} Label Studio tasks in {Path(args.output) / 'tasks.json'}; labeling config in {Path(args.output) / 'config.xml'}")
+        else:
+            counts = labelstudio.import_annotations(session, Path(args.export))
+            print(f"recaption: {counts['decisions']} decisions imported into {session.store.path} (round {session.round}); "
+                  f"{counts['skipped']} skipped or cancelled, {counts['unknown_pairs']} tasks of other pairs. Next: recaption review export {args.dataset} OUTPUT")
+    except (ValueError, OSError) as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        session.store.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recaption", description="Turn raw image-text pairs into model-ready training data.")
     parser.add_argument("--version", action="version", version=f"recaption {__version__}")
@@ -370,9 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["review", "export"]:  # `recaption review export ...` reads as the export command
         argv = ["review-export", *argv[2:]]
+    elif argv[:2] == ["review", "labelstudio"] and argv[2:3] in (["export"], ["import"]):
+        argv = [f"review-labelstudio-{argv[2]}", *argv[3:]]
     args = parser.parse_args(argv)
     handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "audit": cmd_audit, "review": cmd_review,
-        "review-export": cmd_review_export, "recipes": cmd_recipes}[args.command]
+        "review-export": cmd_review_export, "review-labelstudio-export": cmd_review_labelstudio,
+        "review-labelstudio-import": cmd_review_labelstudio, "recipes": cmd_recipes}[args.command]
     return handler(args)
 
 

@@ -11,6 +11,7 @@ has the acceptance rate per caption source, the mean edit distance and the rejec
 
 from __future__ import annotations
 
+import html
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -85,4 +86,23 @@ def export_round(session: ReviewSession, output: Path, finetune: Path | None = N
     summary.update(kept=len(kept), rejected=len(rejected), output=str(output), finetune=str(finetune) if finetune else None,
                    image_roots=[str(r) for r in session.image_roots])  # the next round serves images from the same places
     (output / "review.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (output / "review.html").write_text(summary_page(summary))
     return summary
+
+
+def summary_page(summary: dict[str, Any]) -> str:
+    """The round at a glance: decisions, acceptance per caption source, edit distance, rejects."""
+    esc = html.escape
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{v:.1f} %</td></tr>" for k, v in sorted(summary["acceptance_rate_by_source"].items()))
+    reasons = "".join(f"<tr><td>{esc(k)}</td><td>{n}</td></tr>" for k, n in sorted(summary["reject_reasons"].items(), key=lambda kv: -kv[1]))
+    actions = ", ".join(f"{n} {esc(a)}" for a, n in summary["actions"].items()) or "none"
+    distance = "—" if summary["mean_edit_distance"] is None else f"{summary['mean_edit_distance']:.2f} words"
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>recaption review, round '
+        f"{summary['round']}</title><style>body{{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:900px;padding:0 16px}}"
+        "td,th{padding:4px 10px;border-bottom:1px solid #eee;text-align:left}</style></head><body>"
+        f"<h1>Review round {summary['round']}</h1><p>{summary['decisions']} decisions on {summary['pairs_decided']} of {summary['pairs']} pairs: {actions}. "
+        f"Mean edit distance to the starting caption: {distance}. {summary['kept']} pairs kept, {summary['rejected']} rejected.</p>"
+        f"<h2>Accepted as it was, per caption source</h2><table><tr><th>source</th><th>acceptance</th></tr>{rows}</table>"
+        f"<h2>Reject reasons</h2><table><tr><th>reason</th><th>pairs</th></tr>{reasons}</table></body></html>\n"
+    )

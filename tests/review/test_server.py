@@ -118,6 +118,7 @@ def test_export_writes_human_captions_and_the_next_round_builds_on_them(dataset,
     summary = json.loads((out / "review.json").read_text())
     # rules was offered in three decisions and accepted as it was in one
     assert summary["acceptance_rate_by_source"]["rules"] == pytest.approx(100 / 3, abs=0.01) and summary["reject_reasons"] == {"image unreadable": 1}
+    assert "image unreadable" in (out / "review.html").read_text()
     finetune = [json.loads(line) for line in open(tmp_path / "ft.jsonl")]
     assert sorted(r["caption"] for r in finetune) == ["a photo of a big red car 1", "a photo of a red car 2"]
     nxt = ReviewSession.open(out)
