@@ -1,0 +1,85 @@
+"""Training loaders over recaption's output: JSONL, Parquet and WebDataset, one caption policy."""
+
+import io
+import tarfile
+from collections import Counter
+
+import pytest
+
+from recaption.cli import main
+from recaption.loaders import CaptionPolicy, ImageTextPairDataset, WebDatasetPairs, skip_broken_collate
+from recaption.record import Caption, Pair
+from tests.conftest import encode, noise_image, write_jsonl
+
+torch = pytest.importorskip("torch")
+
+
+def test_caption_policy_original_selected_and_a_seeded_mix():
+    pair = Pair("p", None, texts=["IMG_1.jpg a red car"], captions=[Caption("a photo of a red car", "rules", selected=True)])
+    assert CaptionPolicy("original").caption(pair, 0) == "IMG_1.jpg a red car"
+    assert CaptionPolicy("selected").caption(pair, 0) == "a photo of a red car"
+    mix = CaptionPolicy("mix", p=0.15, seed=3)
+    draws = [mix.caption(pair, i) == "a photo of a red car" for i in range(4000)]
+    assert 0.13 < sum(draws) / 4000 < 0.17
+    assert draws == [CaptionPolicy("mix", p=0.15, seed=3).caption(pair, i) == "a photo of a red car" for i in range(4000)]
+    mix.set_epoch(1)
+    assert draws != [mix.caption(pair, i) == "a photo of a red car" for i in range(4000)]  # another epoch, another mix
+    with pytest.raises(ValueError, match="mode"):
+        CaptionPolicy("random")
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """The same 12 pairs written by `recaption run --recipe clean` as JSONL, Parquet and WebDataset."""
+    root = tmp_path_factory.mktemp("loaders")
+    (root / "images").mkdir()
+    records = []
+    for i in range(12):
+        noise_image(i, (96, 80)).save(root / "images" / f"{i}.jpg")
+        records.append({"image_id": f"img-{i:02d}", "image_path": f"images/{i}.jpg", "texts": [f"IMG_{i}.jpg &amp; a red car number {i}"]})
+    write_jsonl(root / "pairs.jsonl", records)
+    for fmt in ("jsonl", "parquet", "webdataset"):
+        args = ["run", str(root / "pairs.jsonl"), str(root / fmt), "--recipe", "clean", "--workers", "1", "--no-progress", "--output-format", fmt, "--shard-size", "4"]
+        assert main(args) == 0
+    return root
+
+
+def processor(tiny_clip):
+    import transformers as tf
+
+    return tf.AutoProcessor.from_pretrained(tiny_clip)
+
+
+def test_jsonl_and_parquet_datasets_index_the_file_and_agree(outputs, tiny_clip):
+    jsonl = sorted((outputs / "jsonl" / "data").glob("*.jsonl"))[0]
+    parquet = sorted((outputs / "parquet" / "data").glob("*.parquet"))[0]
+    a, b = ImageTextPairDataset(jsonl), ImageTextPairDataset(parquet)
+    assert len(a) == len(b) == 4 and a.offsets.dtype.name == "int64" and not hasattr(a, "data")  # offsets, not records
+    for k in range(4):
+        x, y = a[k], b[k]
+        assert (x["image_id"], x["text"]) == (y["image_id"], y["text"]) and x["image"].size == (96, 80)
+        assert "&amp;" not in x["text"] and "IMG_" not in x["text"]  # the cleaned, selected caption
+    assert ImageTextPairDataset(jsonl, policy=CaptionPolicy("original"))[0]["text"].startswith("IMG_")
+    item = ImageTextPairDataset(jsonl, processor=processor(tiny_clip))[0]
+    assert item["input_ids"].shape == (77,) and item["pixel_values"].shape == (3, 32, 32)  # padded to 77, as the seed's loader
+
+
+def test_webdataset_splits_shards_across_workers_and_ranks_and_skips_broken_samples(outputs, tmp_path):
+    shards = sorted((outputs / "webdataset" / "data").glob("*.tar"))
+    assert len(shards) == 3
+    broken = tmp_path / "broken.tar"
+    with tarfile.open(broken, "w") as tar:
+        for name, data in (("bad.jpg", b"not a jpeg"), ("bad.txt", b"a broken image"), ("ok.jpg", encode(noise_image(50))), ("ok.txt", b"a fine image")):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    everything = [str(s) for s in shards] + [str(broken)]
+    loader = torch.utils.data.DataLoader(WebDatasetPairs(everything), batch_size=3, num_workers=2, collate_fn=skip_broken_collate)
+    seen, skipped = Counter(), 0
+    for batch in loader:
+        seen.update(batch.get("image_id", []))
+        skipped += int(batch["skipped"])
+    assert sorted(seen) == sorted([f"img-{i:02d}" for i in range(12)] + ["ok"]) and set(seen.values()) == {1}  # each once
+    assert skipped == 1
+    halves = [{s["image_id"] for s in WebDatasetPairs(everything, rank=r, world_size=2) if s} for r in (0, 1)]
+    assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == 13
