@@ -146,6 +146,25 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
     li.add_argument("--store", help="the review store (default: DATASET/review.sqlite)")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from recaption.io import READERS  # noqa: PLC0415
+    from recaption.loaders.exports import FORMATS  # noqa: PLC0415
+
+    p = sub.add_parser(
+        "export", help="write a dataset in a training framework's layout (open_clip, LLaVA, diffusers, Hugging Face)",
+        description="Write INPUT's pairs to OUTPUT in the layout open_clip, LLaVA, diffusers or Hugging Face datasets read, "
+        "each caption chosen by the caption policy.",
+    )
+    p.add_argument("input", help="a `recaption run` output folder, or any input `recaption run` reads")
+    p.add_argument("output", help="a new folder")
+    p.add_argument("--to", required=True, choices=FORMATS)
+    p.add_argument("--policy", choices=("selected", "original", "mix"), default="selected", help="which caption (default: the selected recaption)")
+    p.add_argument("--p", type=float, default=1.0, help="with --policy mix: the share of selected captions (e.g. 0.15 for CLIP)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=10_000, help="samples per tar or Parquet file (default 10000)")
+    p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
+
+
 def _empty_or_new(output: Path) -> bool:
     """Commands that write a new folder never write over an earlier one."""
     if output.exists() and any(output.iterdir()):
@@ -391,6 +410,28 @@ def cmd_review_labelstudio(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from recaption.io import read_kept_pairs  # noqa: PLC0415
+    from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
+    from recaption.loaders.exports import export  # noqa: PLC0415
+    from recaption.loaders.policy import CaptionPolicy  # noqa: PLC0415
+
+    output = Path(args.output)
+    if not _empty_or_new(output):
+        return EXIT_USAGE
+    try:
+        policy = CaptionPolicy(args.policy, args.p, args.seed)
+        pairs, rejected = read_kept_pairs(args.input, args.input_format, ReaderOptions())
+    except (ValueError, InputError) as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    done = export(pairs, output, args.to, policy, args.shard_size)
+    note = f", {done['skipped']} without a readable image listed in {output / 'skipped.jsonl'}" if done["skipped"] else ""
+    left = f"; {rejected} records the input had rejected are not exported" if rejected else ""
+    print(f"recaption: {done['written']} pairs written to {output} for {args.to} (captions: {args.policy}){note}{left}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recaption", description="Turn raw image-text pairs into model-ready training data.")
     parser.add_argument("--version", action="version", version=f"recaption {__version__}")
@@ -402,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_eval(sub)
     _add_audit(sub)
     _add_review(sub)
+    _add_export(sub)
     sub.add_parser("recipes", help="list the shipped recipes")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["review", "export"]:  # `recaption review export ...` reads as the export command
@@ -411,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "audit": cmd_audit, "review": cmd_review,
         "review-export": cmd_review_export, "review-labelstudio-export": cmd_review_labelstudio,
-        "review-labelstudio-import": cmd_review_labelstudio, "recipes": cmd_recipes}[args.command]
+        "review-labelstudio-import": cmd_review_labelstudio, "export": cmd_export, "recipes": cmd_recipes}[args.command]
     return handler(args)
 
 

@@ -83,3 +83,30 @@ def test_webdataset_splits_shards_across_workers_and_ranks_and_skips_broken_samp
     assert skipped == 1
     halves = [{s["image_id"] for s in WebDatasetPairs(everything, rank=r, world_size=2) if s} for r in (0, 1)]
     assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == 13
+
+
+@pytest.mark.parametrize("fmt", ["open_clip", "llava", "diffusers", "hf"])
+def test_exports_for_each_framework_use_the_caption_policy(outputs, tmp_path, fmt):
+    import json
+
+    out = tmp_path / fmt
+    assert main(["export", str(outputs / "jsonl"), str(out), "--to", fmt, "--policy", "original", "--shard-size", "5"]) == 0
+    if fmt == "open_clip":
+        tars = sorted(out.glob("*.tar"))
+        names = [n for t in tars for n in tarfile.open(t).getnames()]
+        assert len(tars) == 3 and sum(n.endswith(".jpg") for n in names) == 12
+        text = tarfile.open(tars[0]).extractfile("000000000.txt").read().decode()
+        assert text.startswith("IMG_")  # the original text, as the policy asked
+        assert len(list(WebDatasetPairs(str(out)))) == 12  # our own loader reads it back
+    elif fmt == "llava":
+        rows = json.loads((out / "llava.json").read_text())
+        assert len(rows) == 12 and rows[0]["conversations"][0]["value"].startswith("<image>")
+        assert (out / "images" / rows[0]["image"]).read_bytes()[:2] == b"\xff\xd8"
+    elif fmt == "diffusers":
+        rows = [json.loads(line) for line in open(out / "train" / "metadata.jsonl")]
+        assert len(rows) == 12 and all((out / "train" / r["file_name"]).exists() for r in rows)
+    else:
+        import pyarrow.parquet as pq
+
+        tables = [pq.read_table(f) for f in sorted((out / "data").glob("train-*.parquet"))]
+        assert [t.num_rows for t in tables] == [5, 5, 2] and tables[0].column("image")[0]["bytes"].as_py()[:2] == b"\xff\xd8"

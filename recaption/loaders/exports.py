@@ -1,0 +1,120 @@
+"""``recaption export INPUT OUTPUT --to FORMAT``: recaption's output in the layout a training
+framework reads, each caption chosen by the caption policy.
+
+- ``open_clip``: WebDataset shards ``OUTPUT/NNNNN.tar`` of ``KEY.<ext>`` + ``KEY.txt`` (+ a
+  small ``KEY.json``), the layout open_clip's ``--train-data`` reads;
+- ``llava``: ``OUTPUT/llava.json``, LLaVA's conversation list (``<image>`` + an instruction,
+  answered by the caption), images in ``OUTPUT/images/``;
+- ``diffusers``: ``OUTPUT/train/`` with the images and ``metadata.jsonl`` (``file_name``,
+  ``text``), the image-folder layout diffusers' training scripts load;
+- ``hf``: ``OUTPUT/data/train-NNNNN-of-MMMMM.parquet`` with ``image`` (``{bytes, path}``, the
+  datasets Image feature), ``text`` and ``image_id``: ``datasets.load_dataset("parquet", ...)``.
+
+Images are written as they were stored (no re-encoding). A pair whose image cannot be read is
+listed in ``OUTPUT/skipped.jsonl`` with the reason; nothing else is left out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from recaption.loaders.policy import CaptionPolicy
+from recaption.record import Pair
+
+FORMATS = ("open_clip", "llava", "diffusers", "hf")
+LLAVA_PROMPT = "<image>\nDescribe this image."
+
+
+def image_of(pair: Pair) -> tuple[bytes, str]:
+    """The stored image bytes and extension (``jpg`` when unknown)."""
+    if isinstance(pair.image, (bytes, bytearray)):
+        return bytes(pair.image), pair.image_ext or "jpg"
+    if isinstance(pair.image, str) and "://" not in pair.image:
+        path = Path(pair.image)
+        ext = path.suffix.lower().lstrip(".") or "jpg"
+        return path.read_bytes(), "jpg" if ext == "jpeg" else ext
+    raise OSError(f"no local image for {pair.image_id} ({pair.image!r})")
+
+
+def _samples(pairs: list[Pair], policy: CaptionPolicy, skipped: list[dict]) -> Iterator[tuple[Pair, bytes, str, str]]:
+    for k, pair in enumerate(pairs):
+        try:
+            data, ext = image_of(pair)
+        except OSError as exc:
+            skipped.append({"image_id": pair.image_id, "reason": "unreadable_image", "detail": str(exc)[:200]})
+            continue
+        yield pair, data, ext, policy.caption(pair, k)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    tar.addfile(member, io.BytesIO(data))
+
+
+def export(pairs: list[Pair], output: Path, fmt: str, policy: CaptionPolicy, shard_size: int = 10_000) -> dict[str, Any]:
+    if fmt not in FORMATS:
+        raise ValueError(f"--to must be one of {FORMATS}")
+    output.mkdir(parents=True, exist_ok=True)
+    skipped: list[dict] = []
+    written = 0
+    samples = _samples(pairs, policy, skipped)
+    if fmt == "open_clip":
+        tar = None
+        for n, (pair, data, ext, text) in enumerate(samples):
+            if n % shard_size == 0:
+                if tar is not None:
+                    tar.close()
+                tar = tarfile.open(output / f"{n // shard_size:05d}.tar", "w")
+            key = f"{n:09d}"
+            _add(tar, f"{key}.{ext}", data)
+            _add(tar, f"{key}.txt", text.encode())
+            _add(tar, f"{key}.json", json.dumps({"image_id": pair.image_id, "caption": text}).encode())
+            written += 1
+        if tar is not None:
+            tar.close()
+    elif fmt in ("llava", "diffusers"):
+        folder = output / ("images" if fmt == "llava" else "train")
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for n, (pair, data, ext, text) in enumerate(samples):
+            name = f"{n:09d}.{ext}"
+            source = Path(pair.image) if isinstance(pair.image, str) else None
+            if source is not None and source.is_file():
+                shutil.copyfile(source, folder / name)
+            else:
+                (folder / name).write_bytes(data)
+            if fmt == "llava":
+                rows.append({"id": pair.image_id, "image": name, "conversations": [{"from": "human", "value": LLAVA_PROMPT}, {"from": "gpt", "value": text}]})
+            else:
+                rows.append({"file_name": name, "text": text, "image_id": pair.image_id})
+            written += 1
+        if fmt == "llava":
+            (output / "llava.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+        else:
+            with open(folder / "metadata.jsonl", "w", encoding="utf-8") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        import pyarrow as pa  # noqa: PLC0415
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        data_dir = output / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        rows = [{"image": {"bytes": data, "path": f"{pair.image_id}.{ext}"}, "text": text, "image_id": pair.image_id} for pair, data, ext, text in samples]
+        parts = -(-len(rows) // shard_size)
+        for part in range(parts):
+            chunk = rows[part * shard_size : (part + 1) * shard_size]
+            pq.write_table(pa.Table.from_pylist(chunk), data_dir / f"train-{part:05d}-of-{parts:05d}.parquet")
+        written = len(rows)
+    if skipped:
+        with open(output / "skipped.jsonl", "w", encoding="utf-8") as fh:
+            for row in skipped:
+                fh.write(json.dumps(row) + "\n")
+    return {"format": fmt, "written": written, "skipped": len(skipped), "policy": policy.__dict__}
