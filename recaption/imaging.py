@@ -50,3 +50,10 @@ def load_rgb(image: str | bytes, min_side: int | None = None, background: tuple[
 def to_bgr_array(image: Image.Image) -> np.ndarray:
     """Pixels in OpenCV's channel order, which the ONNX tools built on OpenCV expect."""
     return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+
+
+def input_side(image_processor: object, default: int = 224) -> int:
+    """The side a Hugging Face image processor resizes to (its crop, else its size): JPEGs for
+    it need decoding no larger than this (``load_rgb(..., min_side)``)."""
+    size = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None) or {}
+    return int(max([v for v in dict(size).values() if isinstance(v, int)] or [default]))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from recaption.loaders.pairs import encode_item
+from recaption.loaders.pairs import decode_side_for, encode_item
 from recaption.loaders.policy import CaptionPolicy
 
 
@@ -55,6 +55,7 @@ class WebDatasetPairs(_base()):  # type: ignore[misc]
             raise ValueError(f"no .tar shards in {shards}")
         self.shards = found
         self.processor, self.policy, self.max_length = processor, policy or CaptionPolicy(seed=seed), max_length
+        self.decode_side = decode_side_for(processor)
         self.shuffle, self.seed = shuffle, seed
         self.rank, self.world_size = rank, world_size
 
@@ -84,4 +85,4 @@ class WebDatasetPairs(_base()):  # type: ignore[misc]
             reader = WebDatasetReader(path, ReaderOptions())
             for k, pair in enumerate(reader.read(InputShard(number, Path(path).stem, {"file": path}))):
                 # The caption draw is keyed by shard and position, stable across workers and ranks.
-                yield encode_item(pair, number * 1_000_003 + k, self.processor, self.policy, self.max_length)
+                yield encode_item(pair, number * 1_000_003 + k, self.processor, self.policy, self.max_length, self.decode_side)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from recaption.imaging import input_side
 from recaption.models.hf import ModelLoadError
 from recaption.record import Pair
 from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, register
@@ -63,9 +64,7 @@ class CachedImageEmbeddings:
 
         self.scorer = scorer
         self.cache = EmbeddingCache(cache_folder, scorer.model_hash) if cache_folder else None
-        processor = scorer.processor.image_processor
-        size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
-        self.decode_side = int(max([v for v in dict(size).values() if isinstance(v, int)] or [224]))
+        self.decode_side = input_side(scorer.processor.image_processor)
 
     def of(self, stage: Stage, pairs: list[Pair]) -> tuple[list[Pair], np.ndarray]:
         """The pairs whose image could be embedded, and their embeddings (one row each); a
