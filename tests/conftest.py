@@ -94,14 +94,21 @@ def tiny_opt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_opt(tmp_path_factory.mktemp("models") / "opt")
 
 
-def captioner_data(folder: Path, n: int = 24) -> Path:
-    """Pairs whose alt-texts a tiny captioner can learn: the image's number, in words."""
+def image_pairs(folder: Path, texts: list[list[str]], size: tuple[int, int] = (96, 80), id_format: str = "img-{i}", **fields: list) -> Path:
+    """``folder/pairs.jsonl`` in the seed schema with one generated JPEG per record in
+    ``folder/images``; ``fields`` add a value per record (e.g. ``references=[...]``)."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     records = []
-    for i in range(n):
-        noise_image(i).save(folder / "images" / f"{i}.jpg")
-        records.append({"image_id": f"img-{i}", "image_path": f"images/{i}.jpg", "texts": [f"a photo of a cat on a sofa {i}", f"cat {i}"]})
+    for i, record_texts in enumerate(texts):
+        noise_image(i, size).save(folder / "images" / f"{i}.jpg")
+        record = {"image_id": id_format.format(i=i), "image_path": f"images/{i}.jpg", "texts": record_texts}
+        records.append({**record, **{k: v[i] for k, v in fields.items()}})
     return write_jsonl(folder / "pairs.jsonl", records)
+
+
+def captioner_data(folder: Path, n: int = 24) -> Path:
+    """Pairs whose alt-texts a tiny captioner can learn: the image's number, in words."""
+    return image_pairs(folder, [[f"a photo of a cat on a sofa {i}", f"cat {i}"] for i in range(n)])
 
 
 def captioner_config(folder: Path, clip: Path, opt: Path, **overrides: object) -> Path:

@@ -11,7 +11,7 @@ from recaption.cli import main
 from recaption.eval.evaluate import EvalSettings, evaluate, word_edit_distance
 from recaption.eval.sources import current_captions
 from recaption.record import Caption, Pair
-from tests.conftest import encode, noise_image, write_jsonl
+from tests.conftest import encode, image_pairs, noise_image
 
 pytest.importorskip("pycocoevalcap")
 
@@ -99,12 +99,7 @@ def test_clip_metrics_with_a_tiny_clip(tiny_clip):
 
 
 def test_the_cli_evaluates_a_run_folder_and_adds_a_section_to_its_report(tmp_path, capsys):
-    (tmp_path / "images").mkdir()
-    records = []
-    for i, subject in enumerate(SUBJECTS):
-        noise_image(i, (96, 96)).save(tmp_path / "images" / f"{i}.jpg")
-        records.append({"image_id": f"img-{i}", "image_path": f"images/{i}.jpg", "texts": [f"IMG_{i}.jpg {subject}"], "references": [f"a photo of {subject}"]})
-    write_jsonl(tmp_path / "pairs.jsonl", records)
+    image_pairs(tmp_path, [[f"IMG_{i}.jpg {s}"] for i, s in enumerate(SUBJECTS)], size=(96, 96), references=[[f"a photo of {s}"] for s in SUBJECTS])
     assert main(["run", str(tmp_path / "pairs.jsonl"), str(tmp_path / "out"), "--recipe", "clean", "--workers", "1", "--no-progress"]) == 0
     assert main(["eval", str(tmp_path / "out"), str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out

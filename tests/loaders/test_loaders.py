@@ -9,7 +9,7 @@ import pytest
 from recaption.cli import main
 from recaption.loaders import CaptionPolicy, ImageTextPairDataset, WebDatasetPairs, skip_broken_collate
 from recaption.record import Caption, Pair
-from tests.conftest import encode, noise_image, write_jsonl
+from tests.conftest import encode, image_pairs, noise_image
 
 torch = pytest.importorskip("torch")
 
@@ -32,12 +32,7 @@ def test_caption_policy_original_selected_and_a_seeded_mix():
 def outputs(tmp_path_factory):
     """The same 12 pairs written by `recaption run --recipe clean` as JSONL, Parquet and WebDataset."""
     root = tmp_path_factory.mktemp("loaders")
-    (root / "images").mkdir()
-    records = []
-    for i in range(12):
-        noise_image(i, (96, 80)).save(root / "images" / f"{i}.jpg")
-        records.append({"image_id": f"img-{i:02d}", "image_path": f"images/{i}.jpg", "texts": [f"IMG_{i}.jpg &amp; a red car number {i}"]})
-    write_jsonl(root / "pairs.jsonl", records)
+    image_pairs(root, [[f"IMG_{i}.jpg &amp; a red car number {i}"] for i in range(12)], id_format="img-{i:02d}")
     for fmt in ("jsonl", "parquet", "webdataset"):
         args = ["run", str(root / "pairs.jsonl"), str(root / fmt), "--recipe", "clean", "--workers", "1", "--no-progress", "--output-format", fmt, "--shard-size", "4"]
         assert main(args) == 0

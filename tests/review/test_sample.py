@@ -9,7 +9,7 @@ from recaption.io import read_kept_pairs
 from recaption.io.base import ReaderOptions
 from recaption.record import Caption, Pair
 from recaption.review.sample import SampleSettings, choose, disagreement
-from tests.conftest import noise_image, write_jsonl
+from tests.conftest import image_pairs
 
 
 def pairs(n: int = 100) -> list[Pair]:
@@ -47,12 +47,7 @@ def test_bad_settings_are_errors():
 
 
 def test_the_cli_writes_a_dataset_like_any_other(tmp_path, capsys):
-    (tmp_path / "images").mkdir()
-    records = []
-    for i in range(40):
-        noise_image(i).save(tmp_path / "images" / f"{i}.jpg")
-        records.append({"image_id": f"img-{i}", "image_path": f"images/{i}.jpg", "texts": [f"photo {i}"], "scores": {"clip_score": i}})
-    write_jsonl(tmp_path / "pairs.jsonl", records)
+    image_pairs(tmp_path, [[f"photo {i}"] for i in range(40)], scores=[{"clip_score": i} for i in range(40)])
     assert main(["audit", "sample", str(tmp_path / "pairs.jsonl"), str(tmp_path / "sample"), "--rate", "0.1", "--lowest", "1"]) == 0
     assert "sampled" in capsys.readouterr().out
     sampled, rejected = read_kept_pairs(tmp_path / "sample", None, ReaderOptions())

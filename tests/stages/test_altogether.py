@@ -8,7 +8,7 @@ from recaption.cli import main
 from recaption.record import Pair
 from recaption.stages.base import StageError
 from recaption.stages.text import CleanText
-from tests.conftest import encode, noise_image, write_jsonl
+from tests.conftest import encode, image_pairs, noise_image
 
 pytest.importorskip("transformers")
 
@@ -71,12 +71,7 @@ def test_a_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_the_altogether_recipe_runs_from_the_cli(tiny_captioner, tiny_clip, tmp_path, capsys):
-    (tmp_path / "images").mkdir()
-    records = []
-    for i in range(4):
-        noise_image(i, (96, 96)).save(tmp_path / "images" / f"{i}.jpg")
-        records.append({"image_id": f"img-{i}", "image_path": f"images/{i}.jpg", "texts": [f"IMG_{i}.jpg cat {i}"]})
-    write_jsonl(tmp_path / "pairs.jsonl", records)
+    image_pairs(tmp_path, [[f"IMG_{i}.jpg cat {i}"] for i in range(4)], size=(96, 96))
     settings = [f"altogether_caption.checkpoint={tiny_captioner}", f"clip_score.model={tiny_clip}", "altogether_caption.cache=none", "clip_score.cache=none", "altogether_caption.max_new_tokens=8"]
     args = ["run", str(tmp_path / "pairs.jsonl"), str(tmp_path / "out"), "--recipe", "altogether", "--workers", "1", "--no-progress"]
     assert main(args + [x for s in settings for x in ("--set", s)]) == 0
