@@ -353,7 +353,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     state = session.state(args.reviewer)
     print(f"recaption: reviewing {state['total']} pairs (round {session.round}, {state['decided']} decided by {args.reviewer}) at {server.url}")
     print(f"  decisions are saved at once in {session.store.path}; stop with Ctrl+C, then: recaption review export {args.dataset} OUTPUT")
-    if not args.no_browser:
+    # Only where there is a desktop: on a server, webbrowser may start a text browser in this terminal.
+    if not args.no_browser and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform in ("darwin", "win32")):
         webbrowser.open(server.url)
     try:
         server.httpd.serve_forever()

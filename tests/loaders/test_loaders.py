@@ -52,7 +52,7 @@ def test_jsonl_and_parquet_datasets_index_the_file_and_agree(outputs, tiny_clip)
     assert len(a) == len(b) == 4 and a.offsets.dtype.name == "int64" and not hasattr(a, "data")  # offsets, not records
     for k in range(4):
         x, y = a[k], b[k]
-        assert (x["image_id"], x["text"]) == (y["image_id"], y["text"]) and x["image"].size == (96, 80)
+        assert (x["image_id"], x["text"]) == (y["image_id"], y["text"]) and tuple(x["image"].shape) == (80, 96, 3) and x["image"].dtype == torch.uint8
         assert "&amp;" not in x["text"] and "IMG_" not in x["text"]  # the cleaned, selected caption
     assert ImageTextPairDataset(jsonl, policy=CaptionPolicy("original"))[0]["text"].startswith("IMG_")
     item = ImageTextPairDataset(jsonl, processor=processor(tiny_clip))[0]

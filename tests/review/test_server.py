@@ -127,3 +127,8 @@ def test_export_writes_human_captions_and_the_next_round_builds_on_them(dataset,
     assert item["previous"]["text"] == "a photo of a big red car 1"  # round 1's decision is round 2's input
     assert [nxt.pairs[k].image_id for k in ReviewSession.open(out, cross_check=True).assigned("bob")] == ["img-1", "img-2"]
     assert ReviewSession.open(out, cross_check=True).assigned("ann") == []  # ann does not check herself
+
+
+def test_the_review_command_says_what_is_wrong_with_its_dataset(tmp_path, capsys):
+    assert main(["review", str(tmp_path / "missing"), "--no-browser"]) == 2
+    assert "does not exist" in capsys.readouterr().err
