@@ -106,7 +106,12 @@ async function saveReject() {
   if (await send({ image_id: item.image_id, action: "reject", reason: $("reject-reason").value })) next();
 }
 
-function closeForms() { $("editor").hidden = true; $("rejecter").hidden = true; }
+function closeForms() {
+  $("editor").hidden = true;
+  $("rejecter").hidden = true;
+  // A hidden text box can keep the focus; it would swallow the next key.
+  if (document.activeElement && document.activeElement.closest("#editor, #rejecter")) document.activeElement.blur();
+}
 
 function next() { if (at < state.items.length - 1) at += 1; show(); }
 function prev() { if (at > 0) at -= 1; show(); }
@@ -116,7 +121,7 @@ function nextOpen() {
 }
 
 document.addEventListener("keydown", (event) => {
-  const typing = event.target.tagName === "TEXTAREA" || event.target.tagName === "INPUT";
+  const typing = (event.target.tagName === "TEXTAREA" || event.target.tagName === "INPUT") && !event.target.closest("[hidden]");
   if (typing) {
     if (event.key === "Escape") { closeForms(); event.preventDefault(); }
     else if (event.key === "Enter" && event.ctrlKey && event.target.id === "edit-text") { saveEdit(); event.preventDefault(); }
