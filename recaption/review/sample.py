@@ -82,9 +82,9 @@ def choose(pairs: list[Pair], settings: SampleSettings) -> tuple[list[int], dict
         for i in sorted(scored, key=lambda i: (scores[i], i))[: settings.lowest]:
             why[i] = {"reason": "lowest", "score": scores[i]}
     if settings.disagreeing:
-        ranked = sorted(range(len(pairs)), key=lambda i: (-disagreement(pairs[i]), i))
-        for i in ranked[: settings.disagreeing]:
-            why.setdefault(i, {"reason": "disagreeing", "disagreement": round(disagreement(pairs[i]), 4)})
+        spread = [disagreement(p) for p in pairs]
+        for i in sorted(range(len(pairs)), key=lambda i: (-spread[i], i))[: settings.disagreeing]:
+            why.setdefault(i, {"reason": "disagreeing", "disagreement": round(spread[i], 4)})
     if settings.mode == "uniform":
         groups = {"all": list(range(len(pairs)))}
     else:

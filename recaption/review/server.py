@@ -96,8 +96,9 @@ def make_handler(session: ReviewSession, default_reviewer: str) -> type[BaseHTTP
             except (ValueError, TypeError) as exc:
                 self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
                 return
-            state = session.state(decision.reviewer)
-            self._json(HTTPStatus.OK, {"decision": decision.__dict__, "decided": state["decided"], "total": state["total"]})
+            # Only the counts: the whole state would rebuild every item (and look up every image).
+            positions, _, decided = session.progress(decision.reviewer)
+            self._json(HTTPStatus.OK, {"decision": decision.__dict__, "decided": decided, "total": len(positions)})
 
     return Handler
 

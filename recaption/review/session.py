@@ -92,15 +92,19 @@ class ReviewSession:
             "has_image": self.image_bytes(k) is not None,
         }
 
-    def state(self, reviewer: str) -> dict[str, Any]:
+    def progress(self, reviewer: str) -> tuple[list[int], dict[str, Decision], int]:
+        """This reviewer's positions, their decisions by image id, and how many pairs are decided."""
         positions = self.assigned(reviewer)
-        mine = self.store.current(self.round, reviewer)
-        decisions = {image_id: d.__dict__ for (image_id, _), d in mine.items()}
+        decisions = {image_id: d for (image_id, _), d in self.store.current(self.round, reviewer).items()}
         ids = {self.pairs[k].image_id for k in positions}
+        return positions, decisions, sum(1 for i in decisions if i in ids)
+
+    def state(self, reviewer: str) -> dict[str, Any]:
+        positions, decisions, decided = self.progress(reviewer)
         return {
             "reviewer": reviewer, "round": self.round, "cross_check": self.cross_check,
-            "total": len(positions), "decided": sum(1 for i in decisions if i in ids),
-            "items": [self.item(k) for k in positions], "decisions": decisions,
+            "total": len(positions), "decided": decided,
+            "items": [self.item(k) for k in positions], "decisions": {i: d.__dict__ for i, d in decisions.items()},
         }
 
     def decide(self, reviewer: str, body: dict[str, Any]) -> Decision:

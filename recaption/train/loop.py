@@ -15,6 +15,7 @@ with (seed, step), so a resumed run sees exactly the batches the uninterrupted o
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -53,14 +54,15 @@ def param_groups(named: list[tuple[str, Any]], weight_decay: float) -> list[dict
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+@functools.lru_cache(maxsize=2)  # a micro-batch spans at most two epochs
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 def batch_indices(step: int, micro: int, n: int, batch_size: int, grad_accum: int, seed: int) -> np.ndarray:
     """The example indices of micro-batch ``micro`` of optimizer step ``step``."""
     start = (step * grad_accum + micro) * batch_size
-    out = []
-    for position in range(start, start + batch_size):
-        epoch, offset = divmod(position, n)
-        out.append(np.random.default_rng([seed, epoch]).permutation(n)[offset])
-    return np.asarray(out)
+    return np.asarray([epoch_order(seed, position // n, n)[position % n] for position in range(start, start + batch_size)])
 
 
 def prompts_for(examples: list[Example], rng: np.random.Generator, alt_dropout: float) -> list[str]:
