@@ -23,7 +23,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", help="the output folder (re-run the same command to resume)")
     p.add_argument("--recipe", default="default", help="a shipped recipe's name or a YAML path (default: default)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.ARG=VALUE", help="override a recipe argument (repeatable)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: the CPU cores)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: the CPU cores); with --runner ray and no --address, the CPUs of the local Ray")
+    p.add_argument("--runner", choices=["local", "ray"], default="local", help="local: processes on this machine (default); ray: Ray Data, on a local Ray or the cluster at --address")
+    p.add_argument("--address", help="with --runner ray: the cluster to join (auto, or ray://HOST:10001); default: start a local Ray")
     p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected from the path)")
     p.add_argument("--output-format", choices=sorted(OUTPUT_FORMATS), help="output format (default: the input's)")
     p.add_argument("--image-root", help="folder that image paths are relative to (default: the JSONL's folder)")
@@ -230,9 +232,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers or default_workers(),
         keep_work=args.keep_work,
     )
+    if args.address and args.runner != "ray":
+        print("recaption: --address is for --runner ray", file=sys.stderr)
+        return EXIT_USAGE
+    if args.runner == "ray":
+        from recaption.runners.ray_data import RayRunner  # noqa: PLC0415 - Ray is an optional extra
+
+        runner: LocalRunner = RayRunner(config, args.address, show_progress=not args.no_progress)
+    else:
+        runner = LocalRunner(config, show_progress=not args.no_progress)
     start = time.perf_counter()
     try:
-        stats = LocalRunner(config, show_progress=not args.no_progress).run()
+        stats = runner.run()
     except (InputError, RunError) as exc:
         print(f"recaption: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED if "interrupted" in str(exc) else 1

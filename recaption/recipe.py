@@ -11,10 +11,13 @@ A recipe is YAML::
           phash_radius: 4
     report:
       gallery: 48
+    ray:                       # only `--runner ray` reads this: where each stage runs
+      vlm_caption: {num_gpus: 1, concurrency: 4, batch_size: 32}
 
 Recipes that ship with the package are found by name (``--recipe default``); any other
 value is read as a path. ``--set STAGE.ARG=VALUE`` overrides an argument (the value is
-read as YAML, so ``128``, ``true`` and ``[a, b]`` mean what they look like). Every error
+read as YAML, so ``128``, ``true`` and ``[a, b]`` mean what they look like);
+``--set ray.STAGE.KEY=VALUE`` a Ray placement. Every error
 names the file and line (or the ``--set``) it comes from, and is raised before any work.
 """
 
@@ -33,8 +36,10 @@ import yaml
 
 from recaption.stages import STAGES, Stage, StageError
 
-TOP_LEVEL_KEYS = ("name", "description", "stages", "report")
+TOP_LEVEL_KEYS = ("name", "description", "stages", "report", "ray")
 REPORT_KEYS = {"gallery": int, "examples_per_reason": int}
+# Ray placement of a stage: actors (or tasks) in the pool, GPUs and CPUs each, rows per call.
+RAY_KEYS = ("concurrency", "num_gpus", "num_cpus", "batch_size")
 
 
 class RecipeError(Exception):
@@ -55,6 +60,8 @@ class Recipe:
     stages: list[StageSpec]
     report: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    # stage name -> Ray placement (RAY_KEYS); changes where stages run, never what they write
+    ray: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +70,7 @@ class Recipe:
             "stages": [{s.name: s.args} for s in self.stages],
             "report": self.report,
             "source": self.source,
+            "ray": self.ray,
         }
 
     def build(self) -> list[Stage]:
@@ -184,7 +192,27 @@ def load_recipe(name_or_path: str = "default", overrides: list[str] | None = Non
         check_stage_args(name, args, where)
         specs.append(StageSpec(name, dict(args), where))
 
+    ray_node = nodes.get("ray")
+    ray = data.get("ray") or {}
+    if not isinstance(ray, dict):
+        raise RecipeError(f"{at(ray_node)}: 'ray' must be a mapping of stage name to placement")
+    ray = {str(name): placement for name, placement in ray.items()}
+    for name, placement in ray.items():
+        if placement is None:
+            ray[name] = {}
+        elif not isinstance(placement, dict):
+            raise RecipeError(f"{at(ray_node)}: ray.{name} must be a mapping of {', '.join(RAY_KEYS)}")
+        check_ray_placement(name, ray[name], specs, at(ray_node))
+
     for stage, arg, value, where in _parse_overrides(overrides or []):
+        if stage == "ray":
+            target, dot, key = arg.partition(".")
+            if not dot:
+                raise RecipeError(f"{where}: expected ray.STAGE.KEY=VALUE")
+            placement = {**ray.get(target, {}), key: value}
+            check_ray_placement(target, placement, specs, where)
+            ray[target] = placement
+            continue
         matches = [s for s in specs if s.name == stage]
         if not matches:
             raise RecipeError(f"{where}: the recipe has no stage {stage!r}{_suggest(stage, [s.name for s in specs])}")
@@ -199,9 +227,29 @@ def load_recipe(name_or_path: str = "default", overrides: list[str] | None = Non
     for key, value in report.items():
         if key not in REPORT_KEYS or not isinstance(value, REPORT_KEYS[key]):
             raise RecipeError(f"{at(nodes['report'])}: report.{key} is unknown or not {REPORT_KEYS.get(key, int).__name__}")
-    recipe = Recipe(str(data.get("name") or Path(source).stem), str(data.get("description") or ""), specs, report, source)
+    recipe = Recipe(str(data.get("name") or Path(source).stem), str(data.get("description") or ""), specs, report, source, ray)
     validate_build(recipe)
     return recipe
+
+
+def check_ray_placement(name: str, placement: dict[str, Any], specs: list[StageSpec], where: str) -> None:
+    names = [s.name for s in specs]
+    if name not in names:
+        raise RecipeError(f"{where}: ray.{name}: the recipe has no stage {name!r}{_suggest(name, names)}")
+    for key, value in placement.items():
+        if key not in RAY_KEYS:
+            raise RecipeError(f"{where}: ray.{name}.{key} is unknown{_suggest(key, list(RAY_KEYS))}; the keys are {', '.join(RAY_KEYS)}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if key in ("num_gpus", "num_cpus") and not (number and value >= 0):
+            raise RecipeError(f"{where}: ray.{name}.{key} must be a number >= 0, not {value!r}")
+        if key == "batch_size" and not (whole and value >= 1):
+            raise RecipeError(f"{where}: ray.{name}.batch_size must be a whole number >= 1, not {value!r}")
+        if key == "concurrency":
+            sizes = list(value) if isinstance(value, (list, tuple)) else [value]
+            ok = len(sizes) in (1, 2) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes)
+            if not ok or sizes != sorted(sizes):
+                raise RecipeError(f"{where}: ray.{name}.concurrency must be N or [MIN, MAX] (whole numbers >= 1), not {value!r}")
 
 
 def validate_build(recipe: Recipe) -> None:
@@ -216,4 +264,4 @@ def validate_build(recipe: Recipe) -> None:
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     """Rebuild a recipe saved with a run (already validated when it was saved)."""
     stages = [StageSpec(name, dict(args or {}), f"{d.get('source', 'saved run')}") for s in d["stages"] for name, args in s.items()]
-    return Recipe(d["name"], d.get("description", ""), stages, d.get("report", {}), d.get("source", ""))
+    return Recipe(d["name"], d.get("description", ""), stages, d.get("report", {}), d.get("source", ""), d.get("ray") or {})

@@ -32,8 +32,10 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,9 @@ class RunConfig:
             "input_format": self.input_format,
             "output_format": self.output_format,
             "reader": asdict(self.reader),
-            "recipe": self.recipe.to_dict(),
+            # Where stages run on Ray does not change a record: a run may resume under
+            # other placements, or under the other runner.
+            "recipe": {k: v for k, v in self.recipe.to_dict().items() if k != "ray"},
         }
 
 
@@ -181,6 +185,77 @@ def _batches(pairs: Any, size: int) -> Any:
         yield batch
 
 
+class ShardSink:
+    """Where the records of one (segment, shard) task go, whichever runner ran the stages.
+
+    Kept pairs go to the output writer (last segment) or to the intermediate Parquet the
+    next segment reads, with the exit stage's signatures beside; rejects to their file;
+    the report sample is taken on the way. ``finish`` writes the done marker last, so a
+    shard counts as done only once everything it wrote is in place.
+    """
+
+    def __init__(self, layout: OutputLayout, seg: Segment, last: bool, shard: InputShard, writer: Any, recipe: Recipe, n_shards: int) -> None:
+        self.layout, self.seg, self.shard = layout, seg, shard
+        self.last = last
+        self.sink_writer = writer if last else ParquetWriter(layout.intermediate(seg.index))
+        self.sampler = ReportSampler(  # reject examples from every segment, the gallery from the last
+            gallery=gallery_share(recipe.report.get("gallery", 48), n_shards),
+            examples_per_reason=recipe.report.get("examples_per_reason", 3),
+        )
+        self.rejects: list[dict[str, Any]] = []
+        self.signatures: list[list[Any]] = []
+        self.n_out = 0
+        self._add: Any = None
+
+    @contextmanager
+    def open(self) -> Iterator[ShardSink]:
+        with self.sink_writer.open_shard(self.shard.name) as add:
+            self._add = add
+            yield self
+        self._add = None
+
+    def put(self, pair: Pair) -> None:
+        if pair.reject is not None:
+            self.rejects.append(pair.to_dict())
+            self.sampler.rejected(pair)
+            return
+        if self.seg.exit is not None:
+            self.signatures.append([record_key(self.shard.index, self.n_out), self.seg.exit.signature(pair)])
+        if self.last:
+            self.sampler.kept(pair)
+        self._add(pair)
+        self.n_out += 1
+
+    def finish(self, n_in: int, stage_counts: dict[str, Any], seconds: float) -> dict[str, Any]:
+        seg, layout = self.seg, self.layout
+        write_jsonl(layout.rejects_file(seg.index, self.shard.name, seg.entry), self.rejects)
+        if seg.exit is not None:
+            write_jsonl(layout.signatures(seg.index, self.shard.name), self.signatures)
+        marker = {
+            "segment": seg.index,
+            "shard": self.shard.name,
+            "input": n_in if seg.index == 0 else 0,
+            "kept": self.n_out,
+            "rejected": dict(Counter(r["reject"]["stage"] + "/" + r["reject"]["reason"] for r in self.rejects)),
+            "stages": stage_counts,
+            "seconds": seconds,
+            "report": self.sampler.to_dict(),
+        }
+        _write_json(layout.done(seg.index, self.shard.name), marker)
+        return marker
+
+
+def read_segment_source(layout: OutputLayout, seg_index: int, shard: InputShard, reader: Any) -> tuple[Any, dict[str, Decision]]:
+    """The records a segment starts from: the input shard for the first, the previous
+    segment's intermediate (and the global stage's decisions for it) for the others."""
+    if seg_index == 0:
+        return reader.read(shard), {}
+    inter = layout.intermediate(seg_index - 1) / f"{shard.name}.parquet"
+    source = ParquetReader(inter).read(InputShard(0, shard.name, {"file": str(inter), "row_groups": _row_groups(inter)}))
+    decisions = {k: Decision(**d) for k, d in _read_json(layout.decisions(seg_index, shard.name)).items()}
+    return source, decisions
+
+
 def _run_task(seg_index: int, shard_dict: dict[str, Any]) -> dict[str, Any]:
     shard = InputShard(**shard_dict)
     layout: OutputLayout = _STATE["layout"]
@@ -188,28 +263,15 @@ def _run_task(seg_index: int, shard_dict: dict[str, Any]) -> dict[str, Any]:
     seg = segments[seg_index]
     last = seg_index == len(segments) - 1
     start = time.perf_counter()
+    source, decisions = read_segment_source(layout, seg_index, shard, _STATE["reader"])
 
-    if seg_index == 0:
-        source = _STATE["reader"].read(shard)
-    else:
-        inter = layout.intermediate(seg_index - 1) / f"{shard.name}.parquet"
-        source = ParquetReader(inter).read(InputShard(0, shard.name, {"file": str(inter), "row_groups": _row_groups(inter)}))
-        decisions = {k: Decision(**d) for k, d in _read_json(layout.decisions(seg_index, shard.name)).items()}
-
-    recipe: Recipe = _STATE["recipe"]
-    sampler = ReportSampler(  # reject examples from every segment, the gallery from the last
-        gallery=gallery_share(recipe.report.get("gallery", 48), _STATE["n_shards"]),
-        examples_per_reason=recipe.report.get("examples_per_reason", 3),
-    )
     read_counts = StageCounters()
-    rejects: list[dict[str, Any]] = []
-    signatures: list[list[Any]] = []
-    n_in = n_out = 0
+    n_in = 0
     for stage in seg.stages + ([seg.entry] if seg.entry else []):
         stage.reset_counters()
     batch_size = max([s.batch_size for s in seg.stages] or [64])
-    sink_writer = _STATE["writer"] if last else ParquetWriter(layout.intermediate(seg_index))
-    with sink_writer.open_shard(shard.name) as add:
+    sink = ShardSink(layout, seg, last, shard, _STATE["writer"], _STATE["recipe"], _STATE["n_shards"])
+    with sink.open():
         for batch in _batches(source, batch_size):
             if seg_index == 0:
                 read_counts.seen += len(batch)
@@ -219,44 +281,26 @@ def _run_task(seg_index: int, shard_dict: dict[str, Any]) -> dict[str, Any]:
                     else:
                         read_counts.kept += 1
             if seg.entry is not None:
-                keys = [f"{shard.index}:{n_in + i}" for i in range(len(batch))]
-                seg.entry.apply(batch, keys, decisions)
+                seg.entry.apply(batch, [record_key(shard.index, n_in + i) for i in range(len(batch))], decisions)
             n_in += len(batch)
             for stage in seg.stages:
                 for start_i in range(0, len(batch), stage.batch_size):
                     stage(batch[start_i : start_i + stage.batch_size])
             for pair in batch:
-                if pair.reject is not None:
-                    rejects.append(pair.to_dict())
-                    sampler.rejected(pair)
-                    continue
-                if seg.exit is not None:
-                    signatures.append([f"{shard.index}:{n_out}", seg.exit.signature(pair)])
-                if last:
-                    sampler.kept(pair)
-                add(pair)
-                n_out += 1
+                sink.put(pair)
             if _STATE["progress"] is not None:
                 _STATE["progress"].put(len(batch))
 
-    write_jsonl(layout.rejects_file(seg_index, shard.name, seg.entry), rejects)
-    if seg.exit is not None:
-        write_jsonl(layout.signatures(seg_index, shard.name), signatures)
     stage_counts = {s.name: s.counters.to_dict() for s in ([seg.entry] if seg.entry else []) + seg.stages}
     if seg_index == 0:
         stage_counts = {READ_STAGE: read_counts.to_dict(), **stage_counts}
-    marker = {
-        "segment": seg_index,
-        "shard": shard.name,
-        "input": n_in if seg_index == 0 else 0,
-        "kept": n_out,
-        "rejected": dict(Counter(r["reject"]["stage"] + "/" + r["reject"]["reason"] for r in rejects)),
-        "stages": stage_counts,
-        "seconds": time.perf_counter() - start,
-        "report": sampler.to_dict(),
-    }
-    _write_json(layout.done(seg_index, shard.name), marker)
-    return marker
+    return sink.finish(n_in, stage_counts, time.perf_counter() - start)
+
+
+def record_key(shard_index: int, position: int) -> str:
+    """The key a global stage files a record's signature and decision under: its shard and
+    its position among the shard's kept records (which the next segment reads in order)."""
+    return f"{shard_index}:{position}"
 
 
 def _row_groups(path: Path) -> list[int]:

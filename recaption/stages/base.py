@@ -86,6 +86,9 @@ class Stage(ABC):
     name: ClassVar[str] = ""
     needs: ClassVar[Needs] = Needs()
     batch_size: ClassVar[int] = 64
+    # Holds a neural network that is costly to load (a captioner, CLIP, OCR, a detector).
+    # The Ray runner runs such stages in actor pools, so the model loads once per actor.
+    loads_model: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.counters = StageCounters()

@@ -116,6 +116,7 @@ class VlmCaption(Stage):
     """
 
     name = "vlm_caption"
+    loads_model = True
     batch_size = 8
     needs = HF_MODEL_NEEDS
 
@@ -221,6 +222,7 @@ class AltogetherCaption(Stage):
     """
 
     name = "altogether_caption"
+    loads_model = True
     batch_size = 16
     needs = HF_MODEL_NEEDS
 

@@ -90,6 +90,7 @@ class ClipScore(Stage):
     """Score every caption against its image with a CLIP-like model; cache image embeddings."""
 
     name = "clip_score"
+    loads_model = True
     batch_size = 32
     needs = HF_MODEL_NEEDS
 

@@ -42,6 +42,7 @@ class Classify(Stage):
     """ImageNet-1k labels (EfficientNet-Lite0, bundled weights): the top-k above ``min_prob``."""
 
     name = "classify"
+    loads_model = True
     batch_size = 16
     needs = Needs(
         packages={
@@ -102,6 +103,7 @@ class Ocr(Stage):
     """
 
     name = "ocr"
+    loads_model = True
     batch_size = 8
     needs = Needs(packages={"rapidocr_onnxruntime": "rapidocr-onnxruntime"})
 
@@ -140,6 +142,7 @@ class Nsfw(Stage):
     """
 
     name = "nsfw"
+    loads_model = True
     batch_size = 16
     needs = Needs(packages={"nudenet": "nudenet", "onnxruntime": "onnxruntime"})
 

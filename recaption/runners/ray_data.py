@@ -1,0 +1,418 @@
+"""The Ray Data runner: the local runner's segments, shards and outputs, on a Ray cluster.
+
+Each segment (see ``runners.local``) is one Ray Data pipeline over the shards still to do::
+
+    shards -> read      a task per shard: the input shard, or the previous segment's
+                        intermediate with the global stage's decisions applied
+           -> steps     runs of plain stages as tasks; stages that load a model as actor
+                        pools (the model loads once per actor), placed by the recipe's
+                        ``ray:`` section (concurrency, num_gpus, num_cpus, batch_size)
+           -> parts     each batch's rows, by shard, to _work/ray/segK/SHARD/*.parquet
+
+The driver counts the rows that reach the parts, shard by shard. Once all of a shard's
+rows are in (the read step ends every shard with a row that says how many it read), a
+commit task merges its parts back into input order and writes them through the local
+runner's ``ShardSink``: output or intermediate, rejects, signatures, done marker. Global
+stages decide in the driver between segments, from the signatures, as in the local
+runner, whose ``_prepare``, ``_decide`` and ``_finish`` this runner shares.
+
+So both runners write the same records, and resume is by shard: a shard with a done
+marker is not redone, whichever runner wrote it. OUTPUT (and the input, and image paths)
+must be on storage every node can reach.
+
+Every row carries one pickled ``Carried``: the pair, which stage (if any) rejected it and
+the seconds each stage spent on it, from which the commit rebuilds the per-stage counts
+that the local runner keeps in its stage objects.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import pickle
+import shutil
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from recaption.io import open_reader, open_writer
+from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, atomic_path
+from recaption.recipe import recipe_from_dict
+from recaption.record import Pair
+from recaption.runners.local import (
+    LocalRunner,
+    OutputLayout,
+    RunConfig,
+    RunError,
+    Segment,
+    ShardSink,
+    _batches,
+    _read_json,
+    cut_segments,
+    read_segment_source,
+    record_key,
+)
+from recaption.stages.base import Stage, StageCounters
+
+ROWS = pa.schema([("shard", pa.string()), ("pos", pa.int64()), ("total", pa.int64()), ("item", pa.large_binary())])
+READ_CHUNK = 64  # rows per table the read step yields: small blocks keep the object store flowing
+PART_ROW_GROUP = 64  # rows per row group in a part file: what a commit holds per part at a time
+MISSING_RAY = "--runner ray needs Ray Data: pip install 'recaption[ray]' (or pip install 'ray[data]')"
+
+
+def import_ray() -> Any:
+    try:
+        import ray  # noqa: PLC0415 - an optional extra
+        import ray.data  # noqa: F401, PLC0415
+    except ImportError as exc:
+        raise RunError(MISSING_RAY) from exc
+    # Ray's INFO lines on the console (cluster start, each pipeline's plan) would break up
+    # the progress bar; they stay in Ray's session logs. Warnings and errors still show.
+    for name in ("ray", "ray.data"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setLevel(logging.WARNING)
+    return ray
+
+
+@dataclass
+class Carried:
+    """One record on its way through a segment's pipeline."""
+
+    pair: Pair
+    rejected_at: int | None = None  # position, in the segment's stage order, of the stage that rejected it
+    seconds: dict[int, float] = field(default_factory=dict)  # that stage order -> its share of the batch time
+
+
+def stage_order(seg: Segment) -> list[str]:
+    """The stage names a segment's records pass, as counted in its done marker."""
+    return ([READ_STAGE] if seg.index == 0 else []) + ([seg.entry.name] if seg.entry else []) + [s.name for s in seg.stages]
+
+
+def first_stage_position(seg: Segment) -> int:
+    """Where ``seg.stages[0]`` sits in ``stage_order``."""
+    return (seg.index == 0) + (seg.entry is not None)
+
+
+# --- worker side: built once per worker process (tasks) or actor ---------------------------
+
+
+@lru_cache(maxsize=4)
+def _segments(recipe_json: str) -> list[Segment]:
+    """The recipe's stages, built once per process: plain stages with a table to load
+    (spaCy, the CLIP vocabulary) set up once, not once per task."""
+    return cut_segments(recipe_from_dict(json.loads(recipe_json)).build())
+
+
+@lru_cache(maxsize=4)
+def _reader(settings_json: str) -> Any:
+    settings = json.loads(settings_json)
+    return open_reader(settings["input"], settings["input_format"], ReaderOptions(**settings["reader"]))
+
+
+def _run_stage(position: int, items: list[Carried], work: Callable[[list[Pair]], Any], stage: Stage) -> None:
+    """Run one stage over some records, noting who it rejected and its time per record."""
+    live = [it for it in items if it.pair.reject is None]
+    if not live:
+        return
+    stage.reset_counters()
+    work([it.pair for it in live])
+    share = stage.counters.seconds / len(live)
+    for it in live:
+        it.seconds[position] = it.seconds.get(position, 0.0) + share
+        if it.pair.reject is not None:
+            it.rejected_at = position
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=ROWS)
+
+
+def read_shards(batch: pa.Table, settings_json: str, recipe_json: str, output: str, seg_index: int) -> Iterator[pa.Table]:
+    """Ray task: the records of each shard in the batch, then one end row with their count."""
+    seg = _segments(recipe_json)[seg_index]
+    layout = OutputLayout(Path(output))
+    for shard_json in batch.column("shard").to_pylist():
+        shard = InputShard(**json.loads(shard_json))
+        source, decisions = read_segment_source(layout, seg_index, shard, _reader(settings_json) if seg_index == 0 else None)
+        pos = 0
+        for pairs in _batches(source, READ_CHUNK):
+            items = [Carried(p, 0 if p.reject is not None else None) for p in pairs]
+            if seg.entry is not None:
+                _apply_decisions(seg, shard, pos, items, decisions)
+            yield _table([{"shard": shard.name, "pos": pos + i, "total": -1, "item": pickle.dumps(it)} for i, it in enumerate(items)])
+            pos += len(items)
+        yield _table([{"shard": shard.name, "pos": -1, "total": pos, "item": b""}])
+
+
+def _apply_decisions(seg: Segment, shard: InputShard, first: int, items: list[Carried], decisions: dict[str, Any]) -> None:
+    entry = seg.entry
+    assert entry is not None
+    key_of = {id(it.pair): record_key(shard.index, first + i) for i, it in enumerate(items)}
+    position = stage_order(seg).index(entry.name)
+    _run_stage(position, items, lambda live: entry.apply(live, [key_of[id(p)] for p in live], decisions), entry)
+
+
+def run_stages(batch: pa.Table, recipe_json: str, seg_index: int, indices: list[int]) -> pa.Table:
+    """Ray task: some of a segment's plain stages over a batch of rows."""
+    seg = _segments(recipe_json)[seg_index]
+    return _apply(seg, indices, batch)
+
+
+class StageActor:
+    """Ray actor: a segment's model stages, loaded once, applied to batch after batch."""
+
+    def __init__(self, recipe_json: str, seg_index: int, indices: list[int]) -> None:
+        self.seg = cut_segments(recipe_from_dict(json.loads(recipe_json)).build())[seg_index]
+        self.indices = indices
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _apply(self.seg, self.indices, batch)
+
+
+def _apply(seg: Segment, indices: list[int], batch: pa.Table) -> pa.Table:
+    rows = batch.to_pylist()
+    items = [pickle.loads(r["item"]) if r["item"] else None for r in rows]
+    carried = [it for it in items if it is not None]
+    base = first_stage_position(seg)
+    for i in indices:
+        stage = seg.stages[i]
+        for start in range(0, len(carried), stage.batch_size):  # the stage's own batch size, as locally
+            _run_stage(base + i, carried[start : start + stage.batch_size], stage, stage)
+    for row, it in zip(rows, items):
+        if it is not None:
+            row["item"] = pickle.dumps(it)
+    return _table(rows)
+
+
+def write_parts(batch: pa.Table, parts: str) -> pa.Table:
+    """Ray task: the batch's rows to one part file per shard; returns rows and ends per shard."""
+    by_shard: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
+    totals: dict[str, int] = {}
+    for shard, pos, total, item in zip(*(batch.column(c).to_pylist() for c in ("shard", "pos", "total", "item"))):
+        if pos < 0:
+            totals[shard] = total
+        else:
+            by_shard[shard].append((pos, item))
+    for shard, rows in by_shard.items():
+        rows.sort()  # each part in input order, so that a commit merges parts instead of sorting a shard
+        target = Path(parts) / shard / f"{uuid.uuid4().hex}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.table({"pos": [r[0] for r in rows], "item": pa.array([r[1] for r in rows], pa.large_binary())})
+        with atomic_path(target) as tmp:
+            pq.write_table(table, tmp, row_group_size=PART_ROW_GROUP)
+    names = sorted(set(by_shard) | set(totals))
+    return pa.table({
+        "shard": names,
+        "rows": [len(by_shard.get(n, ())) for n in names],
+        "total": [totals.get(n, -1) for n in names],
+    })
+
+
+def _merged_parts(folder: Path) -> Iterator[Carried]:
+    """A shard's records in input order, from its sorted part files, a row group at a time."""
+
+    def rows(path: Path) -> Iterator[tuple[int, bytes]]:
+        pf = pq.ParquetFile(path)
+        for g in range(pf.metadata.num_row_groups):
+            table = pf.read_row_group(g)
+            yield from zip(table.column("pos").to_pylist(), table.column("item").to_pylist())
+
+    for _, item in heapq.merge(*(rows(p) for p in sorted(folder.glob("*.parquet")))):
+        yield pickle.loads(item)
+
+
+def commit_shard(settings: dict[str, Any], recipe_json: str, output: str, seg_index: int, shard_dict: dict[str, Any], n_shards: int, parts: str) -> dict[str, Any]:
+    """Ray task: one shard's rows, back in input order, through the local runner's sink."""
+    start = time.perf_counter()
+    shard = InputShard(**shard_dict)
+    segments = _segments(recipe_json)
+    seg = segments[seg_index]
+    last = seg_index == len(segments) - 1
+    layout = OutputLayout(Path(output))
+    order = stage_order(seg)
+    counters = [StageCounters() for _ in order]
+    writer = open_writer(settings["resolved_output_format"], layout.data) if last else None
+    sink = ShardSink(layout, seg, last, shard, writer, recipe_from_dict(json.loads(recipe_json)), n_shards)
+    n_in = 0
+    stage_seconds = 0.0
+    folder = Path(parts) / shard.name
+    with sink.open():
+        for it in _merged_parts(folder):
+            n_in += 1
+            end = len(order) if it.rejected_at is None else it.rejected_at
+            for c in counters[: end + 1]:
+                c.seen += 1
+            for c in counters[:end]:
+                c.kept += 1
+            if it.rejected_at is not None:
+                counters[it.rejected_at].rejected[it.pair.reject.key] += 1
+            for position, seconds in it.seconds.items():
+                counters[position].seconds += seconds
+                stage_seconds += seconds
+            sink.put(it.pair)
+    marker = sink.finish(n_in, {name: c.to_dict() for name, c in zip(order, counters)}, stage_seconds + time.perf_counter() - start)
+    shutil.rmtree(folder, ignore_errors=True)
+    return marker
+
+
+# --- driver side ---------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """One ``map_batches`` of a segment: some of its stages, as tasks or as an actor pool."""
+
+    indices: list[int]
+    actors: bool
+    placement: dict[str, Any]  # the recipe's ray: entry for the stage, or {} for the defaults
+
+
+def plan_steps(seg: Segment, ray_section: dict[str, dict[str, Any]]) -> list[Step]:
+    """Runs of plain stages become one task step; model stages an actor step (consecutive
+    ones share it, so that OCR, a classifier and a detector load into one actor); a stage
+    the recipe places in its ``ray:`` section gets a step of its own."""
+    steps: list[Step] = []
+    for i, stage in enumerate(seg.stages):
+        if stage.name in ray_section:
+            steps.append(Step([i], stage.loads_model, ray_section[stage.name]))
+        elif steps and not steps[-1].placement and steps[-1].actors == stage.loads_model and stage.name not in ray_section:
+            steps[-1].indices.append(i)
+        else:
+            steps.append(Step([i], stage.loads_model, {}))
+    return steps
+
+
+class RayRunner(LocalRunner):
+    def __init__(self, config: RunConfig, address: str | None = None, show_progress: bool = True) -> None:
+        super().__init__(config, show_progress)
+        self.address = address
+
+    def run(self) -> dict[str, Any]:
+        ray = import_ray()
+        settings, plan = self._prepare()
+        started = self._connect(ray)
+        try:
+            segments = cut_segments(self.config.recipe.build())
+            recipe_json = json.dumps(settings["recipe"], sort_keys=True)
+            for seg in segments:
+                if seg.entry is not None:
+                    self._decide(seg, plan)
+                todo = [s for s in plan if not self.layout.done(seg.index, s.name).exists()]
+                self._run_segment_on_ray(ray, seg, segments, todo, settings, recipe_json, len(plan))
+        except KeyboardInterrupt:
+            raise RunError(f"interrupted. Finished shards are kept; run the same command again to resume ({self.layout.root}).") from None
+        finally:
+            if started:
+                ray.shutdown()
+        stats = self._finish(settings, plan, segments)
+        if not self.config.keep_work:
+            shutil.rmtree(self.layout.work / "ray", ignore_errors=True)
+        return stats
+
+    def _connect(self, ray: Any) -> bool:
+        """Join the cluster at --address, or start a local Ray; False when the caller already
+        had one running (a test, a notebook), which is then left running."""
+        if ray.is_initialized():
+            return False
+        try:
+            if self.address:
+                ray.init(address=self.address, include_dashboard=False)
+            else:
+                ray.init(num_cpus=self.config.workers, include_dashboard=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RunError(f"cannot start or reach Ray{f' at {self.address}' if self.address else ''}: {exc}") from exc
+        if self.show_progress:
+            have = ray.cluster_resources()
+            where = f"the cluster at {self.address}" if self.address else "a local Ray"
+            print(f"running on {where}: {have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs", file=sys.stderr)
+        return True
+
+    def _pipeline(self, ray: Any, seg: Segment, todo: list[InputShard], settings: dict[str, Any], recipe_json: str, parts: Path) -> Any:
+        resources = ray.cluster_resources()
+        ds = ray.data.from_items([{"shard": json.dumps(s.to_dict())} for s in todo], override_num_blocks=len(todo))
+        settings_json = json.dumps(settings, sort_keys=True)
+        ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow",
+                            fn_kwargs={"settings_json": settings_json, "recipe_json": recipe_json,
+                                       "output": str(self.layout.root), "seg_index": seg.index})
+        for step in plan_steps(seg, self.config.recipe.ray):
+            stages = [seg.stages[i] for i in step.indices]
+            name = "+".join(s.name for s in stages)
+            batch_size = step.placement.get("batch_size") or max(s.batch_size for s in stages)
+            num_cpus = step.placement.get("num_cpus", 1)
+            num_gpus = step.placement.get("num_gpus", 0)
+            if num_gpus and resources.get("GPU", 0) < num_gpus:
+                raise RunError(f"ray.{name}.num_gpus is {num_gpus} but the Ray cluster has {resources.get('GPU', 0):g} GPUs")
+            common: dict[str, Any] = {"batch_size": batch_size, "batch_format": "pyarrow", "num_cpus": num_cpus}
+            if num_gpus:
+                common["num_gpus"] = num_gpus
+            if step.actors:
+                # by default the pool grows to as many actors as the cluster can hold
+                fits = resources.get("GPU", 0) / num_gpus if num_gpus else resources.get("CPU", 1) / (num_cpus or 1)
+                size = step.placement.get("concurrency") or [1, max(1, int(fits))]
+                sizes = list(size) if isinstance(size, (list, tuple)) else [size, size]
+                pool = ray.data.ActorPoolStrategy(min_size=sizes[0], max_size=sizes[-1])
+                ds = ds.map_batches(StageActor, compute=pool, fn_constructor_kwargs={"recipe_json": recipe_json, "seg_index": seg.index, "indices": step.indices}, **common)
+            else:
+                if "concurrency" in step.placement:
+                    size = step.placement["concurrency"]
+                    common["compute"] = ray.data.TaskPoolStrategy(size=size[-1] if isinstance(size, (list, tuple)) else size)
+                ds = ds.map_batches(run_stages, fn_kwargs={"recipe_json": recipe_json, "seg_index": seg.index, "indices": step.indices}, **common)
+        return ds.map_batches(write_parts, batch_size=None, batch_format="pyarrow", fn_kwargs={"parts": str(parts)})
+
+    def _run_segment_on_ray(self, ray: Any, seg: Segment, segments: list[Segment], todo: list[InputShard],
+                            settings: dict[str, Any], recipe_json: str, n_shards: int) -> None:
+        if not todo:
+            return
+        parts = self.layout.work / "ray" / f"seg{seg.index}"
+        for shard in todo:  # rows an interrupted run left for these shards are written again
+            shutil.rmtree(parts / shard.name, ignore_errors=True)
+        if seg.index > 0:
+            total = sum(_read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in todo)
+        else:
+            sizes = [s.spec.get("records") for s in todo]
+            total = None if None in sizes else sum(sizes)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours counts pairs; Ray's count blocks per operator
+        ray.util.debug.log_once("ray_data_progress_manager_disabled")  # and Ray need not warn that its own are off
+        commit = ray.remote(num_cpus=1)(commit_shard)
+        seen: dict[str, int] = defaultdict(int)
+        expected: dict[str, int] = {}
+        by_name = {s.name: s for s in todo}
+        pending: list[Any] = []
+        bar = tqdm(total=total, desc=self._describe(seg, segments), unit="pair", disable=not self.show_progress, dynamic_ncols=True)
+        try:
+            ds = self._pipeline(ray, seg, todo, settings, recipe_json, parts)
+            for row in ds.iter_rows():
+                name = row["shard"]
+                seen[name] += row["rows"]
+                bar.update(row["rows"])
+                if row["total"] >= 0:
+                    expected[name] = row["total"]
+                if name in expected and seen[name] == expected[name]:
+                    pending.append(commit.remote(settings, recipe_json, str(self.layout.root), seg.index, by_name[name].to_dict(), n_shards, str(parts)))
+                    del expected[name]
+            ray.get(pending)
+        except RunError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a Ray task failed: say so in one line, keep what is done
+            raise RunError(f"the Ray job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}). "
+                           f"Finished shards are kept; run the same command again to resume ({self.layout.root}).") from exc
+        finally:
+            bar.close()
+        missing = [s.name for s in todo if not self.layout.done(seg.index, s.name).exists()]
+        if missing:
+            raise RunError(f"Ray finished segment {seg.index + 1} without shards {', '.join(missing[:5])}; please report this")
