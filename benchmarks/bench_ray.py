@@ -1,8 +1,12 @@
 """The Ray Data runner vs the local runner on the same pairs and the same cores.
 
-Both runs go through the CLI as a user would start them (`--workers 2`; Ray's start-up
-included, since a user pays it), interleaved so that the shared machine's noise falls on
-both; the median of each is kept. The outputs are compared file by file.
+Two ways, each interleaved so that the shared machine's noise falls on both runners, the
+median of each kept, the outputs compared file by file:
+
+- cold: each run through the CLI as a user starts it (`--workers 2`), so the Ray run pays
+  for starting Ray and for its workers importing recaption and building the stages;
+- warm: both runners in this process, Ray started once and warmed by one run that is not
+  counted, which is what a long job on a cluster sees after its first minute.
 
     python -m benchmarks.bench_ray --n 5000 --repeats 2 [--default-n 200]
 """
@@ -64,6 +68,45 @@ def compare(manifest: Path, recipe: str, repeats: int, workers: int, shard_size:
     }
 
 
+def compare_warm(manifest: Path, recipe: str, repeats: int, workers: int, shard_size: int) -> dict:
+    import ray
+
+    from recaption.io.base import ReaderOptions
+    from recaption.recipe import load_recipe
+    from recaption.runners.local import LocalRunner, RunConfig
+    from recaption.runners.ray_data import RayRunner
+
+    def run(runner: type, out: Path) -> float:
+        shutil.rmtree(out, ignore_errors=True)
+        config = RunConfig(str(manifest), str(out), load_recipe(recipe), reader=ReaderOptions(shard_size=shard_size), workers=workers)
+        start = time.perf_counter()
+        runner(config, show_progress=False).run()
+        return time.perf_counter() - start
+
+    ray.init(num_cpus=workers, include_dashboard=False)
+    try:
+        warm_up = run(RayRunner, OUT / "ray-bench-warm-ray")
+        seconds: dict[str, list[float]] = {"local": [], "ray": []}
+        for _ in range(repeats):
+            seconds["local"].append(run(LocalRunner, OUT / "ray-bench-warm-local"))
+            seconds["ray"].append(run(RayRunner, OUT / "ray-bench-warm-ray"))
+    finally:
+        ray.shutdown()
+    local, on_ray = statistics.median(seconds["local"]), statistics.median(seconds["ray"])
+    n = sum(1 for _ in open(manifest))
+    return {
+        "recipe": recipe,
+        "pairs": n,
+        "ray_first_run_seconds": round(warm_up, 1),
+        "local_seconds_runs": [round(s, 1) for s in seconds["local"]],
+        "ray_seconds_runs": [round(s, 1) for s in seconds["ray"]],
+        "local_pairs_per_s": round(n / local, 1),
+        "ray_pairs_per_s": round(n / on_ray, 1),
+        "ray_over_local_wall": round(on_ray / local, 2),
+        "same_records": same_output(OUT / "ray-bench-warm-local", OUT / "ray-bench-warm-ray"),
+    }
+
+
 def main() -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5000)
@@ -73,10 +116,12 @@ def main() -> dict:
     args = ap.parse_args()
     manifest = real_size_jpegs(OUT / f"jpegs-{args.n}", args.n)
     results = {"ray_start_seconds": round(statistics.median(ray_start_seconds(args.workers) for _ in range(3)), 1)}
-    results["clean"] = compare(manifest, "clean", args.repeats, args.workers, 250, "clean")
+    results["clean_cold"] = compare(manifest, "clean", args.repeats, args.workers, 250, "clean")
+    results["clean_warm"] = compare_warm(manifest, "clean", args.repeats, args.workers, 250)
     if args.default_n:
         small = real_size_jpegs(OUT / f"jpegs-{args.default_n}", args.default_n)
-        results["default"] = compare(small, "default", 1, args.workers, 25, "default")
+        results["default_cold"] = compare(small, "default", 1, args.workers, 25, "default")
+        results["default_warm"] = compare_warm(small, "default", 1, args.workers, 25)
     print(json.dumps(results, indent=1))
     return results
 

@@ -38,7 +38,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -139,21 +139,34 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=ROWS)
 
 
-def read_shards(batch: pa.Table, settings_json: str, recipe_json: str, output: str, seg_index: int) -> Iterator[pa.Table]:
-    """Ray task: the records of each shard in the batch, then one end row with their count."""
+def read_shard(shard_json: str, settings_json: str, recipe_json: str, output: str, seg_index: int) -> Iterator[pa.Table]:
+    """Ray read task: one shard's records, then one end row with their count."""
     seg = _segments(recipe_json)[seg_index]
-    layout = OutputLayout(Path(output))
-    for shard_json in batch.column("shard").to_pylist():
-        shard = InputShard(**json.loads(shard_json))
-        source, decisions = read_segment_source(layout, seg_index, shard, _reader(settings_json) if seg_index == 0 else None)
-        pos = 0
-        for pairs in _batches(source, READ_CHUNK):
-            items = [Carried(p, 0 if p.reject is not None else None) for p in pairs]
-            if seg.entry is not None:
-                _apply_decisions(seg, shard, pos, items, decisions)
-            yield _table([{"shard": shard.name, "pos": pos + i, "total": -1, "item": pickle.dumps(it)} for i, it in enumerate(items)])
-            pos += len(items)
-        yield _table([{"shard": shard.name, "pos": -1, "total": pos, "item": b""}])
+    shard = InputShard(**json.loads(shard_json))
+    source, decisions = read_segment_source(OutputLayout(Path(output)), seg_index, shard, _reader(settings_json) if seg_index == 0 else None)
+    pos = 0
+    for pairs in _batches(source, READ_CHUNK):
+        items = [Carried(p, 0 if p.reject is not None else None) for p in pairs]
+        if seg.entry is not None:
+            _apply_decisions(seg, shard, pos, items, decisions)
+        yield _table([{"shard": shard.name, "pos": pos + i, "total": -1, "item": pickle.dumps(it)} for i, it in enumerate(items)])
+        pos += len(items)
+    yield _table([{"shard": shard.name, "pos": -1, "total": pos, "item": b""}])
+
+
+def shard_datasource(ray: Any, shards: list[InputShard], **read_args: Any) -> Any:
+    """A Ray Data source with one read task per shard. (Not ``from_items`` and a map: Ray
+    bundles small input rows, so one task would read 64 shards one after the other.)"""
+
+    class ShardSource(ray.data.Datasource):
+        def estimate_inmemory_data_size(self) -> None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None) -> list[Any]:
+            no_stats = ray.data.block.BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
+            return [ray.data.ReadTask(partial(read_shard, json.dumps(s.to_dict()), **read_args), no_stats) for s in shards]
+
+    return ShardSource()
 
 
 def _apply_decisions(seg: Segment, shard: InputShard, first: int, items: list[Carried], decisions: dict[str, Any]) -> None:
@@ -267,6 +280,19 @@ def commit_shard(settings: dict[str, Any], recipe_json: str, output: str, seg_in
     return marker
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The error inside Ray's wrappers (a task error holds the worker's exception as
+    ``cause``), as one line."""
+    seen = 0
+    while seen < 10:
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc, seen = inner, seen + 1
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 # --- driver side ---------------------------------------------------------------------------
 
 
@@ -341,15 +367,20 @@ class RayRunner(LocalRunner):
 
     def _pipeline(self, ray: Any, seg: Segment, todo: list[InputShard], settings: dict[str, Any], recipe_json: str, parts: Path) -> Any:
         resources = ray.cluster_resources()
-        ds = ray.data.from_items([{"shard": json.dumps(s.to_dict())} for s in todo], override_num_blocks=len(todo))
-        settings_json = json.dumps(settings, sort_keys=True)
-        ds = ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow",
-                            fn_kwargs={"settings_json": settings_json, "recipe_json": recipe_json,
-                                       "output": str(self.layout.root), "seg_index": seg.index})
-        for step in plan_steps(seg, self.config.recipe.ray):
+        source = shard_datasource(ray, todo, settings_json=json.dumps(settings, sort_keys=True), recipe_json=recipe_json,
+                                  output=str(self.layout.root), seg_index=seg.index)
+        ds = ray.data.read_datasource(source, override_num_blocks=len(todo))  # as many blocks as shards: no splitting
+        steps = plan_steps(seg, self.config.recipe.ray)
+        # Ray Data holds back part of the cluster for each operator so that none starves. A
+        # pipeline of tasks only is fused into one operator with the read, where that reserve
+        # would only sit idle (on 2 CPUs it halved the rate); model pools keep it.
+        ray.data.DataContext.get_current().op_resource_reservation_enabled = any(step.actors for step in steps)
+        for step in steps:
             stages = [seg.stages[i] for i in step.indices]
             name = "+".join(s.name for s in stages)
-            batch_size = step.placement.get("batch_size") or max(s.batch_size for s in stages)
+            # Tasks take whole blocks (a batch size would stop Ray fusing them with the read);
+            # the stages cut them to their own batch sizes. Actors take the model's batches.
+            batch_size = step.placement.get("batch_size") or (max(s.batch_size for s in stages) if step.actors else None)
             num_cpus = step.placement.get("num_cpus", 1)
             num_gpus = step.placement.get("num_gpus", 0)
             if num_gpus and resources.get("GPU", 0) < num_gpus:
@@ -403,13 +434,13 @@ class RayRunner(LocalRunner):
                 if name in expected and seen[name] == expected[name]:
                     pending.append(commit.remote(settings, recipe_json, str(self.layout.root), seg.index, by_name[name].to_dict(), n_shards, str(parts)))
                     del expected[name]
+                    finished, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                    ray.get(finished)  # a commit that failed stops the run now, not at the end
             ray.get(pending)
         except RunError:
             raise
-        except KeyboardInterrupt:
-            raise
         except Exception as exc:  # noqa: BLE001 - a Ray task failed: say so in one line, keep what is done
-            raise RunError(f"the Ray job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}). "
+            raise RunError(f"the Ray job failed ({_root_cause(exc)}). "
                            f"Finished shards are kept; run the same command again to resume ({self.layout.root}).") from exc
         finally:
             bar.close()

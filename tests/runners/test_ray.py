@@ -157,6 +157,19 @@ def test_ctrl_c_keeps_finished_shards_and_the_rerun_completes(tmp_path):
     assert stats["input"] == 201 == stats["output"] + stats["rejected"]
 
 
+def test_a_failed_ray_task_stops_the_run_with_one_line_and_keeps_finished_shards(tmp_path):
+    data = make_pairs_dataset(tmp_path / "in", 21)
+    out = tmp_path / "out"
+    LocalRunner(config(data, out), show_progress=False).run()
+    (out / "_work" / "done" / "seg0-part-00002.json").unlink()  # one shard left to do ...
+    (out / "stats.json").unlink()
+    data.unlink()  # ... and its input gone
+    with pytest.raises(RunError, match=r"^the Ray job failed \(InputError: .*pairs.jsonl.*\)\. Finished shards are kept") as caught:
+        RayRunner(config(data, out), show_progress=False).run()
+    assert "\n" not in str(caught.value)
+    assert (out / "_work" / "done" / "seg0-part-00000.json").exists()
+
+
 def test_a_stage_that_asks_for_more_gpus_than_the_cluster_has_is_refused_before_work(tmp_path):
     data = make_pairs_dataset(tmp_path / "in", 3)
     with pytest.raises(RunError, match="num_gpus is 1 but the Ray cluster has 0 GPUs"):
