@@ -28,8 +28,8 @@ from recaption.record import Pair
 
 
 def decode_side_for(processor: Any) -> int | None:
-    """With a processor, JPEGs are decoded no larger than its input (DCT scaling, several
-    times faster than a full decode); without one, at full size."""
+    """With a processor, JPEGs are decoded at the smallest DCT scale that still covers its
+    input (several times faster than a full decode); without one, at full size."""
     from recaption.imaging import input_side  # noqa: PLC0415
 
     image_processor = getattr(processor, "image_processor", None)
@@ -38,22 +38,23 @@ def decode_side_for(processor: Any) -> int | None:
 
 def encode_item(pair: Pair, index: int, processor: Any, policy: CaptionPolicy, max_length: int, decode_side: int | None = None) -> dict[str, Any] | None:
     """Decode the image, choose the caption, run the processor; ``None`` when it cannot."""
-    from recaption.imaging import load_rgb  # noqa: PLC0415
+    from recaption.imaging import load_rgb_array  # noqa: PLC0415
 
     if pair.reject is not None or pair.image is None:
         return None
     try:
-        image = load_rgb(pair.image, decode_side)  # type: ignore[arg-type]
+        # An array straight from libjpeg-turbo; in a DataLoader worker a uint8 tensor is handed
+        # over in shared memory, where a PIL image would be pickled and copied. For a processor,
+        # at the smallest of libjpeg's n/8 scales that still covers its input side.
+        pixels = load_rgb_array(pair.image, decode_side, any_scale=True)  # type: ignore[arg-type]
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
     text = policy.caption(pair, index)
     if processor is None:
-        # A uint8 tensor (H, W, 3), not a PIL image: DataLoader workers hand tensors over in
-        # shared memory, where a PIL image would be pickled and copied (half the rate).
         import torch  # noqa: PLC0415
 
-        return {"image": torch.from_numpy(np.array(image)), "text": text, "image_id": pair.image_id}
-    inputs = processor(images=image, text=text, return_tensors="pt", padding="max_length", truncation=True, max_length=max_length)
+        return {"image": torch.from_numpy(pixels), "text": text, "image_id": pair.image_id}
+    inputs = processor(images=Image.fromarray(pixels), text=text, return_tensors="pt", padding="max_length", truncation=True, max_length=max_length)
     return {k: v.squeeze(0) for k, v in inputs.items()}
 
 

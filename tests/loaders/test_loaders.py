@@ -105,3 +105,45 @@ def test_exports_for_each_framework_use_the_caption_policy(outputs, tmp_path, fm
 
         tables = [pq.read_table(f) for f in sorted((out / "data").glob("train-*.parquet"))]
         assert [t.num_rows for t in tables] == [5, 5, 2] and tables[0].column("image")[0]["bytes"].as_py()[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+@pytest.mark.parametrize("side", [None, 224, 60])
+def test_the_loaders_jpeg_decoder_gives_the_pixels_the_stages_see(mode, side):
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from recaption.imaging import load_rgb, load_rgb_array
+
+    photo = Image.fromarray(data.astronaut()).convert(mode)
+    for variant in ("plain", "rotated", "png"):
+        buf = io.BytesIO()
+        if variant == "rotated":  # EXIF orientation 6: stored sideways, shown upright
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            photo.save(buf, "JPEG", quality=90, exif=exif)
+        else:
+            photo.save(buf, "PNG" if variant == "png" and mode != "CMYK" else "JPEG", quality=90)
+        expected = np.asarray(load_rgb(buf.getvalue(), side))
+        got = load_rgb_array(buf.getvalue(), side)
+        assert got.dtype == np.uint8 and got.shape == expected.shape and (got == expected).all(), variant
+    cut = buf.getvalue()[: len(buf.getvalue()) // 2]
+    with pytest.raises(OSError):  # a damaged JPEG fails as PIL fails, so loaders skip it as before
+        load_rgb_array(cut, side)
+
+
+def test_for_a_processor_jpegs_decode_at_the_smallest_scale_that_covers_its_side():
+    from PIL import Image
+
+    from recaption.imaging import load_rgb_array
+
+    for size in ((1024, 768), (768, 1024)):
+        buf = io.BytesIO()
+        noise_image(1, size).save(buf, "JPEG", quality=90)
+        assert load_rgb_array(buf.getvalue(), 224).shape[:2] == (size[1] // 2, size[0] // 2)  # PIL's draft: halves only
+        fine = load_rgb_array(buf.getvalue(), 224, any_scale=True)
+        assert min(fine.shape[:2]) == 288 and fine.shape[:2] == (size[1] * 3 // 8, size[0] * 3 // 8)  # 3/8 of 768
+    small = io.BytesIO()
+    Image.new("RGB", (200, 150), "red").save(small, "JPEG")
+    assert load_rgb_array(small.getvalue(), 224, any_scale=True).shape == (150, 200, 3)  # never upscaled
