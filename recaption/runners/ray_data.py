@@ -375,6 +375,7 @@ class RayRunner(LocalRunner):
         # pipeline of tasks only is fused into one operator with the read, where that reserve
         # would only sit idle (on 2 CPUs it halved the rate); model pools keep it.
         ray.data.DataContext.get_current().op_resource_reservation_enabled = any(step.actors for step in steps)
+        placed = [f"read{' + ' + seg.entry.name if seg.entry else ''} (a task per shard)"]
         for step in steps:
             stages = [seg.stages[i] for i in step.indices]
             name = "+".join(s.name for s in stages)
@@ -394,12 +395,17 @@ class RayRunner(LocalRunner):
                 size = step.placement.get("concurrency") or [1, max(1, int(fits))]
                 sizes = list(size) if isinstance(size, (list, tuple)) else [size, size]
                 pool = ray.data.ActorPoolStrategy(min_size=sizes[0], max_size=sizes[-1])
+                gpus = f", {num_gpus:g} GPU each" if num_gpus else ""
+                placed.append(f"{name} ({sizes[0]}-{sizes[-1]} actors{gpus})" if sizes[0] != sizes[-1] else f"{name} ({sizes[0]} actors{gpus})")
                 ds = ds.map_batches(StageActor, compute=pool, fn_constructor_kwargs={"recipe_json": recipe_json, "seg_index": seg.index, "indices": step.indices}, **common)
             else:
                 if "concurrency" in step.placement:
                     size = step.placement["concurrency"]
                     common["compute"] = ray.data.TaskPoolStrategy(size=size[-1] if isinstance(size, (list, tuple)) else size)
                 ds = ds.map_batches(run_stages, fn_kwargs={"recipe_json": recipe_json, "seg_index": seg.index, "indices": step.indices}, **common)
+                placed.append(f"{name} (tasks)")
+        if self.show_progress:  # what became an actor pool, and how large it may grow
+            print(f"pass {seg.index + 1} on Ray: " + " > ".join(placed + ["write"]), file=sys.stderr)
         return ds.map_batches(write_parts, batch_size=None, batch_format="pyarrow", fn_kwargs={"parts": str(parts)})
 
     def _run_segment_on_ray(self, ray: Any, seg: Segment, segments: list[Segment], todo: list[InputShard],
@@ -422,9 +428,9 @@ class RayRunner(LocalRunner):
         expected: dict[str, int] = {}
         by_name = {s.name: s for s in todo}
         pending: list[Any] = []
+        ds = self._pipeline(ray, seg, todo, settings, recipe_json, parts)  # lazy: nothing runs before iter_rows
         bar = tqdm(total=total, desc=self._describe(seg, segments), unit="pair", disable=not self.show_progress, dynamic_ncols=True)
         try:
-            ds = self._pipeline(ray, seg, todo, settings, recipe_json, parts)
             for row in ds.iter_rows():
                 name = row["shard"]
                 seen[name] += row["rows"]
