@@ -37,6 +37,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
@@ -293,6 +294,22 @@ def _root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
+@contextmanager
+def _data_context(ray: Any, **settings: Any) -> Iterator[None]:
+    """Ray Data settings for one pipeline, the caller's own restored after (a notebook's, say)."""
+    context = ray.data.DataContext.get_current()
+    saved = {key: getattr(context, key) for key in settings}
+    for key, value in settings.items():
+        setattr(context, key, value)
+    if not settings.get("enable_progress_bars", True):
+        ray.util.debug.log_once("ray_data_progress_manager_disabled")  # Ray need not warn that its bars are off
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(context, key, value)
+
+
 # --- driver side ---------------------------------------------------------------------------
 
 
@@ -313,7 +330,7 @@ def plan_steps(seg: Segment, ray_section: dict[str, dict[str, Any]]) -> list[Ste
     for i, stage in enumerate(seg.stages):
         if stage.name in ray_section:
             steps.append(Step([i], stage.loads_model, ray_section[stage.name]))
-        elif steps and not steps[-1].placement and steps[-1].actors == stage.loads_model and stage.name not in ray_section:
+        elif steps and not steps[-1].placement and steps[-1].actors == stage.loads_model:
             steps[-1].indices.append(i)
         else:
             steps.append(Step([i], stage.loads_model, {}))
@@ -365,16 +382,11 @@ class RayRunner(LocalRunner):
             print(f"running on {where}: {have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs", file=sys.stderr)
         return True
 
-    def _pipeline(self, ray: Any, seg: Segment, todo: list[InputShard], settings: dict[str, Any], recipe_json: str, parts: Path) -> Any:
+    def _pipeline(self, ray: Any, seg: Segment, steps: list[Step], todo: list[InputShard], settings: dict[str, Any], recipe_json: str, parts: Path) -> Any:
         resources = ray.cluster_resources()
         source = shard_datasource(ray, todo, settings_json=json.dumps(settings, sort_keys=True), recipe_json=recipe_json,
                                   output=str(self.layout.root), seg_index=seg.index)
         ds = ray.data.read_datasource(source, override_num_blocks=len(todo))  # as many blocks as shards: no splitting
-        steps = plan_steps(seg, self.config.recipe.ray)
-        # Ray Data holds back part of the cluster for each operator so that none starves. A
-        # pipeline of tasks only is fused into one operator with the read, where that reserve
-        # would only sit idle (on 2 CPUs it halved the rate); model pools keep it.
-        ray.data.DataContext.get_current().op_resource_reservation_enabled = any(step.actors for step in steps)
         placed = [f"read{' + ' + seg.entry.name if seg.entry else ''} (a task per shard)"]
         for step in steps:
             stages = [seg.stages[i] for i in step.indices]
@@ -420,36 +432,37 @@ class RayRunner(LocalRunner):
         else:
             sizes = [s.spec.get("records") for s in todo]
             total = None if None in sizes else sum(sizes)
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # ours counts pairs; Ray's count blocks per operator
-        ray.util.debug.log_once("ray_data_progress_manager_disabled")  # and Ray need not warn that its own are off
         commit = ray.remote(num_cpus=1)(commit_shard)
         seen: dict[str, int] = defaultdict(int)
         expected: dict[str, int] = {}
         by_name = {s.name: s for s in todo}
         pending: list[Any] = []
-        ds = self._pipeline(ray, seg, todo, settings, recipe_json, parts)  # lazy: nothing runs before iter_rows
-        bar = tqdm(total=total, desc=self._describe(seg, segments), unit="pair", disable=not self.show_progress, dynamic_ncols=True)
-        try:
-            for row in ds.iter_rows():
-                name = row["shard"]
-                seen[name] += row["rows"]
-                bar.update(row["rows"])
-                if row["total"] >= 0:
-                    expected[name] = row["total"]
-                if name in expected and seen[name] == expected[name]:
-                    pending.append(commit.remote(settings, recipe_json, str(self.layout.root), seg.index, by_name[name].to_dict(), n_shards, str(parts)))
-                    del expected[name]
-                    finished, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
-                    ray.get(finished)  # a commit that failed stops the run now, not at the end
-            ray.get(pending)
-        except RunError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a Ray task failed: say so in one line, keep what is done
-            raise RunError(f"the Ray job failed ({_root_cause(exc)}). "
-                           f"Finished shards are kept; run the same command again to resume ({self.layout.root}).") from exc
-        finally:
-            bar.close()
+        steps = plan_steps(seg, self.config.recipe.ray)
+        # Ray Data holds back part of the cluster for each operator so that none starves. A
+        # pipeline of tasks only is fused into one operator with the read, where that reserve
+        # would only sit idle (on 2 CPUs it halved the rate); model pools keep it. Our bar
+        # counts pairs; Ray's would count blocks per operator.
+        with _data_context(ray, enable_progress_bars=False, op_resource_reservation_enabled=any(s.actors for s in steps)):
+            ds = self._pipeline(ray, seg, steps, todo, settings, recipe_json, parts)  # lazy: runs in iter_rows
+            bar = tqdm(total=total, desc=self._describe(seg, segments), unit="pair", disable=not self.show_progress, dynamic_ncols=True)
+            try:
+                for row in ds.iter_rows():
+                    name = row["shard"]
+                    seen[name] += row["rows"]
+                    bar.update(row["rows"])
+                    if row["total"] >= 0:
+                        expected[name] = row["total"]
+                    if name in expected and seen[name] == expected[name]:
+                        pending.append(commit.remote(settings, recipe_json, str(self.layout.root), seg.index, by_name[name].to_dict(), n_shards, str(parts)))
+                        del expected[name]
+                        finished, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                        ray.get(finished)  # a commit that failed stops the run now, not at the end
+                ray.get(pending)
+            except Exception as exc:  # noqa: BLE001 - a Ray task failed: say so in one line, keep what is done
+                raise RunError(f"the Ray job failed ({_root_cause(exc)}). "
+                               f"Finished shards are kept; run the same command again to resume ({self.layout.root}).") from exc
+            finally:
+                bar.close()
         missing = [s.name for s in todo if not self.layout.done(seg.index, s.name).exists()]
         if missing:
             raise RunError(f"Ray finished segment {seg.index + 1} without shards {', '.join(missing[:5])}; please report this")

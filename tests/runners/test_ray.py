@@ -52,7 +52,10 @@ def without_seconds(stats: dict) -> dict:
 
 
 def test_same_records_rejects_and_counts_as_the_local_runner(demo_dataset, tmp_path):
+    context = ray.data.DataContext.get_current()
+    callers = (context.enable_progress_bars, context.op_resource_reservation_enabled)
     local, on_ray = run_both(demo_dataset, tmp_path)
+    assert (context.enable_progress_bars, context.op_resource_reservation_enabled) == callers  # left as they were
     assert local["shards"] > 1 and local["rejected"] > 5  # the demo's broken records, over several shards
     assert files(tmp_path / "ray" / "data") == files(tmp_path / "local" / "data")
     assert files(tmp_path / "ray" / "rejects") == files(tmp_path / "local" / "rejects")
