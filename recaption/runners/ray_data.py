@@ -327,13 +327,16 @@ def plan_steps(seg: Segment, ray_section: dict[str, dict[str, Any]]) -> list[Ste
     ones share it, so that OCR, a classifier and a detector load into one actor); a stage
     the recipe places in its ``ray:`` section gets a step of its own."""
     steps: list[Step] = []
+    placed = False  # the last step is a stage the recipe placed (even with no keys): it stays alone
     for i, stage in enumerate(seg.stages):
         if stage.name in ray_section:
             steps.append(Step([i], stage.loads_model, ray_section[stage.name]))
-        elif steps and not steps[-1].placement and steps[-1].actors == stage.loads_model:
+            placed = True
+        elif steps and not placed and steps[-1].actors == stage.loads_model:
             steps[-1].indices.append(i)
         else:
             steps.append(Step([i], stage.loads_model, {}))
+            placed = False
     return steps
 
 

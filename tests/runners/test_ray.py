@@ -107,8 +107,9 @@ def test_default_recipe_groups_model_stages_into_one_actor_step():
         (["ocr", "classify", "nsfw"], True),
         (["nsfw_filter", "compose_caption", "sensitive_check", "token_budget"], False),
     ]
-    placed = plan_steps(seg, {"classify": {"num_cpus": 2}})
-    assert [([seg.stages[i].name for i in s.indices], s.actors) for s in placed][1:4] == [(["ocr"], True), (["classify"], True), (["nsfw"], True)]
+    for placement in ({"num_cpus": 2}, {}):  # `classify:` with no keys is placed too
+        placed = plan_steps(seg, {"classify": placement})
+        assert [([seg.stages[i].name for i in s.indices], s.actors) for s in placed][1:4] == [(["ocr"], True), (["classify"], True), (["nsfw"], True)]
 
 
 def test_resume_by_shard_finishes_a_run_another_runner_started(demo_dataset, tmp_path):
