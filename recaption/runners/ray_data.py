@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from recaption.io import open_reader, open_writer
 from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, atomic_path
-from recaption.recipe import recipe_from_dict
+from recaption.recipe import Recipe, recipe_from_dict
 from recaption.record import Pair
 from recaption.runners.local import (
     LocalRunner,
@@ -110,10 +110,16 @@ def first_stage_position(seg: Segment) -> int:
 
 
 @lru_cache(maxsize=4)
+def _recipe(recipe_json: str) -> Recipe:
+    """The run's recipe, read once per process from the JSON every task carries."""
+    return recipe_from_dict(json.loads(recipe_json))
+
+
+@lru_cache(maxsize=4)
 def _segments(recipe_json: str) -> list[Segment]:
     """The recipe's stages, built once per process: plain stages with a table to load
     (spaCy, the CLIP vocabulary) set up once, not once per task."""
-    return cut_segments(recipe_from_dict(json.loads(recipe_json)).build())
+    return cut_segments(_recipe(recipe_json).build())
 
 
 @lru_cache(maxsize=4)
@@ -188,7 +194,7 @@ class StageActor:
     """Ray actor: a segment's model stages, loaded once, applied to batch after batch."""
 
     def __init__(self, recipe_json: str, seg_index: int, indices: list[int]) -> None:
-        self.seg = cut_segments(recipe_from_dict(json.loads(recipe_json)).build())[seg_index]
+        self.seg = cut_segments(_recipe(recipe_json).build())[seg_index]  # its own stage objects, not the task cache
         self.indices = indices
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -258,7 +264,7 @@ def commit_shard(settings: dict[str, Any], recipe_json: str, output: str, seg_in
     order = stage_order(seg)
     counters = [StageCounters() for _ in order]
     writer = open_writer(settings["resolved_output_format"], layout.data) if last else None
-    sink = ShardSink(layout, seg, last, shard, writer, recipe_from_dict(json.loads(recipe_json)), n_shards)
+    sink = ShardSink(layout, seg, last, shard, writer, _recipe(recipe_json), n_shards)
     n_in = 0
     stage_seconds = 0.0
     folder = Path(parts) / shard.name
