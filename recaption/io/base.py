@@ -135,10 +135,14 @@ def register_writer(cls: type[Writer]) -> type[Writer]:
 def atomic_path(final: Path, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``final``; rename it into place only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp / mkdtemp make private files (0600 / 0700); the result must have the modes any
+    # other tool would give it under the user's umask.
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())
     else:
         fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.fchmod(fd, 0o666 & ~current_umask())
         os.close(fd)
         tmp = Path(name)
     try:
@@ -152,6 +156,13 @@ def atomic_path(final: Path, is_dir: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remove_tree(path: Path) -> None:
@@ -174,6 +185,15 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
+_SAFE_EXT = re.compile(r"[a-z0-9]{1,8}")
+
+
+def safe_ext(ext: str | None) -> str:
+    """An image file extension fit for an output file name (input-derived, so never trusted)."""
+    ext = (ext or "").lower()
+    if ext == "jpeg":
+        return "jpg"
+    return ext if _SAFE_EXT.fullmatch(ext) else "jpg"
 
 
 def safe_key(image_id: str, row: int, used: set[str]) -> str:

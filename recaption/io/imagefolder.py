@@ -11,7 +11,6 @@ caption) + ``KEY.json`` (the whole record).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +31,7 @@ from recaption.io.base import (
     shard_name,
 )
 from recaption.io.records import pair_from_record, record_from_pair, training_text
+from recaption.io.safejson import RecordProblem, decode_text, dumps, load_record, read_small_file
 from recaption.io.webdataset import image_bytes_and_ext
 from recaption.record import Pair
 
@@ -68,22 +68,17 @@ class ImageFolderReader(Reader):
             origin = {"file": str(image)}
             record: dict = {}
             sidecar_json = image.with_suffix(".json")
-            if sidecar_json.exists():
-                try:
-                    record = json.loads(sidecar_json.read_text(encoding="utf-8"))
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    yield broken_pair(image_id, "malformed_json", f"{sidecar_json.name}: {exc}", origin)
-                    continue
-                if not isinstance(record, dict):
-                    yield broken_pair(image_id, "wrong_type", f"{sidecar_json.name} is not an object", origin)
-                    continue
             sidecar_txt = image.with_suffix(".txt")
-            if sidecar_txt.exists() and not any(k in record for k in ("texts", "text", "caption", "captions")):
-                try:
-                    record["texts"] = [sidecar_txt.read_text(encoding="utf-8")]
-                except UnicodeDecodeError as exc:
-                    yield broken_pair(image_id, "non_utf8", f"{sidecar_txt.name}: {exc}", origin)
-                    continue
+            try:
+                if sidecar_json.exists():
+                    record = load_record(read_small_file(sidecar_json, sidecar_json.name), sidecar_json.name)
+                    if not isinstance(record, dict):
+                        raise RecordProblem("wrong_type", f"{sidecar_json.name} is not an object")
+                if sidecar_txt.exists() and not any(k in record for k in ("texts", "text", "caption", "captions")):
+                    record["texts"] = [decode_text(read_small_file(sidecar_txt, sidecar_txt.name), sidecar_txt.name)]
+            except RecordProblem as exc:
+                yield broken_pair(image_id, exc.reason, str(exc), origin)
+                continue
             if not any(k in record for k in ID_FIELDS):
                 record["image_id"] = image_id
             # The image is the file beside the sidecars, whatever a copied .json says.
@@ -106,11 +101,12 @@ class ImageFolderWriter(Writer):
 
             def add(pair: Pair) -> None:
                 nonlocal row
-                key = safe_key(pair.image_id, row, used)
+                # Everything that can fail comes before the first byte is written.
+                record = dumps(record_from_pair(pair))
                 data, ext = image_bytes_and_ext(pair)
+                key = safe_key(pair.image_id, row, used)
                 (tmp / f"{key}.{ext}").write_bytes(data)
-                (tmp / f"{key}.txt").write_text(training_text(pair), encoding="utf-8")
-                record = json.dumps(record_from_pair(pair), ensure_ascii=False)
+                (tmp / f"{key}.txt").write_text(training_text(pair), encoding="utf-8", errors="replace")
                 (tmp / f"{key}.json").write_text(record, encoding="utf-8")
                 row += 1
 

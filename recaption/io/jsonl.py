@@ -11,10 +11,11 @@ JSONL's folder; untouched images keep pointing at their original, absolute path.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from recaption.io.base import (
     InputShard,
@@ -24,11 +25,47 @@ from recaption.io.base import (
     broken_pair,
     register_reader,
     register_writer,
+    safe_ext,
     safe_key,
     shard_name,
 )
 from recaption.io.records import pair_from_record, record_from_pair
+from recaption.io.safejson import RecordProblem, dumps, load_record
+from recaption.limits import MAX_RECORD_BYTES
 from recaption.record import Pair
+
+_CHUNK = 1 << 20
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+def iter_lines(fh: BinaryIO, limit: int = MAX_RECORD_BYTES) -> Iterator[tuple[bytes | None, int]]:
+    """(line, bytes it took) for each line from the file's position on; ``None`` for a line
+    longer than ``limit``, which is skipped without ever being held whole.
+
+    Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r`` (old Mac files), as universal newlines do.
+    """
+    buf = b""
+    over = False  # inside a line already known to be too long
+    dropped = 0  # bytes of the current line let go of so far
+    while True:
+        chunk = fh.read(_CHUNK)
+        eof = not chunk
+        buf += chunk
+        pos = 0
+        while (m := _EOL.search(buf, pos)) is not None:
+            if m.group() == b"\r" and m.end() == len(buf) and not eof:
+                break  # a \r at the end of what is read may be the first half of \r\n
+            line = buf[pos : m.start()]
+            yield (None if over or len(line) > limit else line), dropped + m.end() - pos
+            pos, over, dropped = m.end(), False, 0
+        rest = buf[pos:]
+        if eof:
+            if rest or over:
+                yield (None if over or len(rest) > limit else rest), dropped + len(rest)
+            return
+        if len(rest) > limit:
+            over, dropped, rest = True, dropped + len(rest), b""
+        buf = rest
 
 
 def line_offsets(path: Path, every: int) -> list[tuple[int, int, int]]:
@@ -36,12 +73,12 @@ def line_offsets(path: Path, every: int) -> list[tuple[int, int, int]]:
     runs: list[tuple[int, int, int]] = []
     start, first, count, pos, line_no = 0, 1, 0, 0, 0
     with open(path, "rb") as fh:
-        for line in fh:
+        for _, length in iter_lines(fh):
             line_no += 1
             if count == 0:
                 start, first = pos, line_no
             count += 1
-            pos += len(line)
+            pos += length
             if count == every:
                 runs.append((start, first, count))
                 count = 0
@@ -66,22 +103,21 @@ class JsonlReader(Reader):
         path = Path(shard.spec["file"])
         with open(path, "rb") as fh:
             fh.seek(shard.spec["offset"])
+            lines = iter_lines(fh)
             for n in range(shard.spec["lines"]):
-                raw = fh.readline()
+                raw, length = next(lines, (b"", 0))
                 line_no = shard.spec["first_line"] + n
                 origin = {"file": str(path), "line": line_no}
                 fallback_id = f"{path.stem}:{line_no}"
+                if raw is None:
+                    yield broken_pair(fallback_id, "too_large", f"line {line_no} has {length} bytes > the limit of {MAX_RECORD_BYTES}", origin)
+                    continue
                 if not raw.strip():
                     continue  # a blank line is not a record
                 try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    yield broken_pair(fallback_id, "non_utf8", f"line {line_no}: {exc}", origin)
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield broken_pair(fallback_id, "malformed_json", f"line {line_no}: {exc.msg} at column {exc.colno}", origin)
+                    record = load_record(raw, f"line {line_no}")
+                except RecordProblem as exc:
+                    yield broken_pair(fallback_id, exc.reason, str(exc), origin)
                     continue
                 yield pair_from_record(record, self.options, origin, path.parent, fallback_id)
 
@@ -89,7 +125,7 @@ class JsonlReader(Reader):
 def write_jsonl(path: Path, records: Iterator[dict] | list[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.write(dumps(rec) + "\n")
 
 
 @register_writer
@@ -106,13 +142,14 @@ class JsonlWriter(Writer):
 
             def add(pair: Pair) -> None:
                 nonlocal row
-                if isinstance(pair.image, (bytes, bytearray)):
-                    name = f"{safe_key(pair.image_id, row, used)}.{pair.image_ext or 'jpg'}"
+                has_bytes = isinstance(pair.image, (bytes, bytearray))
+                name = f"{safe_key(pair.image_id, row, used)}.{safe_ext(pair.image_ext)}" if has_bytes else ""
+                # The line is made before anything is written: a record that cannot be written
+                # leaves no image behind.
+                line = dumps(record_from_pair(pair, image_path=f"{shard}/{name}" if has_bytes else pair.image)) + "\n"
+                if has_bytes:
                     (tmp_dir / name).write_bytes(pair.image)
-                    image_path = f"{shard}/{name}"
-                else:
-                    image_path = pair.image
-                fh.write(json.dumps(record_from_pair(pair, image_path=image_path), ensure_ascii=False) + "\n")
+                fh.write(line)
                 row += 1
 
             yield add

@@ -24,6 +24,7 @@ from recaption.io.base import (
     Reader,
     Writer,
     atomic_path,
+    broken_pair,
     register_reader,
     register_writer,
     shard_name,
@@ -61,7 +62,17 @@ class ParquetReader(Reader):
         groups = shard.spec["row_groups"]
         row = sum(pf.metadata.row_group(g).num_rows for g in range(groups[0])) if groups else 0
         for g in groups:
-            for record in pf.read_row_group(g).to_pylist():
+            try:
+                records = pf.read_row_group(g).to_pylist()
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                # A damaged row group costs its own rows, each accounted for, not the run.
+                n = pf.metadata.row_group(g).num_rows
+                for i in range(n):
+                    origin = {"file": str(path), "row": row + i, "row_group": g}
+                    yield broken_pair(f"{path.stem}:{row + i}", "corrupt_row_group", f"row group {g} of {path.name}: {str(exc)[:200]}", origin)
+                row += n
+                continue
+            for record in records:
                 origin = {"file": str(path), "row": row}
                 yield pair_from_record(record, self.options, origin, path.parent, f"{path.stem}:{row}")
                 row += 1

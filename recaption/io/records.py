@@ -7,7 +7,8 @@ by one run can be read back by the next one without loss.
 
 from __future__ import annotations
 
-import json
+import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,60 @@ from recaption.io.base import (
     first_present,
     texts_from,
 )
-from recaption.record import Caption, Pair, Reject
+from recaption.io.safejson import RecordProblem, check_value, dumps, load_record
+from recaption.limits import MAX_ID_CHARS, MAX_TEXT_CHARS
+from recaption.record import Caption, Pair
 
 OWN_FIELDS = ("captions", "scores", "meta", "reject", "origin", "caption", "image_ext")
+# An image extension travels into output file names: letters and digits only.
+_IMAGE_EXT = re.compile(r"[a-z0-9]{1,8}")
+# Caption field -> the types its value may have (a JSON number may arrive as int or float).
+_CAPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "text": (str,),
+    "source": (str,),
+    "round": (int,),
+    "parent": (int, type(None)),
+    "params": (dict,),
+    "model_hash": (str, type(None)),
+    "scores": (dict,),
+    "selected": (bool,),
+}
+assert set(_CAPTION_TYPES) == {f.name for f in fields(Caption)}
 
 
-def _maybe_json(value: Any) -> Any:
+def _maybe_json(value: Any, name: str) -> Any:
     # Parquet stores the nested fields as JSON strings to keep one schema for every row.
     if isinstance(value, str) and value[:1] in "[{":
-        return json.loads(value)
+        return load_record(value, name)
     return value
+
+
+def _nested(record: dict[str, Any], name: str, kind: type) -> Any:
+    """An own nested field (scores, meta, origin, captions), parsed and type-checked."""
+    value = _maybe_json(record.get(name), name)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise RecordProblem("wrong_type", f"{name} is a {type(value).__name__}, not a{'n' if kind is dict else ''} {'object' if kind is dict else 'list'}")
+    return value
+
+
+def caption_from_dict(value: Any, where: str) -> Caption:
+    """A Caption from its stored form; RecordProblem where a field is unknown or of the wrong type."""
+    if not isinstance(value, dict):
+        raise RecordProblem("wrong_type", f"{where} is a {type(value).__name__}, not an object")
+    unknown = sorted(set(value) - set(_CAPTION_TYPES))
+    if unknown:
+        raise RecordProblem("wrong_type", f"{where} has unknown field(s) {unknown[:5]}")
+    for key in ("text", "source"):
+        if key not in value:
+            raise RecordProblem("missing_field", f"{where} has no {key!r}")
+    for key, item in value.items():
+        if not isinstance(item, _CAPTION_TYPES[key]) or (isinstance(item, bool) and bool not in _CAPTION_TYPES[key]):
+            raise RecordProblem("wrong_type", f"{where}.{key} is a {type(item).__name__}")
+    if len(value["text"]) > MAX_TEXT_CHARS:
+        raise RecordProblem("text_too_long", f"{where}.text has {len(value['text'])} characters > {MAX_TEXT_CHARS}")
+    return Caption(**value)
 
 
 def pair_from_record(
@@ -42,7 +87,27 @@ def pair_from_record(
     fallback_id: str,
     image_bytes: bytes | None = None,
 ) -> Pair:
-    """Build a Pair from one flat record; a record that does not fit comes back rejected."""
+    """Build a Pair from one flat record; a record that does not fit comes back rejected.
+
+    Never raises: whatever the record holds, the answer is a Pair, rejected at ``read``
+    with the reason when it cannot be taken in.
+    """
+    try:
+        return _pair_from_record(record, options, origin, base_dir, fallback_id, image_bytes)
+    except RecordProblem as exc:
+        return broken_pair(fallback_id, exc.reason, str(exc)[:300], origin)
+    except Exception as exc:  # noqa: BLE001 - a record nobody foresaw must not stop the run
+        return broken_pair(fallback_id, "malformed_record", f"{type(exc).__name__}: {exc}"[:300], origin)
+
+
+def _pair_from_record(
+    record: Any,
+    options: ReaderOptions,
+    origin: dict[str, Any],
+    base_dir: Path | None,
+    fallback_id: str,
+    image_bytes: bytes | None,
+) -> Pair:
     if not isinstance(record, dict):
         return broken_pair(fallback_id, "wrong_type", f"a record must be an object, not {type(record).__name__}", origin)
     id_key = first_present(record, options.id_field, ID_FIELDS)
@@ -51,7 +116,10 @@ def pair_from_record(
     raw_id = record.get(id_key) if id_key else None
     if raw_id is not None and not isinstance(raw_id, (str, int)):
         return broken_pair(fallback_id, "wrong_type", f"{id_key} is a {type(raw_id).__name__}", origin)
+    record = check_value(record)
     image_id = str(raw_id) if raw_id not in (None, "") else fallback_id
+    if len(image_id) > MAX_ID_CHARS:
+        return broken_pair(fallback_id, "id_too_long", f"{id_key} has {len(image_id)} characters > {MAX_ID_CHARS}", origin)
 
     text_key = first_present(record, options.text_field, TEXT_FIELDS)
     if options.text_field and text_key is None:
@@ -59,6 +127,9 @@ def pair_from_record(
     texts = texts_from(record.get(text_key)) if text_key else []
     if isinstance(texts, str):
         return broken_pair(image_id, "wrong_type", f"{text_key}: {texts}", origin)
+    longest = max(map(len, texts), default=0)
+    if longest > MAX_TEXT_CHARS:
+        return broken_pair(image_id, "text_too_long", f"{text_key} holds a text of {longest} characters > {MAX_TEXT_CHARS}", origin)
 
     image: str | bytes | None = image_bytes
     used = {id_key, text_key}
@@ -85,30 +156,46 @@ def pair_from_record(
 
     # A record recaption wrote keeps the origin it had when it first came in (intermediate
     # files between passes, or an earlier run's output, are not where it came from).
-    saved_origin = _maybe_json(record.get("origin"))
-    pair = Pair(image_id=image_id, image=image, texts=texts, origin=saved_origin if isinstance(saved_origin, dict) and saved_origin else origin)
-    for cap in _maybe_json(record.get("captions")) or []:
-        if isinstance(cap, dict) and "text" in cap and "source" in cap:
-            pair.captions.append(Caption(**cap))
-    pair.scores.update(_maybe_json(record.get("scores")) or {})
-    pair.meta.update(_maybe_json(record.get("meta")) or {})
-    previous = _maybe_json(record.get("reject"))
-    if isinstance(previous, dict):
-        pair.reject = Reject(**previous)
-    if record.get("image_ext"):
-        pair.image_ext = record["image_ext"]
+    saved_origin = _nested(record, "origin", dict)
+    pair = Pair(image_id=image_id, image=image, texts=texts, origin=saved_origin or origin)
+    pair.captions = [caption_from_dict(cap, f"captions[{i}]") for i, cap in enumerate(_nested(record, "captions", list))]
+    pair.scores.update(_nested(record, "scores", dict))
+    pair.meta.update(_nested(record, "meta", dict))
+    previous = _maybe_json(record.get("reject"), "reject")
+    if previous:
+        # An input record never arrives rejected: a reject field is what an earlier run said
+        # (say, of a rejects file read back) and is kept for reference, not obeyed or counted.
+        pair.meta["previous_reject"] = previous
+    ext = record.get("image_ext")
+    if isinstance(ext, str) and _IMAGE_EXT.fullmatch(ext.lower()):
+        pair.image_ext = ext.lower()
     for key, value in record.items():
         if key not in used and key not in OWN_FIELDS and key not in pair.meta and not isinstance(value, (bytes, bytearray)):
             pair.meta[key] = value
     return pair
 
 
+def cleaned_alt_text(pair: Pair) -> str | None:
+    """The alt-text as training may use it: the end of the first text's chain of edits
+    (cleaned, sensitive-checked, fitted to the token budget), or None where nothing of it was
+    left or it never went through the text stages."""
+    found = None
+    for cap in pair.captions:  # a child always comes after its parent
+        if cap.source == "alt-text" and cap.params.get("text_index", 0) == 0:
+            found = cap.text
+    return found
+
+
 def training_text(pair: Pair) -> str:
-    """The text a training consumer should use: the selected caption, else the alt-text."""
+    """The text a training consumer should use: the selected caption, else the cleaned alt-text;
+    the raw alt-text only for a pair that no text stage has seen."""
     for cap in pair.captions:
         if cap.selected:
             return cap.text
-    return pair.alt_text
+    cleaned = cleaned_alt_text(pair)
+    if cleaned is not None:
+        return cleaned
+    return pair.alt_text if not pair.captions else ""
 
 
 def record_from_pair(pair: Pair, image_path: str | None = None, nested_as_json: bool = False) -> dict[str, Any]:
@@ -121,7 +208,7 @@ def record_from_pair(pair: Pair, image_path: str | None = None, nested_as_json: 
     out["texts"] = d["texts"]
     out["caption"] = training_text(pair)
     for key in ("captions", "scores", "meta", "origin"):
-        out[key] = json.dumps(d[key], ensure_ascii=False) if nested_as_json else d[key]
+        out[key] = dumps(d[key]) if nested_as_json else d[key]
     if d["reject"] is not None:
-        out["reject"] = json.dumps(d["reject"]) if nested_as_json else d["reject"]
+        out["reject"] = dumps(d["reject"]) if nested_as_json else d["reject"]
     return out

@@ -3,7 +3,11 @@
 Input is a folder of ``.tar`` files (or one tar); each tar is one shard, read as a stream
 so a shard is never held in memory. Nothing is ever extracted to disk, and members whose
 names are absolute or climb out with ``..``, links and devices, and over-large members
-are rejected with the reason rather than trusted. A tar that breaks part way yields the
+are rejected with the reason rather than trusted. Only what a sample needs is read: its
+first image (at most ``MAX_IMAGE_BYTES``), its ``.txt`` and ``.json`` (at most
+``MAX_RECORD_BYTES`` each); other members are skipped unread, so one key with many huge
+members costs no memory. Compressed tars (``.tar.gz`` and the like, whatever the name
+says) are read on purpose, under the same limits. A tar that breaks part way yields the
 samples before the break and one rejected record that says where it broke.
 
 Output: ``part-NNNNN.tar`` with ``KEY.<ext>`` (the image), ``KEY.txt`` (the training
@@ -13,7 +17,6 @@ caption) and ``KEY.json`` (the whole record), the layout open_clip and img2datas
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,14 +32,17 @@ from recaption.io.base import (
     broken_pair,
     register_reader,
     register_writer,
+    safe_ext,
     safe_key,
     shard_name,
     unsafe_member_reason,
 )
 from recaption.io.records import pair_from_record, record_from_pair, training_text
+from recaption.io.safejson import RecordProblem, decode_text, dumps, load_record
+from recaption.limits import MAX_IMAGE_BYTES, MAX_RECORD_BYTES
 from recaption.record import Pair
 
-MAX_MEMBER_BYTES = 256 * 1024 * 1024
+SIDECAR_EXTS = ("txt", "json")
 
 
 def split_key(name: str) -> tuple[str, str]:
@@ -70,12 +76,14 @@ class WebDatasetReader(Reader):
                     problem = unsafe_member_reason(member.name)
                     if problem is None and not member.isfile():
                         problem = "not a regular file (link or device)"
-                    if problem is None and member.size > MAX_MEMBER_BYTES:
-                        problem = f"member of {member.size} bytes > {MAX_MEMBER_BYTES}"
                     data = None
-                    if problem is None:
-                        fh = tar.extractfile(member)
-                        data = fh.read() if fh else b""
+                    if problem is None and self._wanted(ext, group):
+                        limit = MAX_RECORD_BYTES if ext in SIDECAR_EXTS else MAX_IMAGE_BYTES
+                        if member.size > limit:
+                            problem = f"member of {member.size} bytes > the limit of {limit}"
+                        else:
+                            fh = tar.extractfile(member)
+                            data = fh.read(limit) if fh else b""
                     group.append((member.name, ext, data, problem))
             if current is not None:
                 yield self._sample(path, current, group)
@@ -84,26 +92,33 @@ class WebDatasetReader(Reader):
                 yield self._sample(path, current, group)
             yield broken_pair(f"{path.stem}:broken", "corrupt_shard", f"{path.name} breaks after key {current!r}: {exc}", {"file": str(path)})
 
+    @staticmethod
+    def _wanted(ext: str, group: list[tuple[str, str, bytes | None, str | None]]) -> bool:
+        """Whether a member's bytes are needed: the key's first .txt, first .json and first image."""
+        if ext in SIDECAR_EXTS:
+            return not any(e == ext and d is not None for _, e, d, _ in group)
+        if f".{ext}" in IMAGE_EXTS:
+            return not any(f".{e}" in IMAGE_EXTS and d is not None for _, e, d, _ in group)
+        return False
+
     def _sample(self, path: Path, key: str, group: list[tuple[str, str, bytes | None, str | None]]) -> Pair:
         origin: dict[str, Any] = {"file": str(path), "key": key, "members": [m for m, *_ in group]}
         fallback_id = key
         problems = [f"{m}: {p}" for m, _, _, p in group if p]
         if problems:
-            return broken_pair(fallback_id, "unsafe_member", "; ".join(problems)[:300], origin)
-        by_ext = {ext: data for _, ext, data, _ in group}
+            reason = "too_large" if all("> the limit of" in p for p in problems) else "unsafe_member"
+            return broken_pair(fallback_id, reason, "; ".join(problems)[:300], origin)
+        by_ext = {ext: data for _, ext, data, _ in group if data is not None}
         record: dict[str, Any] = {}
-        if "json" in by_ext:
-            try:
-                record = json.loads(by_ext["json"] or b"{}")
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                return broken_pair(fallback_id, "malformed_json", f"{key}.json: {exc}", origin)
-            if not isinstance(record, dict):
-                return broken_pair(fallback_id, "wrong_type", f"{key}.json is not an object", origin)
-        if "txt" in by_ext and not any(k in record for k in ("texts", "text", "caption", "captions")):
-            try:
-                record["texts"] = [by_ext["txt"].decode("utf-8")]  # type: ignore[union-attr]
-            except UnicodeDecodeError as exc:
-                return broken_pair(fallback_id, "non_utf8", f"{key}.txt: {exc}", origin)
+        try:
+            if "json" in by_ext:
+                record = load_record(by_ext["json"] or b"{}", f"{key}.json")
+                if not isinstance(record, dict):
+                    raise RecordProblem("wrong_type", f"{key}.json is not an object")
+            if "txt" in by_ext and not any(k in record for k in ("texts", "text", "caption", "captions")):
+                record["texts"] = [decode_text(by_ext["txt"], f"{key}.txt")]
+        except RecordProblem as exc:
+            return broken_pair(fallback_id, exc.reason, str(exc), origin)
         image_ext = next((e for e in by_ext if f".{e}" in IMAGE_EXTS), None)
         image = by_ext.get(image_ext) if image_ext else None
         pair = pair_from_record(record, self.options, origin, None, fallback_id, image_bytes=image)
@@ -122,10 +137,9 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def image_bytes_and_ext(pair: Pair) -> tuple[bytes, str]:
     """The encoded image of a kept pair, whether it travelled as bytes or as a path."""
     if isinstance(pair.image, (bytes, bytearray)):
-        return bytes(pair.image), pair.image_ext or "jpg"
+        return bytes(pair.image), safe_ext(pair.image_ext)
     path = Path(str(pair.image))
-    ext = path.suffix.lower().lstrip(".") or "jpg"
-    return path.read_bytes(), ("jpg" if ext == "jpeg" else ext)
+    return path.read_bytes(), safe_ext(path.suffix.lstrip("."))
 
 
 @register_writer
@@ -141,12 +155,13 @@ class WebDatasetWriter(Writer):
 
             def add(pair: Pair) -> None:
                 nonlocal row
-                key = safe_key(pair.image_id, row, used)
+                # Everything that can fail comes before the first member is written.
+                record = dumps(record_from_pair(pair)).encode("utf-8")
                 data, ext = image_bytes_and_ext(pair)
+                key = safe_key(pair.image_id, row, used)
                 _add_member(tar, f"{key}.{ext}", data)
-                _add_member(tar, f"{key}.txt", training_text(pair).encode("utf-8"))
-                record = json.dumps(record_from_pair(pair), ensure_ascii=False)
-                _add_member(tar, f"{key}.json", record.encode("utf-8"))
+                _add_member(tar, f"{key}.txt", training_text(pair).encode("utf-8", "replace"))
+                _add_member(tar, f"{key}.json", record)
                 row += 1
 
             yield add
