@@ -23,13 +23,16 @@ import ftfy
 
 _TAG = re.compile(r"<[^<>]{0,500}>")
 _URL = re.compile(r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"']+")
-_EMAIL = re.compile(r"(?i)\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+# Patterns here are linear in the text (hostile alt-text can be long): a run that a pattern
+# scans starts only where the run starts (a lookbehind), and is taken possessively (``++``), so
+# no start position re-reads what another already read.
+_EMAIL = re.compile(r"(?i)(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)+\b")
 # Phone numbers: +country, groups of digits with separators, at least 8 digits in all.
 _PHONE = re.compile(r"(?<![\w/])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){2,4}(?![\w/])")
 _IMAGE_EXT = r"(?:jpe?g|png|gif|webp|bmp|tiff?|heic|raw|cr2|nef)"
 _FILENAME = re.compile(
     r"(?i)(?<![\w])(?:"
-    rf"[\w-]+\.{_IMAGE_EXT}"  # anything.jpg
+    rf"(?<![\w-])[\w-]++\.{_IMAGE_EXT}"  # anything.jpg
     r"|(?:IMG|DSC|DSCN|DSCF|DCIM|PXL|MVIMG|GOPR|SAM|P\d{3})[_-]?\d{3,}(?:[_-]\d+)*"  # camera names
     r"|\d{8}[_-]\d{6}(?:[_-]\w+)?"  # 20190512_123456
     r")(?![\w])"
@@ -65,7 +68,8 @@ _CREDIT = re.compile(
     r")"
 )
 _MENTION = re.compile(r"(?i)(?:\b(?:via|by|from|cc)\s+)?(?<![\w@])@\w{1,30}")
-_HASHTAG_RUN = re.compile(r"(?:\s*(?<![\w&])#\w+)+\s*$")  # a trailing block of hashtags
+_WHOLE_HASHTAG = re.compile(r"#\w+")
+_WHITESPACE_SPLIT = re.compile(r"(\s+)")
 _HASHTAG = re.compile(r"(?<![\w&])#(\w+)")  # inline: keep the word, drop the '#'
 _EMOJI = re.compile(
     "["
@@ -81,7 +85,7 @@ _INVISIBLE = re.compile("[\u200b\u200c\u200e\u200f\u2060\ufeff\u00ad]|[\x00-\x08
 _REPEATED_PUNCT = re.compile(r"([!?.,;:*~_=+\-|/\\])\1+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?)\]])")
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}|\"\s*\"")
-_EDGE_JUNK = re.compile(r"^[\s,;:|/\\\-–—•·*~_=+]+|[\s,;:|/\\\-–—•·*~_=+]+$")
+_EDGE_JUNK = " ,;:|/\\-–—•·*~_=+"  # stripped from both ends once spaces are single
 _DANGLING_SEPARATORS = re.compile(r"\s*[|•·]\s*(?=[|•·]|$)|\s+[-–—]\s+(?=[-–—]|$)")
 _SPACES = re.compile(r"\s+")
 
@@ -176,9 +180,20 @@ def remove_credits(text: str) -> str:
     return _CREDIT.sub(" ", text)
 
 
+def _strip_trailing_hashtags(text: str) -> str:
+    """Drop a block of hashtags that ends the text ("... #sunset #beach"), word by word from the
+    end (a regex anchored at the end would try every start position: quadratic)."""
+    parts = _WHITESPACE_SPLIT.split(text)
+    keep, found = len(parts), False
+    while keep and (not parts[keep - 1] or parts[keep - 1].isspace() or _WHOLE_HASHTAG.fullmatch(parts[keep - 1])):
+        found = found or parts[keep - 1].startswith("#")
+        keep -= 1
+    return "".join(parts[:keep]) if found else text
+
+
 def remove_hashtags_and_mentions(text: str) -> str:
     text = _MENTION.sub(" ", text)
-    text = _HASHTAG_RUN.sub("", text)
+    text = _strip_trailing_hashtags(text)
     return _HASHTAG.sub(r"\1", text)
 
 
@@ -202,7 +217,7 @@ def tidy_punctuation(text: str) -> str:
     text = _DANGLING_SEPARATORS.sub("", text)
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     text = _REPEATED_PUNCT.sub(lambda m: "..." if m.group(1) == "." and len(m.group(0)) >= 3 else m.group(1), text)
-    text = _EDGE_JUNK.sub("", text)
+    text = text.strip(_EDGE_JUNK)
     return _SPACES.sub(" ", text).strip()
 
 

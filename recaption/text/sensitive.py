@@ -79,22 +79,23 @@ SKIN_WORDS = r"dark|pale|fair|light|brown|black|white|olive|tanned|tan"
 # young Asian woman"). Only these: "a black dog and a man" must keep its black dog.
 _BETWEEN = r"(?:young|old|older|elderly|middle[- ]aged|little|small|tall|short|teenage|adult|two|three|four|five|" \
     r"several|many|few|\d+|" + "|".join(ADJECTIVES.values()) + ")"
+# At most six words between: an unbounded chain made "black " * 6000 quadratic.
 _ADJ = {
-    cat: re.compile(rf"(?i)\b({words})\b(?=(?:[\s,]+(?:and\s+)?{_BETWEEN}\b)*[\s,]+{PERSON_NOUNS}\b)")
+    cat: re.compile(rf"(?i)\b({words})\b(?=(?:[\s,]+(?:and\s+)?{_BETWEEN}\b){{0,6}}[\s,]+{PERSON_NOUNS}\b)")
     for cat, words in ADJECTIVES.items()
 }
-_TRAIT_NOUN = re.compile(r"(?i)\b(a|an|the)?\s*\b(" + "|".join(TRAIT_NOUNS) + r")\b(?!\s+(?:hair|woman|man|girl|boy|person|lady))")
+_TRAIT_NOUN = re.compile(r"(?i)(?:\b(a|an|the)\s+)?\b(" + "|".join(TRAIT_NOUNS) + r")\b(?!\s+(?:hair|woman|man|girl|boy|person|lady))")
 _HAIR = re.compile(
-    rf"(?i)(\s*\b(?:with|has|having)\s+)?\b((?:long|short|curly|straight|wavy|thick|thin)\s+)?(?:{HAIR_COLOURS})"
+    rf"(?i)((?<!\s)\s*\b(?:with|has|having)\s+)?\b((?:long|short|curly|straight|wavy|thick|thin)\s+)?(?:{HAIR_COLOURS})"
     rf"(\s+(?:long|short|curly|straight|wavy))?\s+(hair|beard|moustache|mustache)\b"
 )
-_SKIN = re.compile(rf"(?i)\s*\b(?:with|has|having)\s+(?:(?:very|quite)\s+)?(?:{SKIN_WORDS})\s+(?:skin|complexion)\b")
+_SKIN = re.compile(rf"(?i)(?<!\s)\s*\b(?:with|has|having)\s+(?:(?:very|quite)\s+)?(?:{SKIN_WORDS})\s+(?:skin|complexion)\b")
 _EMOTION_PHRASE = re.compile(
-    rf"(?i)\s*(?:,\s*)?\b(?:(?:who|that)\s+(?:is|are|looks|look|seems|seem|appears|appear)\s+|(?:looking|appearing|seeming|feeling)\s+)"
+    rf"(?i)(?<!\s)\s*(?:,\s*)?\b(?:(?:who|that)\s+(?:is|are|looks|look|seems|seem|appears|appear)\s+|(?:looking|appearing|seeming|feeling)\s+)"
     rf"(?:very\s+|quite\s+|so\s+|rather\s+)?(?:{EMOTION_WORDS})\b"
 )
 _EMOTION_VERB = re.compile(
-    r"(?i)\s*\b(?:is\s+|are\s+)?(?:smiling|laughing|crying|frowning|grinning|sobbing|weeping|pouting|scowling)"
+    r"(?i)(?<!\s)\s*\b(?:is\s+|are\s+)?(?:smiling|laughing|crying|frowning|grinning|sobbing|weeping|pouting|scowling)"
     r"(?:\s+(?:happily|broadly|widely|sadly|at\s+the\s+camera|at\s+the\s+viewer|at\s+each\s+other))?\b"
 )
 _ARTICLE = re.compile(r"(?i)\b(a|an)(\s+)(\w)")
@@ -128,7 +129,9 @@ _ARTICLE_AND_WORDS = re.compile(
     r"(?i)\b(?:a|an|the)\s+(?!(?:[a-z-]+\s+){0,2}(?:of|with|and|by|for|at|in|on|from|to|featuring|as|or|near)\b)"
     r"(?:[a-z-]+\s+){1,3}$"
 )
-_PEOPLE_GROUP = re.compile(r"\ba person(?:(?:\s*,\s*|\s*,?\s+(?:and|&)\s+)a person)+\b(?!['’])")
+_PEOPLE_GROUP = re.compile(r"\ba person(?:(?:\s*,\s*|\s*,?\s+(?:and|&)\s+)a person){1,9}\b(?!['’])")  # up to "ten people"
+_LEADING_COMMA = re.compile(r"\s*,")
+_NEAR = 200  # characters before a name that decide how it is replaced
 _NUMBER_WORDS = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 
@@ -147,33 +150,36 @@ def remove_person_names(text: str, entities: Sequence[EntityLike]) -> tuple[str,
         start, end = ent.start, ent.end
         if text[start:end].endswith(("'s", "’s")):  # the model may take the possessive into the name
             end -= 2
-        before, after = text[:start], text[end:]
+        # What decides is next to the name: the rules look at a window before it (``near``),
+        # not at the whole text again for every name (many names would cost the square of
+        # the text's length).
+        head, near, after = text[: max(0, start - _NEAR)], text[max(0, start - _NEAR) : start], text[end:]
         if (
             text[start:end].lower().startswith("the ")
-            or _THE_BEFORE.search(before)
-            or _PET_BEFORE.search(before)
-            or _PET_AFTER.match(after)
-            or (start - 1 in ends and before.endswith(" "))
+            or _THE_BEFORE.search(near)
+            or _PET_BEFORE.search(near)
+            or _PET_AFTER.match(after[:_NEAR])
+            or (start - 1 in ends and near.endswith(" "))
         ):
             continue
         removed.append(text[start:end])
-        honorific = _HONORIFIC_BEFORE.search(before)
+        honorific = _HONORIFIC_BEFORE.search(near)
         if honorific:
-            before = before[: honorific.start()]
+            near = near[: honorific.start()]
         possessive = _POSSESSIVE.match(after)
         after = after[possessive.end() :] if possessive else after
-        if _BY_BEFORE.search(before) and not possessive:  # "the Mona Lisa by Leonardo": nothing left to say
-            text = _BY_BEFORE.sub("", before) + after
+        if _BY_BEFORE.search(near) and not possessive:  # "the Mona Lisa by Leonardo": nothing left to say
+            text = head + _BY_BEFORE.sub("", near) + after
             continue
-        role = _ROLE_BEFORE.search(before)
+        role = _ROLE_BEFORE.search(near)
         if role:  # "the astronaut Eileen Collins" -> "the astronaut"
-            before = before[: role.start(1) if role.group(1) else len(before)].rstrip()
-            if role.group(1):
-                after = re.sub(r"^\s*,", "", after)  # the apposition's closing comma
+            before = (head + near[: role.start(1) if role.group(1) else len(near)]).rstrip()
+            comma = _LEADING_COMMA.match(after) if role.group(1) else None
+            after = after[comma.end() :] if comma else after  # the apposition's closing comma
             text = before + ("'s" if possessive else "") + after
             continue
-        noun = "person" if _ARTICLE_AND_WORDS.search(before) else "a person"
-        text = before + noun + ("'s" if possessive else "") + after
+        noun = "person" if _ARTICLE_AND_WORDS.search(near) else "a person"
+        text = head + near + noun + ("'s" if possessive else "") + after
 
     def people(m: re.Match[str]) -> str:
         n = m.group(0).count("a person")
