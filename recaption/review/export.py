@@ -20,7 +20,7 @@ from typing import Any
 from recaption.eval.evaluate import word_edit_distance
 from recaption.eval.sources import source_key
 from recaption.record import Caption, Pair
-from recaption.review.session import ReviewSession
+from recaption.review.session import ReviewSession, embed_images
 
 
 def apply_decisions(session: ReviewSession) -> tuple[list[Pair], dict[str, Any]]:
@@ -66,13 +66,20 @@ def apply_decisions(session: ReviewSession) -> tuple[list[Pair], dict[str, Any]]
     return session.pairs, summary
 
 
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 def export_round(session: ReviewSession, output: Path, finetune: Path | None = None) -> dict[str, Any]:
     from recaption.io import open_writer  # noqa: PLC0415
 
     pairs, summary = apply_decisions(session)
+    embed_images(pairs, session.image_roots)  # the round holds its images: the next round serves them from its own folder
     kept = [p for p in pairs if p.reject is None]
     rejected = [p for p in pairs if p.reject is not None]
     open_writer("jsonl", output).write("part-00000", kept)
+    kept_paths = {rec["image_id"]: rec["image_path"] for rec in _read_lines(output / "part-00000.jsonl")}
     if rejected:
         open_writer("jsonl", output / "rejects").write("part-00000", rejected)
     if finetune is not None:
@@ -80,11 +87,11 @@ def export_round(session: ReviewSession, output: Path, finetune: Path | None = N
         with open(finetune, "w", encoding="utf-8") as fh:
             for pair in kept:
                 for cap in pair.captions:
-                    if cap.source == "human" and cap.round == session.round and isinstance(pair.image, str):
-                        record = {"image": pair.image, "image_id": pair.image_id, "alt_text": pair.texts[0] if pair.texts else "", "caption": cap.text}
+                    if cap.source == "human" and cap.round == session.round and isinstance(pair.image, (str, bytes)):
+                        image = pair.image if isinstance(pair.image, str) else str((output / kept_paths[pair.image_id]).resolve())
+                        record = {"image": image, "image_id": pair.image_id, "alt_text": pair.texts[0] if pair.texts else "", "caption": cap.text}
                         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    summary.update(kept=len(kept), rejected=len(rejected), output=str(output), finetune=str(finetune) if finetune else None,
-                   image_roots=[str(r) for r in session.image_roots])  # the next round serves images from the same places
+    summary.update(kept=len(kept), rejected=len(rejected), output=str(output), finetune=str(finetune) if finetune else None)
     (output / "review.json").write_text(json.dumps(summary, indent=2) + "\n")
     (output / "review.html").write_text(summary_page(summary))
     return summary

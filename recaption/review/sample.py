@@ -123,6 +123,7 @@ def image_roots(dataset: Path, image_root: str | None = None) -> list[Path]:
 def write_sample(input_path: str, output: str, settings: SampleSettings, fmt: str | None, options: Any) -> dict:
     """Read INPUT, choose, write ``OUTPUT/part-00000.*`` (the input's format) and ``OUTPUT/sample.json``."""
     from recaption.io import default_output_format, is_run_folder, open_reader, open_writer, read_kept_pairs  # noqa: PLC0415
+    from recaption.review.session import embed_images  # noqa: PLC0415 - session reads this module's image_roots
 
     pairs, rejected = read_kept_pairs(input_path, fmt, options)
     chosen, why = choose(pairs, settings)
@@ -134,11 +135,13 @@ def write_sample(input_path: str, output: str, settings: SampleSettings, fmt: st
     for i in chosen:
         pairs[i].meta["audit"] = why[i]
         picked.append(pairs[i])
+    roots = image_roots(Path(input_path), options.image_root)
+    embed_images(picked, roots)  # the sample holds its images: reviewed from its own folder, handed on whole
     writer.write("part-00000", picked)
     reasons: dict[str, int] = {}
     for i in chosen:
         reasons[why[i]["reason"]] = reasons.get(why[i]["reason"], 0) + 1
-    summary = {"input": str(input_path), "image_roots": [str(r) for r in image_roots(Path(input_path), options.image_root)], "pairs": len(pairs), "rejected_records_left_out": rejected, "sampled": len(chosen),
+    summary = {"input": str(input_path), "pairs": len(pairs), "rejected_records_left_out": rejected, "sampled": len(chosen),
                "by_reason": reasons, "settings": settings.__dict__, "image_ids": [pairs[i].image_id for i in chosen]}
     (out / "sample.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

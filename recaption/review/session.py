@@ -17,10 +17,12 @@ serve, and the export of decisions back onto the pairs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recaption.imaging import ImageFileError, read_image_file
+from recaption.limits import MAX_IMAGE_BYTES, MAX_TEXT_CHARS
 from recaption.record import Caption, Pair
 from recaption.review.store import Decision, DecisionStore
 
@@ -43,6 +45,7 @@ class ReviewSession:
     round: int
     image_roots: list[Path]
     cross_check: bool = False
+    refused_roots: list[Path] = field(default_factory=list)  # recorded outside the dataset: not served
 
     @classmethod
     def open(cls, dataset: str | Path, store: str | Path | None = None, round_: int | None = None, image_root: str | Path | None = None,
@@ -53,8 +56,14 @@ class ReviewSession:
         path = Path(dataset).resolve()
         pairs, _ = read_kept_pairs(path, fmt, ReaderOptions())
         done = [c.round for p in pairs for _, c in human_captions(p)]
-        roots = [Path(image_root).resolve()] if image_root else recorded_roots(path)
-        return cls(path, pairs, DecisionStore(store or default_store(path)), round_ or (max(done) + 1 if done else 1), roots, cross_check)
+        refused: list[Path] = []
+        if image_root:
+            roots = [Path(r).resolve() for r in ([image_root] if isinstance(image_root, (str, Path)) else image_root)]
+        else:
+            roots, refused = recorded_roots(path)
+        session = cls(path, pairs, DecisionStore(store or default_store(path)), round_ or (max(done) + 1 if done else 1), roots, cross_check)
+        session.refused_roots = refused
+        return session
 
     # --- what the page shows -----------------------------------------------------------------
 
@@ -89,7 +98,7 @@ class ReviewSession:
         return {
             "position": k, "image_id": pair.image_id, "alt_text": pair.texts[0] if pair.texts else "",
             "previous": {"index": previous_index, "text": previous_text}, "candidates": candidates,
-            "has_image": self.image_bytes(k) is not None,
+            "has_image": self.has_image(k),
         }
 
     def progress(self, reviewer: str) -> tuple[list[int], dict[str, Decision], int]:
@@ -109,29 +118,77 @@ class ReviewSession:
 
     def decide(self, reviewer: str, body: dict[str, Any]) -> Decision:
         image_id = body.get("image_id")
-        if not any(p.image_id == image_id for p in self.pairs):
+        pair = next((p for p in self.pairs if p.image_id == image_id), None)
+        if pair is None:
             raise ValueError("no such pair in this dataset")
         index = body.get("caption_index")
-        return self.store.add(str(image_id), reviewer, self.round, str(body.get("action", "")),
-                              int(index) if isinstance(index, int) else None, str(body.get("text") or ""), str(body.get("reason") or ""))
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(pair.captions)):
+            raise ValueError(f"caption_index must be one of the pair's {len(pair.captions)} captions")
+        text, reason = body.get("text") or "", body.get("reason") or ""
+        if not isinstance(text, str) or not isinstance(reason, str) or len(text) > MAX_TEXT_CHARS or len(reason) > 2000:
+            raise ValueError("text and reason are strings (a caption of at most 20,000 characters)")
+        return self.store.add(str(image_id), reviewer, self.round, str(body.get("action", "")), index, text, reason)
 
     # --- images -------------------------------------------------------------------------------
 
-    def image_bytes(self, k: int) -> tuple[bytes | Path, str] | None:
-        """The image of pair ``k`` (bytes, or a file inside the image root) and its type."""
+    def image_source(self, k: int) -> Path | bytes | None:
+        """Pair ``k``'s image as bytes, or its path where that is an image file inside the roots."""
         if not 0 <= k < len(self.pairs):
             return None
         image = self.pairs[k].image
         if isinstance(image, (bytes, bytearray)):
-            kind = sniff_type(bytes(image[:16]))
-            return (bytes(image), kind) if kind else None
+            return bytes(image)
         if not isinstance(image, str) or "://" in image:
             return None  # remote images are not fetched by the review server
         path = Path(image).resolve()
-        kind = IMAGE_TYPES.get(path.suffix.lower())
-        if kind is None or not path.is_file() or not any(root in path.parents for root in self.image_roots):
+        if IMAGE_TYPES.get(path.suffix.lower()) is None or not any(root in path.parents for root in self.image_roots):
             return None
-        return path, kind
+        return path if path.is_file() else None
+
+    def has_image(self, k: int) -> bool:
+        return self.image_source(k) is not None
+
+    def image_bytes(self, k: int) -> tuple[bytes, str] | None:
+        """The image of pair ``k`` (its bytes, or a file inside the image roots) and its type;
+        None for anything that is not an image by its bytes."""
+        path = self.image_source(k)
+        if path is None:
+            return None
+        if isinstance(path, bytes):
+            kind = sniff_type(path[:16])
+            return (path, kind) if kind else None
+        try:
+            data = read_image_file(str(path), MAX_IMAGE_BYTES)
+        except ImageFileError:
+            return None
+        kind = sniff_type(data[:16])  # a real image, by its bytes: not any file that is named .jpg
+        return (data, kind) if kind else None
+
+
+_EXT_OF_TYPE = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif"}
+
+
+def embed_images(pairs: list[Pair], roots: list[Path]) -> int:
+    """Carry each pair's image (a real image file inside ``roots``) as bytes, so that the writer
+    copies it into the dataset being written: a sample or a round then holds its own images, is
+    reviewed without pointing the server outside its folder, and can be handed on whole."""
+    n = 0
+    for pair in pairs:
+        image = pair.image
+        if not isinstance(image, str) or "://" in image:
+            continue
+        path = Path(image).resolve()
+        if not any(root in path.parents for root in roots):
+            continue
+        try:
+            data = read_image_file(str(path), MAX_IMAGE_BYTES)
+        except ImageFileError:
+            continue
+        kind = sniff_type(data[:16])
+        if kind in _EXT_OF_TYPE:
+            pair.image, pair.image_ext = data, _EXT_OF_TYPE[kind]
+            n += 1
+    return n
 
 
 def sniff_type(head: bytes) -> str | None:
@@ -147,15 +204,23 @@ def sniff_type(head: bytes) -> str | None:
     return None
 
 
-def recorded_roots(dataset: Path) -> list[Path]:
-    """The image roots a sample (``sample.json``) or an exported round (``review.json``)
-    recorded, else those of the dataset itself."""
+def recorded_roots(dataset: Path) -> tuple[list[Path], list[Path]]:
+    """(the image roots to serve from, the ones refused). The roots a sample (``sample.json``),
+    an exported round (``review.json``) or a run (its input folder) recorded are data, and data
+    may be hostile (``image_roots: ["/"]``): only those inside the dataset's own folder are
+    served. Others need ``--image-root`` on the command line."""
     from recaption.review.sample import image_roots  # noqa: PLC0415
 
-    folder = dataset if dataset.is_dir() else dataset.parent
+    folder = (dataset if dataset.is_dir() else dataset.parent).resolve()
+    roots = image_roots(dataset)
     for name in ("sample.json", "review.json"):
         if (folder / name).exists():
-            recorded = json.loads((folder / name).read_text()).get("image_roots")
-            if recorded:
-                return [Path(r).resolve() for r in recorded]
-    return image_roots(dataset)
+            try:
+                recorded = json.loads((folder / name).read_text(encoding="utf-8")).get("image_roots")
+            except (ValueError, AttributeError, OSError):
+                recorded = None
+            if isinstance(recorded, list) and recorded:
+                roots = [Path(str(r)).resolve() for r in recorded]
+                break
+    inside = [r for r in roots if r == folder or folder in r.parents]
+    return inside or [folder], [r for r in roots if r not in inside]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ACTIONS = ("accept", "edit", "reject")
+BUSY_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,32 @@ class Decision:
     at: float
 
 
+_INSERT = "INSERT INTO decision (image_id, reviewer, round, action, caption_index, text, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _decision(image_id: str, reviewer: str, round_: int, action: str, caption_index: int | None, text: str, reason: str) -> Decision:
+    """A checked decision: known action, the text an accept or edit needs, the reason a reject needs."""
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS}")
+    if action in ("accept", "edit") and not text.strip():
+        raise ValueError(f"an {action} needs the caption's text")
+    if action == "reject" and not reason.strip():
+        raise ValueError("a reject needs a reason")
+    return Decision(image_id, reviewer, round_, action, caption_index, text.strip(), reason.strip(), time.time())
+
+
+def _row(d: Decision) -> tuple:
+    return (d.image_id, d.reviewer, d.round, d.action, d.caption_index, d.text, d.reason, d.at)
+
+
 class DecisionStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()  # one connection, shared by the server's threads
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        # A lock held elsewhere (another tool on the file) is waited for BUSY_SECONDS, then the
+        # request is answered "busy, try again" instead of blocking every reviewer for a minute.
+        self.db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a decision the page saw saved survives a power cut
         self.db.execute(
@@ -43,19 +64,23 @@ class DecisionStore:
         )
 
     def add(self, image_id: str, reviewer: str, round_: int, action: str, caption_index: int | None = None, text: str = "", reason: str = "") -> Decision:
-        if action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}")
-        if action in ("accept", "edit") and not text.strip():
-            raise ValueError(f"an {action} needs the caption's text")
-        if action == "reject" and not reason.strip():
-            raise ValueError("a reject needs a reason")
-        decision = Decision(image_id, reviewer, round_, action, caption_index, text.strip(), reason.strip(), time.time())
+        decision = _decision(image_id, reviewer, round_, action, caption_index, text, reason)
         with self.lock:
-            self.db.execute(
-                "INSERT INTO decision (image_id, reviewer, round, action, caption_index, text, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (decision.image_id, decision.reviewer, decision.round, decision.action, decision.caption_index, decision.text, decision.reason, decision.at),
-            )
+            self.db.execute(_INSERT, _row(decision))
         return decision
+
+    def add_many(self, round_: int, rows: list[tuple[str, str, str, int | None, str, str]]) -> list[Decision]:
+        """(image_id, reviewer, action, caption_index, text, reason) rows, stored all or none."""
+        decisions = [_decision(i, who, round_, action, index, text, reason) for i, who, action, index, text, reason in rows]
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany(_INSERT, [_row(d) for d in decisions])
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        return decisions
 
     def current(self, round_: int, reviewer: str | None = None) -> dict[tuple[str, str], Decision]:
         """(image_id, reviewer) -> that reviewer's latest decision in ``round_``."""
