@@ -150,6 +150,10 @@ def _text_metrics(result: EvalResult, keys: list[str], texts: dict[str, dict[str
                 result.rows[k]["perplexity"] = math.exp(-total / words) if words else float("nan")
                 result.rows[k]["oov_rate"] = 100 * sum(f.oov for f in scored) / max(1, words + sum(f.oov for f in scored))
     except (ValueError, ImportError) as exc:
+        if settings.fluency_model:  # asked for by name: an error, not a quiet omission
+            from recaption.models.hf import ModelLoadError  # noqa: PLC0415
+
+            raise ModelLoadError(f"--fluency-model {settings.fluency_model}: {exc}") from exc
         result.missing["fluency"] = str(exc)
 
 
@@ -200,14 +204,11 @@ def _clip_metrics(result, pairs, keys, items, references, nlp, settings, timed) 
     from recaption.eval.concepts import hallucination_rate  # noqa: PLC0415
     from recaption.eval.retrieval import recall_at_k  # noqa: PLC0415
     from recaption.models.clip import ClipScorer  # noqa: PLC0415
-    from recaption.models.hf import ModelLoadError  # noqa: PLC0415
     from recaption.stages.scoring import CachedImageEmbeddings, cache_folder_of  # noqa: PLC0415
 
-    try:
-        scorer = ClipScorer(settings.clip, settings.device)
-    except ModelLoadError as exc:
-        result.missing["clip"] = str(exc)
-        return
+    # The user asked for these metrics by naming the model: a model that cannot load is an
+    # error for the command (eval exits non-zero), not a silent "not measured".
+    scorer = ClipScorer(settings.clip, settings.device)
     with timed("CLIP image embeddings"):
         images = CachedImageEmbeddings(scorer, cache_folder_of(settings.cache))
         rejecter = SimpleNamespace(name="eval")

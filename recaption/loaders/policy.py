@@ -1,6 +1,8 @@
 """Which caption a training consumer sees for a pair.
 
-- ``original``: the first original text (the alt-text as it came);
+- ``original``: the alt-text, cleaned and checked for sensitive attributes as every caption
+  is (never as it came: URLs, @mentions, entities, phone numbers and names stay out of
+  training); a pair whose alt-text left nothing gets its selected caption;
 - ``selected``: the caption recaption selected (else the alt-text);
 - ``mix``: the selected caption with probability ``p``, else the original (the Altogether
   paper trains CLIP on a mix and text-to-image models on re-aligned captions only).
@@ -13,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
-from recaption.io.records import training_text
+from recaption.io.records import cleaned_alt_text, training_text
 from recaption.record import Pair
+from recaption.text.clean import AltTextRules
+from recaption.text.sensitive import SensitiveAttributeFilter
 
 MODES = ("original", "selected", "mix")
 
@@ -42,10 +47,24 @@ class CaptionPolicy:
         return int.from_bytes(digest, "big") / 2**64
 
     def caption(self, pair: Pair, index: int) -> str:
-        original = pair.texts[0] if pair.texts else training_text(pair)
+        if not pair.captions:  # a dataset no recaption run has seen: clean it here, as a run would
+            selected = original = clean_for_training(pair.alt_text)
+        else:
+            selected = training_text(pair)
+            original = cleaned_alt_text(pair) or selected
         if self.mode == "original":
             return original
-        selected = training_text(pair) or original
         if self.mode == "selected":
             return selected
         return selected if self.uniform(index) < self.p else original
+
+
+@lru_cache(maxsize=1)
+def _text_rules() -> tuple[AltTextRules, SensitiveAttributeFilter]:
+    return AltTextRules(), SensitiveAttributeFilter()
+
+
+def clean_for_training(text: str) -> str:
+    """The cleaning rules and the sensitive-attribute check (without the names model) on a raw text."""
+    rules, sensitive = _text_rules()
+    return sensitive.check(rules.clean(text).text).text

@@ -7,8 +7,12 @@ its settings (``checkpoint_hash``), which each stored score and caption records.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +63,36 @@ def quantization_config(quantization: str, device: str) -> Any:
     return BitsAndBytesConfig(load_in_8bit=True) if quantization == "8bit" else BitsAndBytesConfig(load_in_4bit=True)
 
 
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers at all (a few seconds at most). Offline, the hub
+    client retries each file for many seconds: minutes for a model, before saying so."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_pretrained(loader: Any, model: str, what: str, **kwargs: Any) -> Any:
-    """``loader.from_pretrained(model)`` with an error that says what went wrong in user terms."""
+    """``loader.from_pretrained(model)`` with an error that says what went wrong in user terms.
+
+    A hub id is looked up in the local cache first; the hub is asked only when it can be
+    reached, so an offline machine fails in seconds with the fix, not after minutes of retries.
+    """
+    if not Path(model).exists():
+        try:
+            return loader.from_pretrained(model, local_files_only=True, **kwargs)
+        except (OSError, ValueError, KeyError):
+            if not hub_reachable():
+                raise ModelLoadError(
+                    f"cannot load {what} '{model}': it is not a local folder, not in the Hugging Face cache, and the hub "
+                    f"cannot be reached from here. Download it where there is network (huggingface-cli download {model}) "
+                    "and copy the cache over, or give the path of a local checkpoint folder"
+                ) from None
     try:
         return loader.from_pretrained(model, **kwargs)
     except (OSError, ValueError, KeyError) as exc:

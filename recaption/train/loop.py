@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import pickle
 import shutil
 import time
 from dataclasses import asdict
@@ -149,7 +150,13 @@ def train_captioner(config: TrainConfig, progress: bool = True, overwrite: bool 
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     step = 0
     if resume is not None:
-        state = torch.load(resume / STATE_FILE, map_location=device, weights_only=False)
+        # weights_only: a trainer state is tensors and numbers; a planted file that asks to run
+        # code on load is refused rather than run.
+        try:
+            state = torch.load(resume / STATE_FILE, map_location=device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            raise TrainError(f"{resume / STATE_FILE} is not a trainer state this version wrote ({str(exc).splitlines()[0][:200]}); "
+                             "remove that checkpoint folder to resume from the one before") from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])

@@ -117,3 +117,20 @@ def test_sources_filter_and_a_causal_lm_for_fluency(tiny_opt):
     result = evaluate(dataset(), EvalSettings(sources=["rules"], fluency_model=str(tiny_opt), names=False))
     assert list(result.rows) == ["alt-text", "rules"]  # the alt-text row stays, for the deltas
     assert result.rows["rules"]["perplexity"] > 1 and "fluency" not in result.missing
+
+
+def test_a_model_asked_for_that_cannot_load_fails_fast_with_the_fix(tmp_path, capsys, monkeypatch):
+    import time
+
+    from recaption.models import hf
+
+    # Offline as CI is (said outright, so the check cannot depend on the machine's network).
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf.hub_reachable.cache_clear()
+    image_pairs(tmp_path, [[f"IMG_{i}.jpg {s}"] for i, s in enumerate(SUBJECTS)], size=(96, 96))
+    start = time.perf_counter()
+    rc = main(["eval", str(tmp_path / "pairs.jsonl"), str(tmp_path / "eval"), "--clip", "openai/clip-vit-base-patch32", "--no-progress"])
+    assert rc == 1 and time.perf_counter() - start < 30
+    err = capsys.readouterr().err
+    assert "cannot be reached from here" in err and "huggingface-cli download openai/clip-vit-base-patch32" in err
+    hf.hub_reachable.cache_clear()

@@ -15,8 +15,9 @@ torch = pytest.importorskip("torch")
 
 
 def test_caption_policy_original_selected_and_a_seeded_mix():
-    pair = Pair("p", None, texts=["IMG_1.jpg a red car"], captions=[Caption("a photo of a red car", "rules", selected=True)])
-    assert CaptionPolicy("original").caption(pair, 0) == "IMG_1.jpg a red car"
+    pair = Pair("p", None, texts=["IMG_1.jpg a red car"], captions=[
+        Caption("a red car", "alt-text", params={"text_index": 0}), Caption("a photo of a red car", "rules", selected=True)])
+    assert CaptionPolicy("original").caption(pair, 0) == "a red car"  # the cleaned alt-text, never the raw one
     assert CaptionPolicy("selected").caption(pair, 0) == "a photo of a red car"
     mix = CaptionPolicy("mix", p=0.15, seed=3)
     draws = [mix.caption(pair, i) == "a photo of a red car" for i in range(4000)]
@@ -26,6 +27,22 @@ def test_caption_policy_original_selected_and_a_seeded_mix():
     assert draws != [mix.caption(pair, i) == "a photo of a red car" for i in range(4000)]  # another epoch, another mix
     with pytest.raises(ValueError, match="mode"):
         CaptionPolicy("random")
+
+
+def test_the_original_caption_is_the_cleaned_and_checked_alt_text():
+    raw = "IMG_1.jpg a smiling woman on a red bike &amp; more at https://x.com via @bob, call +1 555 123 4567"
+    # As a run leaves it: cleaned, then a sensitive-checked child that takes over.
+    cleaned = Caption("a smiling woman on a red bike & more at via", "alt-text", params={"text_index": 0}, selected=True)
+    checked = cleaned.edited("a woman on a red bike & more at via", 0, {})
+    fitted = Caption("a red bike", "alt-text", params={"text_index": 1})  # a second text: not the alt-text
+    pair = Pair("p", None, texts=[raw, "a red bike"], captions=[cleaned, checked, fitted])
+    for mode in ("original", "mix"):
+        assert CaptionPolicy(mode, p=0.0).caption(pair, 0) == "a woman on a red bike & more at via"
+    # A dataset no run has seen is cleaned on the way out, models aside.
+    unseen = CaptionPolicy("original").caption(Pair("q", None, texts=[raw]), 0)
+    for leak in ("IMG_", "&amp;", "https://", "@bob", "555", "smiling"):
+        assert leak not in unseen, unseen
+    assert "red bike" in unseen
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +71,8 @@ def test_jsonl_and_parquet_datasets_index_the_file_and_agree(outputs, tiny_clip)
         x, y = a[k], b[k]
         assert (x["image_id"], x["text"]) == (y["image_id"], y["text"]) and tuple(x["image"].shape) == (80, 96, 3) and x["image"].dtype == torch.uint8
         assert "&amp;" not in x["text"] and "IMG_" not in x["text"]  # the cleaned, selected caption
-    assert ImageTextPairDataset(jsonl, policy=CaptionPolicy("original"))[0]["text"].startswith("IMG_")
+    original = ImageTextPairDataset(jsonl, policy=CaptionPolicy("original"))[0]["text"]
+    assert "red car number" in original and "IMG_" not in original and "&amp;" not in original
     item = ImageTextPairDataset(jsonl, processor=processor(tiny_clip))[0]
     assert item["input_ids"].shape == (77,) and item["pixel_values"].shape == (3, 32, 32)  # padded to 77, as the seed's loader
 
@@ -91,7 +109,7 @@ def test_exports_for_each_framework_use_the_caption_policy(outputs, tmp_path, fm
         names = [n for t in tars for n in tarfile.open(t).getnames()]
         assert len(tars) == 3 and sum(n.endswith(".jpg") for n in names) == 12
         text = tarfile.open(tars[0]).extractfile("000000000.txt").read().decode()
-        assert text.startswith("IMG_")  # the original text, as the policy asked
+        assert "red car number" in text and "IMG_" not in text  # the alt-text as the policy asked: cleaned
         assert len(list(WebDatasetPairs(str(out)))) == 12  # our own loader reads it back
     elif fmt == "llava":
         rows = json.loads((out / "llava.json").read_text())

@@ -8,7 +8,7 @@ import pytest
 from recaption.cli import main
 from recaption.train.config import ConfigError, load_train_config
 from recaption.train.data import Example
-from recaption.train.loop import batch_indices, lr_factor, param_groups, prompts_for, train_captioner
+from recaption.train.loop import TrainError, batch_indices, lr_factor, param_groups, prompts_for, train_captioner
 from tests.conftest import captioner_config, noise_image, write_jsonl
 
 torch = pytest.importorskip("torch")
@@ -92,6 +92,18 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_clip, tiny_opt, tmp
 
     a, b = (load_file(str(tmp_path / x / "run" / "model" / "mapper.safetensors")) for x in "ab")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    # A planted trainer state that would run code when unpickled is refused, not run.
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    newest = sorted((tmp_path / "b" / "run" / "checkpoints").glob("step-*"))[-1]
+    torch.save({"step": Payload()}, newest / "trainer.pt")
+    (tmp_path / "b" / "run" / "model").rename(tmp_path / "b" / "old-model")
+    with pytest.raises(TrainError, match="not a trainer state"):
+        train_captioner(broken, progress=False)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_finetuning_from_annotated_records_skips_broken_ones(tiny_captioner, tiny_clip, tiny_opt, tmp_path, capsys):
