@@ -36,6 +36,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run in OUTPUT and start afresh")
     p.add_argument("--keep-work", action="store_true", help="keep the intermediate files in OUTPUT/_work")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (summary only)")
+    p.add_argument("--stop-after-failures", type=int, default=None, metavar="N",
+                   help="stop when a stage fails on its first N records with the same error (default 8; 0: reject them and go on)")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -200,7 +202,15 @@ def _summary(stats: dict, output: Path, seconds: float) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
     from recaption.recipe import RecipeError, load_recipe  # noqa: PLC0415
-    from recaption.runners.local import LocalRunner, RunConfig, RunError, default_workers  # noqa: PLC0415
+    from recaption.runners.local import (  # noqa: PLC0415
+        LOCK_NAME,
+        LocalRunner,
+        RunConfig,
+        RunError,
+        default_workers,
+        output_lock,
+        why_nothing_kept,
+    )
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)
@@ -208,11 +218,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"recaption: bad recipe: {exc}", file=sys.stderr)
         return EXIT_USAGE
     output = Path(args.output)
-    if args.overwrite and output.exists():
-        if not (output / "_work" / "run.json").exists():
-            print(f"recaption: --overwrite refuses to delete {output}: it holds no recaption run", file=sys.stderr)
+    if args.overwrite and output.exists() and not (output / "_work" / "run.json").exists():
+        print(f"recaption: --overwrite refuses to delete {output}: it holds no recaption run", file=sys.stderr)
+        return EXIT_USAGE
+    if args.stop_after_failures is not None:
+        if args.stop_after_failures < 0:
+            print("recaption: --stop-after-failures must be 0 or more", file=sys.stderr)
             return EXIT_USAGE
-        shutil.rmtree(output)
+        recipe.stop_after_failures = args.stop_after_failures
     if args.shard_size < 1:
         print("recaption: --shard-size must be at least 1", file=sys.stderr)
         return EXIT_USAGE
@@ -238,16 +251,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.runner == "ray":
         from recaption.runners.ray_data import RayRunner  # noqa: PLC0415 - Ray is an optional extra
 
-        runner: LocalRunner = RayRunner(config, args.address, show_progress=not args.no_progress)
+        try:
+            runner: LocalRunner = RayRunner(config, args.address, show_progress=not args.no_progress)
+        except RunError as exc:
+            print(f"recaption: {exc}", file=sys.stderr)
+            return 1
     else:
         runner = LocalRunner(config, show_progress=not args.no_progress)
     start = time.perf_counter()
     try:
-        stats = runner.run()
+        with output_lock(output):
+            if args.overwrite:  # everything but the lock this run now holds
+                for child in output.iterdir():
+                    if child.name != LOCK_NAME:
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+            stats = runner.run()
     except (InputError, RunError) as exc:
         print(f"recaption: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED if "interrupted" in str(exc) else 1
+    except OSError as exc:  # the output as a whole: disk full, read-only, gone
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"recaption: stopped: {exc.strerror or exc}{where}. Finished shards are kept; "
+              "fix that and run the same command again to resume.", file=sys.stderr)
+        return 1
     print(_summary(stats, output, time.perf_counter() - start))
+    if stats["output"] == 0:
+        print(f"recaption: {why_nothing_kept(stats)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -314,6 +344,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from recaption.eval.evaluate import EvalSettings  # noqa: PLC0415
     from recaption.eval.run import run_eval  # noqa: PLC0415
     from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
+    from recaption.models.hf import ModelLoadError  # noqa: PLC0415
 
     settings = EvalSettings(
         clip=args.clip, references=args.references, sources=args.sources, fluency_model=args.fluency_model,
@@ -325,6 +356,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"recaption: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ModelLoadError as exc:  # a model named on the command line: the metrics it was for cannot be had
+        print(f"recaption: {exc}", file=sys.stderr)
+        return 1
     print(summary)
     return 0
 
@@ -362,6 +396,9 @@ def cmd_review(args: argparse.Namespace) -> int:
         print(f"recaption: {exc}", file=sys.stderr)
         return EXIT_USAGE
     state = session.state(args.reviewer)
+    for root in session.refused_roots:
+        print(f"recaption: images under {root} (recorded in the dataset) are not served: it is outside the dataset's folder; "
+              f"pass --image-root {root} if you trust it", file=sys.stderr)
     print(f"recaption: reviewing {state['total']} pairs (round {session.round}, {state['decided']} decided by {args.reviewer}) at {server.url}")
     print(f"  decisions are saved at once in {session.store.path}; stop with Ctrl+C, then: recaption review export {args.dataset} OUTPUT")
     # Only where there is a desktop: on a server, webbrowser may start a text browser in this terminal.
@@ -413,7 +450,13 @@ def cmd_review_labelstudio(args: argparse.Namespace) -> int:
         else:
             counts = labelstudio.import_annotations(session, Path(args.export))
             print(f"recaption: {counts['decisions']} decisions imported into {session.store.path} (round {session.round}); "
-                  f"{counts['skipped']} skipped or cancelled, {counts['unknown_pairs']} tasks of other pairs. Next: recaption review export {args.dataset} OUTPUT")
+                  f"{counts['already_imported']} already there, {counts['skipped']} skipped or cancelled, {counts['unknown_pairs']} tasks of other pairs, "
+                  f"{counts['malformed']} malformed{' (' + str(counts['first_malformed']) + ')' if counts['malformed'] else ''}. "
+                  f"Next: recaption review export {args.dataset} OUTPUT")
+            if not counts["decisions"] and not counts["already_imported"]:
+                print(f"recaption: {args.export} holds no decision on this dataset's pairs: is it a JSON or JSON_MIN export "
+                      "of the tasks `recaption review labelstudio export` wrote?", file=sys.stderr)
+                return 1
     except (ValueError, OSError) as exc:
         print(f"recaption: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,9 +10,49 @@ gives the same pixels as an array, decoding JPEGs with libjpeg-turbo straight in
 from __future__ import annotations
 
 import io
+import os
+import stat
 
 import numpy as np
 from PIL import Image, ImageOps
+
+
+class ImageFileError(Exception):
+    """An image path that cannot be read as an image file; ``reason`` is the reject reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def read_image_file(path: str, max_bytes: int) -> bytes:
+    """The bytes of an image file: only a regular file, and never more than ``max_bytes``.
+
+    A path may name a device (/dev/zero never ends), a FIFO (opening it waits for a writer
+    that never comes: hence O_NONBLOCK), a folder, or a file that grows while it is read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ImageFileError("missing_file", path) from None
+    except OSError as exc:
+        raise ImageFileError("unreadable_file", f"{path}: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # checked before Python's file object, which refuses folders itself
+        os.close(fd)
+        raise ImageFileError("not_a_file", f"{path} is not a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        if info.st_size > max_bytes:
+            raise ImageFileError("too_many_bytes", f"{info.st_size} bytes > {max_bytes}")
+        try:
+            # The size the file has, plus one byte to see it grow: read(max_bytes + 1) would
+            # allocate max_bytes for every image, however small.
+            data = fh.read(info.st_size + 1)
+        except OSError as exc:
+            raise ImageFileError("unreadable_file", f"{path}: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise ImageFileError("too_many_bytes", f"more than {max_bytes} bytes")
+    return data
 
 
 def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from recaption.stages import STAGES, Stage, StageError
+from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES
 
 TOP_LEVEL_KEYS = ("name", "description", "stages", "report", "ray")
 REPORT_KEYS = {"gallery": int, "examples_per_reason": int}
@@ -62,6 +63,9 @@ class Recipe:
     source: str = ""
     # stage name -> Ray placement (RAY_KEYS); changes where stages run, never what they write
     ray: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A stage that fails on this many records in a row, before any succeeds, with the same
+    # error, stops the run (a wrong model or setting, not bad records). 0: never stop.
+    stop_after_failures: int = DEFAULT_STOP_AFTER_FAILURES
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,10 +75,14 @@ class Recipe:
             "report": self.report,
             "source": self.source,
             "ray": self.ray,
+            "stop_after_failures": self.stop_after_failures,
         }
 
     def build(self) -> list[Stage]:
-        return [STAGES[s.name](**s.args) for s in self.stages]
+        stages = [STAGES[s.name](**s.args) for s in self.stages]
+        for stage in stages:
+            stage.stop_after_failures = self.stop_after_failures
+        return stages
 
 
 def shipped_recipes() -> list[str]:
@@ -264,4 +272,7 @@ def validate_build(recipe: Recipe) -> None:
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     """Rebuild a recipe saved with a run (already validated when it was saved)."""
     stages = [StageSpec(name, dict(args or {}), f"{d.get('source', 'saved run')}") for s in d["stages"] for name, args in s.items()]
-    return Recipe(d["name"], d.get("description", ""), stages, d.get("report", {}), d.get("source", ""), d.get("ray") or {})
+    return Recipe(
+        d["name"], d.get("description", ""), stages, d.get("report", {}), d.get("source", ""), d.get("ray") or {},
+        d.get("stop_after_failures", DEFAULT_STOP_AFTER_FAILURES),
+    )

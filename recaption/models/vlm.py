@@ -118,6 +118,17 @@ class TransformersCaptioner:
             raise ModelLoadError(f"this {self.family} checkpoint has no chat template; use a template-free family or add one")
         return templater.apply_chat_template(chat_messages(instruction), add_generation_prompt=True, tokenize=False)
 
+    def context_length(self) -> int | None:
+        """Tokens the language model can attend to (prompt, image tokens and answer together)."""
+        config = self.model.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return getattr(text, "max_position_embeddings", None)
+
+    def prompt_length(self, prompt: str) -> int:
+        """Tokens a prompt takes with one image, as the model sees them (image tokens expanded)."""
+        probe = Image.new("RGB", (224, 224), (128, 128, 128))
+        return int(self._inputs([probe], [prompt])["input_ids"].shape[1])
+
     def _inputs(self, images: list[Image.Image], prompts: list[str]) -> Any:
         if self.processor is not None:
             return self.processor(images=images, text=prompts, return_tensors="pt", padding=True)

@@ -17,6 +17,8 @@ from typing import Any
 
 from PIL import Image
 
+from recaption.imaging import ImageFileError, read_image_file
+from recaption.limits import MAX_IMAGE_BYTES
 from recaption.record import Pair
 from recaption.stages.tags import tag_values
 
@@ -25,13 +27,15 @@ THUMB_SIDE = 160
 WHAT_IF_SCORES = ("nsfw", "text_area_share", "imagenet_top1_p", "tag_agreement", "candidate_diversity")
 WHAT_IF_BINS = 20
 MAX_THUMB_SOURCE_PIXELS = 50_000_000
+SHOWN_CHARS = 400  # of any one text in the report
 
 
 def thumbnail_b64(image: str | bytes | None) -> str | None:
     if not image or (isinstance(image, str) and image.startswith(("http://", "https://"))):
         return None
     try:
-        src = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
+        # A path is read as image_check reads it: a FIFO or a device would never end.
+        src = io.BytesIO(image if isinstance(image, (bytes, bytearray)) else read_image_file(image, MAX_IMAGE_BYTES))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
             with Image.open(src) as img:
@@ -42,7 +46,7 @@ def thumbnail_b64(image: str | bytes | None) -> str | None:
                 buf = io.BytesIO()
                 img.convert("RGB").save(buf, "JPEG", quality=70)
         return base64.b64encode(buf.getvalue()).decode("ascii")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # a broken image simply has none
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, ImageFileError):  # a broken image simply has none
         return None
 
 
@@ -50,21 +54,27 @@ def _sample_rank(image_id: str) -> int:
     return zlib.crc32(image_id.encode("utf-8"))
 
 
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """A text as the report shows it: whole up to ``limit`` characters, then cut with an ellipsis
+    (the report embeds a few hundred records; their texts must not make it unbounded)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _pair_view(pair: Pair) -> dict[str, Any]:
     original = pair.captions[0] if pair.captions else None
     selected = next((c for c in pair.captions if c.selected), None)
     return {
-        "image_id": pair.image_id,
-        "texts": pair.texts[:3],
-        "cleaned": original.text if original else "",
+        "image_id": shown(pair.image_id, 120),
+        "texts": [shown(t) for t in pair.texts[:3]],
+        "cleaned": shown(original.text) if original else "",
         "cleaned_by": original.params.get("cleaned_by", []) if original else [],
-        "caption": selected.text if selected else "",
+        "caption": shown(selected.text) if selected else "",
         "tokens": selected.scores.get("clip_tokens") if selected else None,
         "fitted": bool(selected and "fit_to_tokens" in selected.params),
         "size": [pair.scores.get("width"), pair.scores.get("height")],
         "text_dup_count": pair.scores.get("text_dup_count"),
         "tags": [t["label"] for t in tag_values(pair, "classify")][:3],
-        "ocr": [t["text"] for t in tag_values(pair, "ocr")][:4],
+        "ocr": [shown(t["text"], 120) for t in tag_values(pair, "ocr")][:4],
         "nsfw": pair.scores.get("nsfw"),
     }
 
@@ -115,7 +125,7 @@ class ReportSampler:
         bucket = self.examples.setdefault(pair.reject.key, [])
         if len(bucket) < self.examples_per_reason:
             view = _pair_view(pair)
-            view.update(detail=pair.reject.detail, thumb=thumbnail_b64(pair.image))
+            view.update(detail=shown(pair.reject.detail), thumb=thumbnail_b64(pair.image))
             bucket.append(view)
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,12 +23,15 @@ OUTPUT layout::
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import multiprocessing as mp
 import os
 import queue
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -50,7 +53,12 @@ from recaption.io.parquet import ParquetReader, ParquetWriter
 from recaption.recipe import Recipe, recipe_from_dict
 from recaption.record import Pair
 from recaption.report.sample import ReportSampler
-from recaption.stages.base import Decision, GlobalStage, Stage, StageCounters
+from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES, Decision, GlobalStage, Stage, StageCounters, StageError
+
+WRITE_STAGE = "write"
+RESUME_MAY_CHANGE = ("stop_after_failures",)  # settings a resumed run takes from its own command
+# Errors of the output as a whole (disk full, read-only, quota), not of one record: they stop the run.
+FATAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
 
 
 class RunError(Exception):
@@ -76,10 +84,48 @@ class RunConfig:
             "input_format": self.input_format,
             "output_format": self.output_format,
             "reader": asdict(self.reader),
-            # Where stages run on Ray does not change a record: a run may resume under
-            # other placements, or under the other runner.
-            "recipe": {k: v for k, v in self.recipe.to_dict().items() if k != "ray"},
+            # Where stages run on Ray does not change a record, nor does when to give up on a
+            # failing stage: a run may resume under other placements, another runner, another
+            # --stop-after-failures.
+            "recipe": {k: v for k, v in self.recipe.to_dict().items() if k not in ("ray", "stop_after_failures")},
+            "stop_after_failures": self.recipe.stop_after_failures,
         }
+
+
+def worker_recipe(settings: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as the workers build it: the saved one, with this run's failure limit."""
+    return {**settings["recipe"], "stop_after_failures": settings.get("stop_after_failures", DEFAULT_STOP_AFTER_FAILURES)}
+
+
+LOCK_NAME = ".recaption.lock"  # held by the run writing to an OUTPUT, with who holds it inside
+
+
+@contextmanager
+def output_lock(root: Path) -> Iterator[None]:
+    """Hold OUTPUT for one run at a time: a second run on it (or an --overwrite of it) is told who
+    holds it, instead of deleting the first run's temporaries from under it."""
+    if root.exists() and not root.is_dir():
+        raise RunError(f"{root} is a file; OUTPUT must be a folder (new or from an earlier run)")
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise RunError(f"cannot write to {root}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "another process"
+            raise RunError(f"{root} is in use by another recaption run ({holder}); wait for it to end or choose another OUTPUT") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        # A run refused before it wrote anything leaves no folder behind.
+        if created and {p.name for p in root.iterdir()} == {LOCK_NAME}:
+            shutil.rmtree(root, ignore_errors=True)
+        os.close(fd)  # closing releases the lock; the file stays (removing it would race a waiting run)
 
 
 def _read_json(path: Path) -> Any:
@@ -147,7 +193,7 @@ _STATE: dict[str, Any] = {}
 
 def _init_worker(settings: dict[str, Any], output: str, progress: Any, n_shards: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    recipe = recipe_from_dict(settings["recipe"])
+    recipe = recipe_from_dict(worker_recipe(settings))
     reader_options = ReaderOptions(**settings["reader"])
     reader = open_reader(settings["input"], settings["input_format"], reader_options)
     layout = OutputLayout(Path(output))
@@ -215,6 +261,16 @@ class ShardSink:
         self._add = None
 
     def put(self, pair: Pair) -> None:
+        if pair.reject is None:
+            try:
+                # The writers make everything they store before writing a byte, so a record
+                # that cannot be written (its image gone, a value no format holds) is refused
+                # whole, and becomes a reject instead of stopping the shard.
+                self._add(pair)
+            except (OSError, ValueError, TypeError, UnicodeError, OverflowError, RecursionError) as exc:
+                if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
+                    raise
+                pair.reject_with(WRITE_STAGE, "unwritable", f"{type(exc).__name__}: {exc}"[:300])
         if pair.reject is not None:
             self.rejects.append(pair.to_dict())
             self.sampler.rejected(pair)
@@ -223,7 +279,6 @@ class ShardSink:
             self.signatures.append([record_key(self.shard.index, self.n_out), self.seg.exit.signature(pair)])
         if self.last:
             self.sampler.kept(pair)
-        self._add(pair)
         self.n_out += 1
 
     def finish(self, n_in: int, stage_counts: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -323,18 +378,26 @@ class LocalRunner:
         layout = self.layout
         if layout.settings.exists():
             saved = _read_json(layout.settings)
-            changed = sorted(k for k in settings if saved.get(k) != settings[k])
+            changed = sorted(k for k in settings if saved.get(k) != settings[k] and k not in RESUME_MAY_CHANGE)
             if changed:
                 raise RunError(
                     f"{layout.root} already holds a run with other settings ({', '.join(changed)} differ). "
                     "Re-run with the same command to resume, choose a new OUTPUT, or pass --overwrite."
                 )
+            saved.update({k: settings[k] for k in RESUME_MAY_CHANGE})
             plan = [InputShard(**s) for s in _read_json(layout.plan)]
             removed = remove_stale_temporaries(layout.root)
             if removed and self.show_progress:
                 print(f"resuming: removed {removed} unfinished file(s) of the interrupted run", file=sys.stderr)
             return saved, plan
-        if layout.root.exists() and any(layout.root.iterdir()):
+        if layout.root.is_file():
+            raise RunError(f"{layout.root} is a file; OUTPUT must be a folder (new or from an earlier run)")
+        leftovers = {p.name for p in layout.root.iterdir()} - {LOCK_NAME} if layout.root.exists() else set()
+        if leftovers == {layout.work.name}:
+            # A run stopped before its plan was saved (run.json is written last): nothing of it
+            # can be resumed, and nothing of it is worth keeping. Start afresh.
+            shutil.rmtree(layout.work)
+        elif leftovers:
             raise RunError(f"{layout.root} exists and is not empty, and holds no recaption run; choose a new OUTPUT")
         reader = open_reader(self.config.input, self.config.input_format, self.config.reader)
         plan = reader.plan()
@@ -373,8 +436,17 @@ class LocalRunner:
                 _stop_workers(pool)
                 pool = None
             raise RunError(f"interrupted. Finished shards are kept; run the same command again to resume ({self.layout.root}).") from None
+        except (StageError, OSError) as exc:
+            if pool is not None:
+                _stop_workers(pool)
+                pool = None
+            if isinstance(exc, OSError):
+                raise
+            raise RunError(str(exc)) from None
         except BrokenProcessPool as exc:
-            pool = None
+            if pool is not None:
+                _stop_workers(pool)  # the dead worker, and the ones still alive, are reaped: no zombies
+                pool = None
             raise RunError(
                 f"a worker process died ({exc}); this is usually the system killing it for memory. "
                 "Finished shards are kept: re-run the same command with fewer --workers or a smaller --shard-size."
@@ -498,9 +570,33 @@ class LocalRunner:
         return stats
 
 
+# What a user most likely got wrong when every record fails the same way.
+_LIKELY_CAUSE = {
+    "image_check/missing_file": "images missing: is --image-root right (image paths are relative to the JSONL's folder)?",
+    "image_check/no_image": "records name no image: is --image-field right?",
+    "image_check/not_downloaded": "images are URLs: download them first (img2dataset)",
+    "read/missing_field": "a field is missing: are --text-field / --id-field / --image-field right?",
+    "clean_text/no_text": "records hold no text: is --text-field right?",
+    "read/malformed_json": "lines are not JSON: is --format right?",
+}
+
+
+def why_nothing_kept(stats: dict[str, Any]) -> str:
+    """One line on why a run kept nothing, naming the likely cause when one reason dominates."""
+    if not stats["input"]:
+        return f"nothing kept: the input {stats.get('input_path', '')} holds no records"
+    reasons = sorted(stats["rejects_by_reason"].items(), key=lambda kv: -kv[1])
+    top, n = reasons[0]
+    share = "all" if n == stats["input"] else f"{n} of"
+    cause = _LIKELY_CAUSE.get(top)
+    if cause:
+        return f"nothing kept: {share} {stats['input']} pairs rejected as {top}; {cause}"
+    return f"nothing kept: {share} {stats['input']} pairs rejected as {top}; see the rejects/ folder and report.html"
+
+
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Stop now: cancel what has not started and kill what runs (its shard is redone on resume)."""
-    processes = list(getattr(pool, "_processes", {}).values())  # no public API for this
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API for this
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in processes:
         proc.kill()

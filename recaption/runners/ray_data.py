@@ -63,6 +63,7 @@ from recaption.runners.local import (
     cut_segments,
     read_segment_source,
     record_key,
+    worker_recipe,
 )
 from recaption.stages.base import Stage, StageCounters
 
@@ -350,6 +351,7 @@ class RayRunner(LocalRunner):
     def __init__(self, config: RunConfig, address: str | None = None, show_progress: bool = True) -> None:
         super().__init__(config, show_progress)
         self.address = address
+        import_ray()  # without Ray, refused here: before OUTPUT is even made
 
     def run(self) -> dict[str, Any]:
         ray = import_ray()
@@ -357,7 +359,7 @@ class RayRunner(LocalRunner):
         started = self._connect(ray)
         try:
             segments = cut_segments(self.config.recipe.build())
-            recipe_json = json.dumps(settings["recipe"], sort_keys=True)
+            recipe_json = json.dumps(worker_recipe(settings), sort_keys=True)
             for seg in segments:
                 if seg.entry is not None:
                     self._decide(seg, plan)

@@ -34,6 +34,13 @@ class StageError(Exception):
     """A stage cannot be built or run as configured; the message says what to do."""
 
 
+DEFAULT_STOP_AFTER_FAILURES = 8
+
+
+class SystematicFailure(StageError):
+    """A stage failed on every record it has tried, the same way: the cause is the setup, not the data."""
+
+
 @dataclass(frozen=True)
 class Needs:
     # module name -> pip requirement that provides it
@@ -93,6 +100,9 @@ class Stage(ABC):
     def __init__(self) -> None:
         self.counters = StageCounters()
         self._ready = False
+        self.stop_after_failures = DEFAULT_STOP_AFTER_FAILURES  # the recipe sets its own
+        self._succeeded = False  # has any record ever passed through without an error?
+        self._streak: tuple[str, int] = ("", 0)  # the same error, how many records in a row
         self.check_needs()
 
     # -- hooks for subclasses ------------------------------------------------------------
@@ -134,6 +144,9 @@ class Stage(ABC):
             saved = [(list(p.captions), dict(p.scores), dict(p.meta), p.image, p.image_ext) for p in live]
             try:
                 work(live)
+                self._succeeded = True
+            except SystematicFailure:
+                raise
             except Exception:  # noqa: BLE001 - isolate the record that broke the stage, keep the rest
                 for pair, (captions, scores, meta, image, ext) in zip(live, saved):
                     pair.captions, pair.scores, pair.meta, pair.image, pair.image_ext = captions, scores, meta, image, ext
@@ -159,6 +172,27 @@ class Stage(ABC):
                 work([pair])
             except Exception as exc:  # noqa: BLE001
                 pair.reject_with(self.name, "error", f"{type(exc).__name__}: {exc}"[:300])
+                self._count_failure(exc)
+            else:
+                self._succeeded = True
+
+    def _count_failure(self, exc: Exception) -> None:
+        """Stop the run when the first records all fail alike: a wrong model, path or setting
+        would otherwise turn a whole dataset into rejects and exit as if all were well."""
+        if self._succeeded or not self.stop_after_failures:
+            return
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200] if str(exc) else type(exc).__name__
+        same, n = self._streak
+        self._streak = (error, n + 1 if error == same else 1)
+        if self._streak[1] >= self.stop_after_failures:
+            raise SystematicFailure(
+                f"stage '{self.name}' failed on its first {self._streak[1]} records with the same error ({error}); "
+                f"{self.failure_hint(exc)} (finished shards are kept; --stop-after-failures 0 rejects such records instead)"
+            ) from exc
+
+    def failure_hint(self, exc: Exception) -> str:
+        """The likely cause of an error every record hits; stages that know better say more."""
+        return "this is the stage's setup (model, path or arguments), not the data"
 
     def reset_counters(self) -> StageCounters:
         done, self.counters = self.counters, StageCounters()

@@ -169,9 +169,27 @@ class VlmCaption(Stage):
             self.captioner = load_captioner(self.model_name, self.backend, self.device, self.dtype, self.quantization)
         except ModelLoadError as exc:
             raise StageError(f"vlm_caption.model: {exc}") from exc
+        self._check_context()
         self.source = "vlm:" + self.model_name.rstrip("/").split("/")[-1]
         self.checker = SensitiveCheck(names=self.names)
         self.checker.setup()
+
+    def _check_context(self) -> None:
+        """Refuse a prompt (with its image, before any alt-text) and answer that cannot fit the
+        model's context: every record would fail inside generate with an index error."""
+        from recaption.text.prompts import render  # noqa: PLC0415
+
+        context = getattr(self.captioner, "context_length", lambda: None)()
+        if not context:
+            return
+        prompt = self.captioner.format_prompt(render(self.template, "", "", []))
+        need = self.captioner.prompt_length(prompt)
+        if need + self.sampling.max_new_tokens > context:
+            raise StageError(
+                f"vlm_caption: the prompt takes {need} tokens with its image, and max_new_tokens adds "
+                f"{self.sampling.max_new_tokens}: more than the {context} tokens of {self.model_name}'s context. "
+                "Use a shorter template or prompt, or lower vlm_caption.max_new_tokens"
+            )
 
     def process(self, batch: list[Pair]) -> None:
         from recaption.text.prompts import render  # noqa: PLC0415

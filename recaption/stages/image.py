@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import warnings
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from recaption.imaging import to_rgb
+from recaption.imaging import ImageFileError, read_image_file, to_rgb
+from recaption.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from recaption.record import Pair
 from recaption.stages.base import Stage, StageError, register
 
@@ -107,8 +107,8 @@ class ImageCheck(Stage):
     def __init__(
         self,
         *,
-        max_pixels: int = 89_478_485,
-        max_bytes: int = 64 * 1024 * 1024,
+        max_pixels: int = MAX_IMAGE_PIXELS,
+        max_bytes: int = MAX_IMAGE_BYTES,
         min_side: int = 64,
         max_aspect_ratio: float = 3.0,
         resize: str = "none",
@@ -237,17 +237,9 @@ class ImageCheck(Stage):
             return None
         else:
             try:
-                size = os.path.getsize(src)
-                if size > self.max_bytes:
-                    pair.reject_with(self.name, "too_many_bytes", f"{size} bytes > {self.max_bytes}")
-                    return None
-                with open(src, "rb") as fh:
-                    data = fh.read()
-            except FileNotFoundError:
-                pair.reject_with(self.name, "missing_file", src)
-                return None
-            except OSError as exc:
-                pair.reject_with(self.name, "unreadable_file", f"{src}: {exc.strerror or exc}")
+                data = read_image_file(src, self.max_bytes)
+            except ImageFileError as exc:
+                pair.reject_with(self.name, exc.reason, str(exc))
                 return None
         if not data:
             pair.reject_with(self.name, "zero_bytes", "the image file is empty")

@@ -171,3 +171,21 @@ def test_vlm_rerank_recipe_runs_from_the_cli_with_local_checkpoints(tiny_vlms, t
         assert 1 <= len(vlm) <= 5 and all("clip_score" in c["scores"] for c in vlm)
         assert 1 <= sum(c["selected"] for c in rec["captions"]) <= 2
         assert "candidates_distinct" in rec["scores"]
+
+
+def test_a_prompt_longer_than_the_models_context_is_refused_at_setup(tiny_vlms, tmp_path):
+    import json
+    import shutil
+
+    from recaption.stages.caption import VlmCaption
+
+    short = tmp_path / "short-context-llava"
+    shutil.copytree(tiny_vlms["llava"], short)
+    config = json.loads((short / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 40  # the image alone takes 17 tokens, the prompt ~60
+    (short / "config.json").write_text(json.dumps(config))
+    stage = VlmCaption(model=str(short), max_new_tokens=8)
+    with pytest.raises(StageError, match=r"the prompt takes \d+ tokens with its image, and max_new_tokens adds 8: more than the 40 tokens"):
+        stage.setup()
+    # The same checkpoint with its real context runs.
+    VlmCaption(model=str(tiny_vlms["llava"]), max_new_tokens=8).setup()
