@@ -454,6 +454,9 @@ class LocalRunner:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+            if workers > 1:
+                pool = progress_queue = None
+                _stop_resource_tracker()
         try:
             return self._finish(settings, plan, segments)
         except KeyboardInterrupt:
@@ -592,6 +595,22 @@ def why_nothing_kept(stats: dict[str, Any]) -> str:
     if cause:
         return f"nothing kept: {share} {stats['input']} pairs rejected as {top}; {cause}"
     return f"nothing kept: {share} {stats['input']} pairs rejected as {top}; see the rejects/ folder and report.html"
+
+
+def _stop_resource_tracker() -> None:
+    """Stop (and reap) multiprocessing's resource-tracker process once the workers are gone.
+
+    It would otherwise outlive the run, be orphaned when the program exits, and stay a zombie
+    under an init that does not reap (a container whose first process is a shell). Its
+    semaphores (the pool's and the progress queue's) are released first, so nothing restarts it.
+    """
+    import gc  # noqa: PLC0415
+    from multiprocessing import resource_tracker  # noqa: PLC0415
+
+    gc.collect()  # finalises the dropped queues' semaphores while the tracker still runs
+    stop = getattr(getattr(resource_tracker, "_resource_tracker", None), "_stop", None)  # no public API
+    if stop is not None:
+        stop()
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
