@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recaption.io.base import InputError, InputShard, Reader, broken_pair, register_reader, shard_name
 from recaption.io.imagefolder import ImageFolderReader, list_images
 from recaption.io.webdataset import WebDatasetReader
+from recaption.limits import MAX_TEXT_CHARS
 from recaption.record import Pair
 
 
@@ -70,7 +72,12 @@ class Img2DatasetReader(Reader):
     def _failed_downloads(listing: Path) -> Iterator[Pair]:
         if not listing.exists():
             return
-        table = pq.read_table(listing)
+        try:
+            table = pq.read_table(listing)
+        except (pa.ArrowException, OSError) as exc:
+            # The listing only accounts for failed downloads; the samples were read above.
+            yield broken_pair(f"{listing.stem}:listing", "corrupt_listing", f"{listing.name} cannot be read: {str(exc)[:200]}", {"file": str(listing)})
+            return
         cols = set(table.column_names)
         if "status" not in cols:
             return
@@ -81,6 +88,6 @@ class Img2DatasetReader(Reader):
             detail = f"{rec.get('url', '')}: {rec.get('error_message') or rec.get('status')}"[:300]
             pair = broken_pair(key, "download_failed", detail, {"file": str(listing), "row": row})
             caption = rec.get("caption")
-            if isinstance(caption, str):
+            if isinstance(caption, str) and len(caption) <= MAX_TEXT_CHARS:
                 pair.texts = [caption]
             yield pair

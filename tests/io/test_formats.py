@@ -207,6 +207,10 @@ def test_img2dataset_output_includes_failed_downloads(tmp_path):
     pairs = read_all(out)
     assert [(p.image_id, p.reject.reason if p.reject else None) for p in pairs] == [("000000000", None), ("000000001", "download_failed")]
     assert "HTTP 404" in pairs[1].reject.detail and pairs[1].texts == ["a cat"]
+    # A damaged listing costs the failed-download accounting, said as a reject; the samples read.
+    (out / "00000.parquet").write_bytes(b"PAR1 not really")
+    pairs = read_all(out)
+    assert [(p.image_id, p.reject.reason if p.reject else None) for p in pairs] == [("000000000", None), ("00000:listing", "corrupt_listing")]
 
 
 def test_format_detection_and_clear_errors(tmp_path):
