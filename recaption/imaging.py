@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 
-class ImageFileError(Exception):
+class ImageFileError(OSError):
     """An image path that cannot be read as an image file; ``reason`` is the reject reason."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from recaption.imaging import ImageFileError, read_image_file
 from recaption.io.base import (
     IMAGE_EXTS,
     InputShard,
@@ -135,11 +136,14 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def image_bytes_and_ext(pair: Pair) -> tuple[bytes, str]:
-    """The encoded image of a kept pair, whether it travelled as bytes or as a path."""
+    """The encoded image of a kept pair, whether it travelled as bytes or as a local path
+    (read as image_check reads it: a regular file, at most MAX_IMAGE_BYTES); ImageFileError
+    (an OSError) where there is none."""
     if isinstance(pair.image, (bytes, bytearray)):
         return bytes(pair.image), safe_ext(pair.image_ext)
-    path = Path(str(pair.image))
-    return path.read_bytes(), safe_ext(path.suffix.lstrip("."))
+    if not isinstance(pair.image, str) or not pair.image or "://" in pair.image:
+        raise ImageFileError("no_image", f"no local image for {pair.image_id} ({str(pair.image)[:200]!r})")
+    return read_image_file(pair.image, MAX_IMAGE_BYTES), safe_ext(Path(pair.image).suffix.lstrip("."))
 
 
 @register_writer

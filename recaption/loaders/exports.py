@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from recaption.io.webdataset import image_bytes_and_ext
 from recaption.loaders.policy import CaptionPolicy
 from recaption.record import Pair
 
@@ -31,21 +32,10 @@ FORMATS = ("open_clip", "llava", "diffusers", "hf")
 LLAVA_PROMPT = "<image>\nDescribe this image."
 
 
-def image_of(pair: Pair) -> tuple[bytes, str]:
-    """The stored image bytes and extension (``jpg`` when unknown)."""
-    if isinstance(pair.image, (bytes, bytearray)):
-        return bytes(pair.image), pair.image_ext or "jpg"
-    if isinstance(pair.image, str) and "://" not in pair.image:
-        path = Path(pair.image)
-        ext = path.suffix.lower().lstrip(".") or "jpg"
-        return path.read_bytes(), "jpg" if ext == "jpeg" else ext
-    raise OSError(f"no local image for {pair.image_id} ({pair.image!r})")
-
-
 def _samples(pairs: list[Pair], policy: CaptionPolicy, skipped: list[dict]) -> Iterator[tuple[Pair, bytes, str, str]]:
     for k, pair in enumerate(pairs):
         try:
-            data, ext = image_of(pair)
+            data, ext = image_bytes_and_ext(pair)
         except OSError as exc:
             skipped.append({"image_id": pair.image_id, "reason": "unreadable_image", "detail": str(exc)[:200]})
             continue
