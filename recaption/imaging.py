@@ -35,8 +35,8 @@ def read_image_file(path: str, max_bytes: int) -> bytes:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ImageFileError("missing_file", path) from None
-    except OSError as exc:
-        raise ImageFileError("unreadable_file", f"{path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte inside the path
+        raise ImageFileError("unreadable_file", f"{path!r}: {getattr(exc, 'strerror', None) or exc}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):  # checked before Python's file object, which refuses folders itself
         os.close(fd)

@@ -7,6 +7,7 @@ record past one is rejected with the limit named, and the run goes on.
 MAX_RECORD_BYTES = 1024 * 1024  # one JSON line, one sidecar .json or .txt, a tar's .json/.txt member
 MAX_JSON_DEPTH = 32  # nesting of objects and arrays inside one record
 MAX_TEXT_CHARS = 20_000  # one alt-text or caption
+MAX_TEXTS = 1_000  # alt-texts, or captions, in one record
 MAX_ID_CHARS = 4096  # an image id
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # one encoded image (image_check's max_bytes may lower it)
 MAX_IMAGE_PIXELS = 89_478_485  # one decoded image, width x height (PIL's own bomb limit)

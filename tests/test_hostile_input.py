@@ -82,6 +82,8 @@ JSONL_CASES: dict[str, tuple[str, str | None]] = {
     "fifo": ('{"image_id":"fifo","image_path":"pipe.jpg","texts":["a pipe"]}', "image_check/not_a_file"),
     "folder": ('{"image_id":"folder","image_path":"adir","texts":["a folder"]}', "image_check/not_a_file"),
     "missing": ('{"image_id":"missing","image_path":"nope.jpg","texts":["gone"]}', "image_check/missing_file"),
+    "nul_in_path": ('{"image_id":"nul_in_path","image_path":"good\\u0000.jpg","texts":["a nul"]}', "image_check/unreadable_file"),
+    "many_texts": ('{"image_id":"many_texts","image_path":"good.jpg","texts":' + json.dumps(["t"] * 1001) + "}", "read/too_many_texts"),
     # Kept, but nothing of theirs may leak into the output as it came.
     "own_reject": ('{"image_id":"own_reject","image_path":"good2.jpg","texts":["a second pattern"],"reject":{"foo":1}}', None),
     "nan": ('{"image_id":"nan","image_path":"good3.jpg","texts":["a third pattern"],"q":NaN,"r":-Infinity}', None),

@@ -24,7 +24,7 @@ from recaption.io.base import (
     texts_from,
 )
 from recaption.io.safejson import RecordProblem, check_value, dumps, load_record
-from recaption.limits import MAX_ID_CHARS, MAX_TEXT_CHARS
+from recaption.limits import INT_LIMIT, MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TEXTS
 from recaption.record import Caption, Pair
 
 OWN_FIELDS = ("captions", "scores", "meta", "reject", "origin", "caption", "image_ext")
@@ -95,9 +95,20 @@ def pair_from_record(
     try:
         return _pair_from_record(record, options, origin, base_dir, fallback_id, image_bytes)
     except RecordProblem as exc:
-        return broken_pair(fallback_id, exc.reason, str(exc)[:300], origin)
+        return broken_pair(_usable_id(record, options) or fallback_id, exc.reason, str(exc)[:300], origin)
     except Exception as exc:  # noqa: BLE001 - a record nobody foresaw must not stop the run
         return broken_pair(fallback_id, "malformed_record", f"{type(exc).__name__}: {exc}"[:300], origin)
+
+
+def _usable_id(record: Any, options: ReaderOptions) -> str | None:
+    """The record's own id where it is a plain short string or number, so a reject can be found by it."""
+    if not isinstance(record, dict):
+        return None
+    key = first_present(record, options.id_field, ID_FIELDS)
+    value = record.get(key) if key else None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value) or len(str(value)) > MAX_ID_CHARS:
+        return None
+    return str(value) if not isinstance(value, int) or -INT_LIMIT <= value < INT_LIMIT else None
 
 
 def _pair_from_record(
@@ -127,6 +138,8 @@ def _pair_from_record(
     texts = texts_from(record.get(text_key)) if text_key else []
     if isinstance(texts, str):
         return broken_pair(image_id, "wrong_type", f"{text_key}: {texts}", origin)
+    if len(texts) > MAX_TEXTS:
+        return broken_pair(image_id, "too_many_texts", f"{text_key} holds {len(texts)} texts > {MAX_TEXTS}", origin)
     longest = max(map(len, texts), default=0)
     if longest > MAX_TEXT_CHARS:
         return broken_pair(image_id, "text_too_long", f"{text_key} holds a text of {longest} characters > {MAX_TEXT_CHARS}", origin)
@@ -158,7 +171,10 @@ def _pair_from_record(
     # files between passes, or an earlier run's output, are not where it came from).
     saved_origin = _nested(record, "origin", dict)
     pair = Pair(image_id=image_id, image=image, texts=texts, origin=saved_origin or origin)
-    pair.captions = [caption_from_dict(cap, f"captions[{i}]") for i, cap in enumerate(_nested(record, "captions", list))]
+    captions = _nested(record, "captions", list)
+    if len(captions) > MAX_TEXTS:
+        raise RecordProblem("too_many_texts", f"captions holds {len(captions)} captions > {MAX_TEXTS}")
+    pair.captions = [caption_from_dict(cap, f"captions[{i}]") for i, cap in enumerate(captions)]
     pair.scores.update(_nested(record, "scores", dict))
     pair.meta.update(_nested(record, "meta", dict))
     previous = _maybe_json(record.get("reject"), "reject")
