@@ -101,9 +101,13 @@ def build_demo(folder: Path) -> Path:
     add("astronaut-exif", "images/astronaut_sideways.jpg", ["astronaut portrait straight from the phone, IMG_0042.JPG"])
     # Same generic caption on different images: flagged, not dropped.
     _save(_load("rocket").crop((0, 0, 200, 300)), images / "rocket_top.jpg", "JPEG")
-    add("generic-1", "images/rocket_top.jpg", ["image"])
+    add("generic-1", "images/rocket_top.jpg", ["outer space"])
     _save(_load("hubble_deep_field").crop((0, 0, 400, 400)), images / "galaxies.jpg", "JPEG")
-    add("generic-2", "images/galaxies.jpg", ["Image!"])
+    add("generic-2", "images/galaxies.jpg", ["Outer space!"])
+    # Alt-text that says nothing about the image: the default recipe describes it from the
+    # taggers instead (the clean recipe, which has none, rejects it).
+    _save(_load("coffee").crop((100, 0, 500, 400)), images / "coffee_crop.jpg", "JPEG")
+    add("says-nothing", "images/coffee_crop.jpg", ["Image!"])
     # Filters.
     _save(chelsea.resize((48, 36)), images / "tiny.jpg", "JPEG")
     add("tiny", "images/tiny.jpg", ["tiny cat icon"])

@@ -211,7 +211,8 @@ def training_text(pair: Pair) -> str:
     cleaned = cleaned_alt_text(pair)
     if cleaned is not None:
         return cleaned
-    return pair.alt_text if not pair.captions else ""
+    # A pair whose alt-text cleaned to nothing has "cleaning" on record: its raw text is junk.
+    return pair.alt_text if not pair.captions and "cleaning" not in pair.meta else ""
 
 
 def record_from_pair(pair: Pair, image_path: str | None = None, nested_as_json: bool = False) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, register
 from recaption.stages.tags import decode_batch, tag_values
 from recaption.stages.text import SensitiveCheck
 from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
+from recaption.text.clean import says_nothing
 from recaption.text.compose import Evidence, Label, compose, tag_agreement
 
 VARIANTS = ("short", "long")
@@ -56,8 +57,12 @@ class ComposeCaption(Stage):
         long_tags: int = 3,
         short_max_tokens: int = CONTEXT_LENGTH,
         long_max_tokens: int = 200,
+        no_evidence: str = "reject",
     ) -> None:
         super().__init__()
+        if no_evidence not in ("reject", "keep"):
+            raise StageError("compose_caption.no_evidence must be 'reject' or 'keep' (for a captioning model after it)")
+        self.no_evidence = no_evidence
         self.variants = list(variants or VARIANTS)
         if not set(self.variants) <= set(VARIANTS) or not self.variants:
             raise StageError(f"compose_caption.variants must be taken from {VARIANTS}")
@@ -74,31 +79,43 @@ class ComposeCaption(Stage):
 
     def process(self, batch: list[Pair]) -> None:
         for pair in batch:
-            ev = evidence_of(pair)
-            if not ev.alt_text and not ev.labels:
-                continue  # nothing to write from: leave the pair to a captioning model
-            pair.scores["tag_agreement"] = tag_agreement(ev)
-            parent = next((i for i, c in enumerate(pair.captions) if c.selected and c.source == "alt-text"), None)
-            models = sorted({v["model"] for v in (pair.meta.get("tags") or {}).values() if isinstance(v, dict) and "model" in v})
-            for variant in self.variants:
-                max_tags, max_tokens, ocr_words = self.limits[variant]
-                made = compose(ev, self.count, max_tokens, max_tags, ocr_words, self.confident, self.hedge_min)
-                if not made.says_anything:
-                    break  # "a photo" alone: no variant would say more
-                if variant == self.select:
-                    for cap in pair.captions:
-                        cap.selected = False
-                pair.captions.append(
-                    Caption(
-                        text=made.text,
-                        source="rules",
-                        round=1,
-                        parent=parent,
-                        params={"variant": variant, "prompt": made.prompt, "tags": made.tags, "hedged": made.hedged, "ocr": made.ocr},
-                        model_hash=";".join(models) or None,
-                        selected=variant == self.select,
-                    )
+            wrote = self._write(pair)
+            for cap in pair.captions:  # "Image!" is never a training caption
+                if cap.selected and says_nothing(cap.text):
+                    cap.selected = False
+            if self.no_evidence == "reject" and not wrote and not any(c.selected for c in pair.captions):
+                left = [n["left"] for n in (pair.meta.get("cleaning") or {}).get("nothing_left", []) if n.get("left")]
+                said = f"the alt-text left only {left[0]!r}" if left else "no usable alt-text"
+                pair.reject_with(self.name, "no_evidence", f"nothing to write from: {said}, and no tagger saw anything confident enough")
+
+    def _write(self, pair: Pair) -> bool:
+        """Add the variants' captions; False where the evidence says nothing."""
+        ev = evidence_of(pair)
+        if not ev.alt_text and not ev.labels and not ev.ocr:
+            return False
+        pair.scores["tag_agreement"] = tag_agreement(ev)
+        parent = next((i for i, c in enumerate(pair.captions) if c.selected and c.source == "alt-text"), None)
+        models = sorted({v["model"] for v in (pair.meta.get("tags") or {}).values() if isinstance(v, dict) and "model" in v})
+        for variant in self.variants:
+            max_tags, max_tokens, ocr_words = self.limits[variant]
+            made = compose(ev, self.count, max_tokens, max_tags, ocr_words, self.confident, self.hedge_min)
+            if not made.says_anything:
+                return variant != self.variants[0]  # "a photo" alone: no variant would say more
+            if variant == self.select:
+                for cap in pair.captions:
+                    cap.selected = False
+            pair.captions.append(
+                Caption(
+                    text=made.text,
+                    source="rules",
+                    round=1,
+                    parent=parent,
+                    params={"variant": variant, "prompt": made.prompt, "tags": made.tags, "hedged": made.hedged, "ocr": made.ocr},
+                    model_hash=";".join(models) or None,
+                    selected=variant == self.select,
                 )
+            )
+        return True
 
 
 @register

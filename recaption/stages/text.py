@@ -13,7 +13,7 @@ import importlib.util
 from recaption.models.names import DEFAULT_MODEL as DEFAULT_NAMES_MODEL
 from recaption.record import Caption, Pair
 from recaption.stages.base import Stage, StageError, register
-from recaption.text.clean import AltTextRules
+from recaption.text.clean import AltTextRules, says_nothing
 from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
 from recaption.text.fit import fit_to_budget
 from recaption.text.sensitive import SensitiveAttributeFilter
@@ -40,9 +40,12 @@ class CleanText(Stage):
     def process(self, batch: list[Pair]) -> None:
         for pair in batch:
             first = None
+            nothing_left = []
             for i, original in enumerate(pair.texts):
                 result = self.rules.clean(original)
-                if len(result.text) < self.min_chars:
+                if len(result.text) < self.min_chars or says_nothing(result.text):
+                    # No caption from this text; what the rules removed is still on record.
+                    nothing_left.append({"text_index": i, "left": result.text, "cleaned_by": result.changed_by})
                     continue
                 cap = Caption(
                     text=result.text,
@@ -55,12 +58,17 @@ class CleanText(Stage):
                     first = cap
             if first is not None:
                 first.selected = True
-            elif not pair.texts:
+                continue
+            # No usable alt-text. Recipes that write captions keep the pair (keep_empty) for the
+            # taggers and captioners to describe from the image; the others reject it.
+            pair.meta["cleaning"] = {"nothing_left": nothing_left}
+            if not pair.texts:
                 if not self.keep_empty:
                     pair.reject_with(self.name, "no_text", "the record has no text")
             elif not self.keep_empty:
                 shown = " | ".join(pair.texts)[:200]
-                pair.reject_with(self.name, "empty_after_cleaning", f"nothing left of: {shown}")
+                left = " | ".join(n["left"] for n in nothing_left if n["left"])
+                pair.reject_with(self.name, "empty_after_cleaning", f"nothing left of: {shown}" + (f" (only {left!r}, which names no content)" if left else ""))
 
 
 @register

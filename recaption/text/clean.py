@@ -240,6 +240,20 @@ RULES: dict[str, Callable[[str], str]] = {
 }
 
 
+# Words that name no content ("Image!", "Untitled photo"): a text of only these says nothing
+# about what the image shows, and is never a training caption.
+NO_CONTENT_WORDS = frozenset(
+    "image images photo photos photograph picture pictures pic pics img untitled thumbnail file default placeholder "
+    "no title stock the a an".split()
+)
+_CONTENT_WORD = re.compile(r"[a-z0-9]+")
+
+
+def says_nothing(text: str) -> bool:
+    """Whether a (cleaned) text names nothing the image could show."""
+    return set(_CONTENT_WORD.findall(text.lower())) <= NO_CONTENT_WORDS
+
+
 @dataclass
 class CleanResult:
     text: str

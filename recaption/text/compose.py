@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from recaption.text.clean import says_nothing
 from recaption.text.fit import fit_to_budget
 from recaption.text.kinds import kinds_named
 
@@ -51,11 +52,6 @@ _SAID_BY_PROMPT = {
     "a close-up photo of": re.compile(r"(?i),?\s*\b(?:close[- ]?up|macro)(?:\s+(?:shot|photo))?\b"),
 }
 _WORD = re.compile(r"[a-z0-9]+")
-# Alt-text that names no content ("image", "Untitled photo"): the labels must say what it shows.
-_NO_CONTENT = frozenset(
-    "image images photo photos photograph picture pictures pic pics img untitled thumbnail file default placeholder "
-    "no title stock the a an".split()
-)
 
 
 @dataclass(frozen=True)
@@ -139,7 +135,7 @@ def compose(
     if prompt in _SAID_BY_PROMPT:
         subject = _SAID_BY_PROMPT[prompt].sub("", subject)
     subject = subject.strip().rstrip(".!?;:, ")
-    if set(_WORD.findall(subject.lower())) <= _NO_CONTENT:
+    if says_nothing(subject):
         subject = ""
     words = _words(subject)
     sure: list[str] = []

@@ -1,6 +1,6 @@
 import pytest
 
-from recaption.record import Pair
+from recaption.record import Caption, Pair
 from recaption.stages.base import StageError
 from recaption.stages.caption import ComposeCaption
 from recaption.stages.text import CleanText, SensitiveCheck
@@ -38,14 +38,46 @@ def test_sensitive_check_cleans_the_rules_caption_too():
     assert selected[0].source == "rules"
 
 
-def test_nothing_to_write_from_leaves_the_pair_alone_and_bad_settings_fail_early():
+def test_nothing_to_write_from_is_a_reject_unless_a_captioner_follows_and_bad_settings_fail_early():
     pair = Pair("p", None, texts=[])
     ComposeCaption()([pair])
-    assert pair.captions == [] and pair.reject is None
-    vacuous = tagged_pair("Image!", [])
-    ComposeCaption()([vacuous])  # "a photo" alone says nothing: no rules caption, the alt-text stays selected
-    assert [(c.source, c.selected) for c in vacuous.captions] == [("alt-text", True)]
+    assert pair.captions == [] and pair.reject.key == "compose_caption/no_evidence"
+    kept = Pair("p", None, texts=[])
+    ComposeCaption(no_evidence="keep")([kept])  # a captioning model comes next
+    assert kept.captions == [] and kept.reject is None
+    vacuous = Pair("p", None, texts=["Image!"], captions=[Caption("Image!", "alt-text", selected=True)])  # as an earlier run left it
+    ComposeCaption()([vacuous])  # "a photo" alone says nothing, and "Image!" is never the training caption
+    assert [(c.source, c.selected) for c in vacuous.captions] == [("alt-text", False)]
+    assert vacuous.reject.key == "compose_caption/no_evidence"
+    with pytest.raises(StageError, match="no_evidence"):
+        ComposeCaption(no_evidence="drop")
     with pytest.raises(StageError, match="select"):
         ComposeCaption(variants=["long"], select="short")
     with pytest.raises(StageError, match="hedge_min"):
         ComposeCaption(confident=0.3, hedge_min=0.5)
+
+
+def test_the_default_recipe_captions_real_photos_whose_alt_text_says_nothing(tmp_path):
+    """File names, dates, credits: the taggers look at the photo and the caption says what they saw."""
+    import json
+
+    from recaption.cli import main
+    from tests.conftest import photo
+
+    useless = {"chelsea": "IMG_0042.JPG", "coffee": "DSC_0001 2018-07-04", "rocket": "Photographed by J. Smith (c) 2019"}
+    with open(tmp_path / "pairs.jsonl", "w") as fh:
+        for name, alt in useless.items():
+            photo(name).save(tmp_path / f"{name}.jpg", quality=92)
+            fh.write(json.dumps({"image_id": name, "image_path": f"{name}.jpg", "texts": [alt]}) + "\n")
+    assert main(["run", str(tmp_path / "pairs.jsonl"), str(tmp_path / "out"), "--workers", "1", "--no-progress"]) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert not any(key.startswith("clean_text/") for key in stats["rejects_by_reason"]), stats["rejects_by_reason"]
+    kept = {json.loads(line)["image_id"]: json.loads(line) for line in open(tmp_path / "out" / "data" / "part-00000.jsonl")}
+    assert set(kept) == set(useless)
+    for name, record in kept.items():
+        caption = record["caption"]
+        labels = [t["label"] for t in record["meta"]["tags"]["classify"]["value"]]
+        assert caption.startswith("a photo of") and any(label in caption for label in labels), (name, caption, labels)
+        for junk in ("IMG", "DSC", "2018", "Smith", "2019"):
+            assert junk not in caption, (name, caption)
+        assert record["meta"]["cleaning"]["nothing_left"][0]["cleaned_by"]  # what the rules removed, on record
