@@ -17,11 +17,14 @@ painting"); a title goes with the name ("Dr."). The
 model also calls pets, artworks and car models PERSON, so a name is kept where it is plainly
 not a person's: after an animal word ("my dog Max", "a horse named Secretariat"), before one
 ("Chelsea the cat"), after "the" ("the Mona Lisa"), or straight after another entity ("Ford
-Mustang GT"). Fictional characters ("Mickey Mouse") are names to the model and are removed.
+Mustang GT"), and a "name" with a place word or a number in it is a place ("Abbey Road",
+"Launch Complex 40"). Text in double quotes is quoted from the image (OCR) and is never
+edited for names. Fictional characters ("Mickey Mouse") are names to the model and are removed.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -135,6 +138,23 @@ _NEAR = 200  # characters before a name that decide how it is replaced
 _NUMBER_WORDS = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 
+# A "name" made of these is a place or a facility, which the model sometimes calls PERSON
+# ("Abbey Road", "Launch Complex"): not a person's name.
+PLACE_WORDS = frozenset(
+    "complex center centre station pad base park airport port bridge tower hall museum stadium street st road rd avenue ave "
+    "boulevard lane square plaza lake river mount mountain valley beach island bay harbour harbor church cathedral temple "
+    "mosque palace castle fort school university college hospital building garden gardens zoo market mall hotel library "
+    "theatre theater arena field canyon falls monument memorial cape point peninsula gate pier".split()
+)
+# Text quoted from the image (OCR) is the image's, not a description: never edited for names.
+_QUOTED = re.compile(r'"[^"\n]{0,1000}"|“[^”\n]{0,1000}”')
+
+
+def _not_a_person(name: str) -> bool:
+    words = re.findall(r"[a-z0-9]+", name.lower())
+    return any(w in PLACE_WORDS or w.isdigit() for w in words)
+
+
 class EntityLike(Protocol):
     start: int
     end: int
@@ -146,7 +166,15 @@ def remove_person_names(text: str, entities: Sequence[EntityLike]) -> tuple[str,
     text and the names removed."""
     removed: list[str] = []
     ends = {e.end for e in entities if e.label != "PERSON"}
-    for ent in sorted((e for e in entities if e.label == "PERSON"), key=lambda e: -e.start):
+    quoted = [m.span() for m in _QUOTED.finditer(text)]  # in order, not overlapping
+    starts = [a for a, _ in quoted]
+
+    def in_quotes(at: int) -> bool:
+        i = bisect.bisect_right(starts, at) - 1
+        return i >= 0 and at < quoted[i][1]
+
+    people = [e for e in entities if e.label == "PERSON" and not _not_a_person(text[e.start : e.end]) and not in_quotes(e.start)]
+    for ent in sorted(people, key=lambda e: -e.start):
         start, end = ent.start, ent.end
         if text[start:end].endswith(("'s", "’s")):  # the model may take the possessive into the name
             end -= 2

@@ -74,6 +74,14 @@ NAME_CASES = [
     ("Max, our golden retriever, at the beach", [("Max", "PERSON")], "Max, our golden retriever, at the beach", []),
     ("the Mona Lisa", [("Mona Lisa", "PERSON")], "the Mona Lisa", []),
     ("Ford Mustang GT", [("Ford", "ORG"), ("Mustang GT", "PERSON")], "Ford Mustang GT", []),
+    # places and facilities the model takes for people
+    ("Launch Complex 40 has hosted the rocket", [("Launch Complex 40", "PERSON")], "Launch Complex 40 has hosted the rocket", []),
+    ("Abbey Road crossing in London", [("Abbey Road", "PERSON"), ("London", "GPE")], "Abbey Road crossing in London", []),
+    # text quoted from the image is never edited by the name rule
+    ('a photo of coins, with the text "markers=np.zeros like(coins)"', [("markers=np.zeros", "PERSON")],
+     'a photo of coins, with the text "markers=np.zeros like(coins)"', []),
+    ('a poster of John Smith, with the text "John Smith for mayor"', [("John Smith", "PERSON"), ("John Smith", "PERSON")],
+     'a poster of a person, with the text "John Smith for mayor"', ["john smith"]),
 ]
 
 
