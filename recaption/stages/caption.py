@@ -10,8 +10,9 @@ from recaption.record import Caption, Pair
 from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, register
 from recaption.stages.tags import decode_batch, tag_values
 from recaption.stages.text import SensitiveCheck
-from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
+from recaption.text.alt_context import split_alt_texts
 from recaption.text.clean import says_nothing
+from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
 from recaption.text.compose import Evidence, Label, compose, tag_agreement
 
 VARIANTS = ("short", "long")
@@ -58,8 +59,10 @@ class ComposeCaption(Stage):
         short_max_tokens: int = CONTEXT_LENGTH,
         long_max_tokens: int = 200,
         no_evidence: str = "reject",
+        alt_context: bool = True,
     ) -> None:
         super().__init__()
+        self.alt_context = alt_context  # tell "family photo" / "our trip" (context only) from content
         if no_evidence not in ("reject", "keep"):
             raise StageError("compose_caption.no_evidence must be 'reject' or 'keep' (for a captioning model after it)")
         self.no_evidence = no_evidence
@@ -76,8 +79,28 @@ class ComposeCaption(Stage):
 
     def setup(self) -> None:
         self.count = clip_tokenizer().count
+        # spaCy's parser: the articles, and (alt_context) the alt-texts that only name an occasion.
+        # Without a spaCy pipeline, subjects stay as written and every alt-text is content.
+        from recaption.models.names import load_parser  # noqa: PLC0415 - spaCy, in the worker
+
+        try:
+            self.parser = load_parser()
+        except (ImportError, ValueError):
+            self.parser = None
+
+    def _set_context_aside(self, batch: list[Pair]) -> None:
+        """Unselect alt-texts that only name an occasion or the photo itself; record the context."""
+        chosen = [(p, c) for p in batch for c in p.captions if c.selected and c.source == "alt-text"]
+        if not chosen or self.parser is None or not self.alt_context:
+            return
+        for (pair, cap), parts in zip(chosen, split_alt_texts([c.text for _, c in chosen], self.parser)):
+            if parts.context:
+                pair.meta["alt_context"] = parts.context
+            if not parts.names_content:
+                cap.selected = False
 
     def process(self, batch: list[Pair]) -> None:
+        self._set_context_aside(batch)
         for pair in batch:
             wrote = self._write(pair)
             for cap in pair.captions:  # "Image!" is never a training caption
@@ -85,7 +108,8 @@ class ComposeCaption(Stage):
                     cap.selected = False
             if self.no_evidence == "reject" and not wrote and not any(c.selected for c in pair.captions):
                 left = [n["left"] for n in (pair.meta.get("cleaning") or {}).get("nothing_left", []) if n.get("left")]
-                said = f"the alt-text left only {left[0]!r}" if left else "no usable alt-text"
+                left += pair.meta.get("alt_context", [])
+                said = f"the alt-text says only {left[0]!r}" if left else "no usable alt-text"
                 pair.reject_with(self.name, "no_evidence", f"nothing to write from: {said}, and no tagger saw anything confident enough")
 
     def _write(self, pair: Pair) -> bool:
@@ -98,7 +122,7 @@ class ComposeCaption(Stage):
         models = sorted({v["model"] for v in (pair.meta.get("tags") or {}).values() if isinstance(v, dict) and "model" in v})
         for variant in self.variants:
             max_tags, max_tokens, ocr_words = self.limits[variant]
-            made = compose(ev, self.count, max_tokens, max_tags, ocr_words, self.confident, self.hedge_min)
+            made = compose(ev, self.count, max_tokens, max_tags, ocr_words, self.confident, self.hedge_min, self.parser)
             if not made.says_anything:
                 return variant != self.variants[0]  # "a photo" alone: no variant would say more
             if variant == self.select:

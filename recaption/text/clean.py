@@ -43,7 +43,8 @@ _MONTHS = (
 )
 _DATE = re.compile(
     r"(?i)(?<![\w])(?:(?:at|on)\s+)?(?:"
-    r"\d{4}-\d{1,2}-\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"  # ISO
+    r"\d{1,2}\.\d{2}(?:\.\d{2})?\s*[ap]\.?m\.?"  # 10.32.11 AM, 9.15 pm (first: "10.32.11" alone reads as a date)
+    r"|\d{4}-\d{1,2}-\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"  # ISO
     r"|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}"  # 12/05/2019, 12.05.19
     rf"|{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"  # May 12, 2019
     rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTHS}\.?,?\s+\d{{4}}"  # 12 May 2019
@@ -244,7 +245,8 @@ RULES: dict[str, Callable[[str], str]] = {
 # about what the image shows, and is never a training caption.
 NO_CONTENT_WORDS = frozenset(
     "image images photo photos photograph picture pictures pic pics img untitled thumbnail file default placeholder "
-    "no title stock the a an".split()
+    "no title stock the a an screenshot screenshots snapshot scan scanned capture upload uploaded edited edit final copy "
+    "version original download at on taken".split()
 )
 _CONTENT_WORD = re.compile(r"[a-z0-9]+")
 

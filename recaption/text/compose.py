@@ -24,9 +24,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from recaption.text.clean import says_nothing
 from recaption.text.fit import fit_to_budget
+from recaption.text.grammar import article_for, own_medium, with_article
 from recaption.text.kinds import kinds_named
 
 DEFAULT_PROMPT = "a photo of"
@@ -97,7 +99,7 @@ def choose_prompt(ev: Evidence) -> str:
 
 
 def _article(phrase: str) -> str:
-    return f"{'an' if phrase[:1].lower() in 'aeiou' else 'a'} {phrase}"
+    return f"{article_for(phrase)} {phrase}"
 
 
 def _words(text: str) -> set[str]:
@@ -129,14 +131,21 @@ def compose(
     max_ocr_words: int = 8,
     confident: float = 0.6,
     hedge_min: float = 0.3,
+    nlp: Any = None,
 ) -> ComposedCaption:
+    """``nlp``: a spaCy pipeline with a parser, for the articles (none: the subject as written)."""
     prompt = choose_prompt(ev)
     subject = _OWN_PROMPT.sub("", ev.alt_text)
+    own = own_medium(subject)
+    if own:  # "Fundus photograph of a retina": the alt-text's medium is the prompt, never two media
+        prompt, subject = own
     if prompt in _SAID_BY_PROMPT:
         subject = _SAID_BY_PROMPT[prompt].sub("", subject)
     subject = subject.strip().rstrip(".!?;:, ")
     if says_nothing(subject):
         subject = ""
+    elif nlp is not None:
+        subject = with_article(subject, nlp)
     words = _words(subject)
     sure: list[str] = []
     maybe: list[str] = []
@@ -163,8 +172,8 @@ def compose(
     alt_lower = ev.alt_text.lower()
     for line in ev.ocr:
         n = len(line.split())
-        if line.lower() in alt_lower or n > budget:
-            continue
+        if line.lower() in alt_lower or n > budget or len(_WORD.findall(line.lower())) == 0 or sum(ch.isalnum() for ch in line) < 2:
+            continue  # "®" or "|" read on a blank image is no text
         ocr_used.append(line)
         budget -= n
     if ocr_used:

@@ -6,13 +6,13 @@ from recaption.stages.caption import ComposeCaption
 from recaption.stages.text import CleanText, SensitiveCheck
 
 
-def tagged_pair(alt: str, labels: list[tuple[str, str, float]], ocr: list[str] = ()) -> Pair:
+def tagged_pair(alt: str, labels: list[tuple[str, str, float]], ocr: list[str] = (), keep_empty: bool = False) -> Pair:
     pair = Pair("p", None, texts=[alt], scores={"colourfulness": 30.0, "white_border": 0.0})
     pair.meta["tags"] = {
         "classify": {"model": "efficientnet-lite0:x", "value": [{"label": n, "noun": h, "class": 0, "p": p} for n, h, p in labels]},
         "ocr": {"model": "rapidocr:y", "value": [{"text": t, "confidence": 0.9, "box": []} for t in ocr]},
     }
-    CleanText()([pair])
+    CleanText(keep_empty=keep_empty)([pair])
     return pair
 
 
@@ -22,11 +22,38 @@ def test_compose_writes_short_and_long_rules_captions_and_selects_short():
     alt, short, long = pair.captions
     assert (short.source, short.params["variant"], short.selected) == ("rules", "short", True)
     assert (long.params["variant"], long.selected, alt.selected) == ("long", False, False)
-    assert short.text == 'a photo of cup of coffee on a saucer, with an espresso, with the text "CAFE"'
-    assert long.text == 'a photo of cup of coffee on a saucer, with an espresso, possibly a dining table, with the text "CAFE"'
+    assert short.text == 'a photo of a cup of coffee on a saucer, with an espresso, with the text "CAFE"'
+    assert long.text == 'a photo of a cup of coffee on a saucer, with an espresso, possibly a dining table, with the text "CAFE"'
     assert short.parent == 0 and short.round == 1
     assert short.model_hash == "efficientnet-lite0:x;rapidocr:y"
     assert pair.scores["tag_agreement"] == 0.0
+
+
+@pytest.mark.parametrize("alt,labels,expected,context", [
+    # an occasion is context, not the subject: the labels say what the photo shows
+    ("holiday pics 2017", [("zebra", "zebra", 0.8)], "a photo of a zebra", ["holiday pictures"]),  # "pics" fixed by the slang rule
+    ("family photo", [("espresso", "espresso", 0.7)], "a photo of an espresso", ["family photo"]),
+    # content with context around it keeps its content
+    ("a dog at the beach on our trip", [], "a photo of a dog at the beach on our trip", ["our trip"]),
+    # the alt-text's own medium is the prompt: never two media
+    ("Fundus photograph of a healthy human retina", [], "a fundus photograph of a healthy human retina", None),
+    # an article before a bare singular count noun
+    ("astronaut with short hair", [], "a photo of an astronaut with short hair", None),
+])
+def test_exact_captions_for_fixed_evidence(alt, labels, expected, context):
+    pair = tagged_pair(alt, labels)
+    ComposeCaption(variants=["short"])([pair])
+    assert [c.text for c in pair.captions if c.selected] == [expected]
+    assert pair.meta.get("alt_context") == context
+
+
+def test_an_occasion_with_nothing_seen_is_no_evidence():
+    pair = tagged_pair("beach day", [("sandbar", "sandbar", 0.1)])
+    ComposeCaption()([pair])
+    assert pair.reject.key == "compose_caption/no_evidence" and "'beach day'" in pair.reject.detail
+    symbol = tagged_pair("IMG_0001.JPG", [], ocr=["®"], keep_empty=True)  # OCR read a symbol on a blank image: no text
+    ComposeCaption()([symbol])
+    assert symbol.reject.key == "compose_caption/no_evidence"
 
 
 def test_sensitive_check_cleans_the_rules_caption_too():
