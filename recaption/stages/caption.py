@@ -28,6 +28,7 @@ def evidence_of(pair: Pair) -> Evidence:
         ocr=[t["text"] for t in tag_values(pair, "ocr")],
         colourfulness=pair.scores.get("colourfulness"),
         white_border=pair.scores.get("white_border"),
+        faces=int(pair.scores.get("faces") or 0),
     )
 
 
@@ -115,7 +116,7 @@ class ComposeCaption(Stage):
     def _write(self, pair: Pair) -> bool:
         """Add the variants' captions; False where the evidence says nothing."""
         ev = evidence_of(pair)
-        if not ev.alt_text and not ev.labels and not ev.ocr:
+        if not ev.alt_text and not ev.labels and not ev.ocr and not ev.faces:
             return False
         pair.scores["tag_agreement"] = tag_agreement(ev)
         parent = next((i for i, c in enumerate(pair.captions) if c.selected and c.source == "alt-text"), None)

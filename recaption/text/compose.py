@@ -71,6 +71,19 @@ class Evidence:
     ocr: list[str] = field(default_factory=list)
     colourfulness: float | None = None
     white_border: float | None = None
+    faces: int = 0  # faces the detector found: people, counted, and nothing else said of them
+
+
+_COUNT_WORDS = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def people_phrase(n: int) -> str:
+    """"a person", "two people" ... "ten people", then "a group of people" (the guideline counts to ten)."""
+    if n <= 0:
+        return ""
+    if n == 1:
+        return "a person"
+    return f"{_COUNT_WORDS[n]} people" if n < len(_COUNT_WORDS) else "a group of people"
 
 
 @dataclass
@@ -157,6 +170,8 @@ def compose(
             continue
         nouns.add(label.noun)
         (sure if label.p >= confident else maybe).append(_article(label.name))
+    if not subject and ev.faces:  # no alt-text: the people the detector found come first
+        subject = people_phrase(ev.faces)
     if not subject:  # no alt-text: the most confident label is the subject
         if sure:
             subject = sure.pop(0)

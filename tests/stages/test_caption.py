@@ -47,6 +47,18 @@ def test_exact_captions_for_fixed_evidence(alt, labels, expected, context):
     assert pair.meta.get("alt_context") == context
 
 
+@pytest.mark.parametrize("faces,labels,expected", [
+    (1, [], "a photo of a person"),
+    (2, [("tennis ball", "ball", 0.7)], "a photo of two people, with a tennis ball"),
+    (14, [], "a photo of a group of people"),
+])
+def test_people_are_counted_where_the_alt_text_says_nothing(faces, labels, expected):
+    pair = tagged_pair("IMG_0042.JPG", labels, keep_empty=True)
+    pair.scores["faces"] = faces
+    ComposeCaption(variants=["short"])([pair])
+    assert [c.text for c in pair.captions if c.selected] == [expected]
+
+
 def test_an_occasion_with_nothing_seen_is_no_evidence():
     pair = tagged_pair("beach day", [("sandbar", "sandbar", 0.1)])
     ComposeCaption()([pair])
