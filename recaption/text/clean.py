@@ -37,6 +37,21 @@ _FILENAME = re.compile(
     r"|\d{8}[_-]\d{6}(?:[_-]\w+)?"  # 20190512_123456
     r")(?![\w])"
 )
+# What a file is rather than what it shows: formats, bit depths, colour models, print notes,
+# pixel sizes ("16-bit PNG", "print-ready CMYK file", "old 16-colour GIF", "1920x1080", "300 dpi").
+_FORMATS = r"(?:png|jpe?g|gif|tiff?|svg|eps|psd|raw|webp|bmp|heic|pdf)"
+_FILE_METADATA = re.compile(
+    r"(?i)(?<![\w-])(?:(?:old|new|original|hi(?:gh)?[- ]?(?:res(?:olution)?|quality)|low[- ]?(?:res(?:olution)?|quality))\s+)?(?:"
+    rf"\d{{1,2}}[- ]bit(?:\s+(?:colou?r|grey|gray|{_FORMATS}))+"  # "16-bit PNG", not "a 16-bit console"
+    rf"|\d{{1,3}}[- ]colou?r(?:\s+{_FORMATS})?"
+    r"|print[- ]ready(?:\s+(?:cmyk|rgb|pdf))?(?:\s+(?:file|version|image))?"
+    rf"|(?:cmyk|s?rgb)\s+(?:file|version|image|{_FORMATS})"  # "CMYK file", not "RGB LED strip"
+    rf"|{_FORMATS}\s+(?:file|image|format|version|export)"
+    r"|\d{2,5}\s*[x×]\s*\d{2,5}(?:\s*(?:px|pixels))?"
+    r"|\d{2,4}\s*dpi"
+    r"|hi(?:gh)?[- ]?res(?:olution)?|low[- ]?res(?:olution)?"
+    r")(?![\w-])"
+)
 _MONTHS = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
     r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
@@ -128,6 +143,16 @@ SLANG_AND_TYPOS: dict[str, str] = {
     "accomodation": "accommodation",
     "resturant": "restaurant",
     "neighbour hood": "neighbourhood",
+    "lookin": "looking",
+    "goin": "going",
+    "doin": "doing",
+    "nothin": "nothing",
+    "somethin": "something",
+    "chillin": "chilling",
+    "runnin": "running",
+    "playin": "playing",
+    "sittin": "sitting",
+    "waitin": "waiting",
 }
 _SLANG = re.compile(
     r"(?i)(?<![\w/])(" + "|".join(re.escape(k) for k in sorted(SLANG_AND_TYPOS, key=len, reverse=True)) + r")(?![\w/])"
@@ -171,6 +196,10 @@ def remove_contacts(text: str) -> str:
 
 def remove_file_names(text: str) -> str:
     return _FILENAME.sub(" ", text)
+
+
+def remove_file_metadata(text: str) -> str:
+    return _FILE_METADATA.sub(" ", text)
 
 
 def remove_dates(text: str) -> str:
@@ -231,6 +260,7 @@ RULES: dict[str, Callable[[str], str]] = {
     "html": strip_html,
     "urls": remove_urls,
     "file_names": remove_file_names,
+    "file_metadata": remove_file_metadata,
     "dates": remove_dates,
     "contacts": remove_contacts,
     "credits": remove_credits,

@@ -193,7 +193,7 @@ def test_default_recipe_writes_new_captions_from_tags(demo_dataset, tmp_path):
     chelsea = kept["chelsea"]
     selected = [c for c in chelsea["captions"] if c["selected"]]
     assert len(selected) == 1 and selected[0]["source"] == "rules"
-    assert chelsea["caption"] == selected[0]["text"] == "a photo of Chelsea the tabby cat lookin at you"
+    assert chelsea["caption"] == selected[0]["text"] == "a photo of Chelsea the tabby cat looking at you"
     assert "cat" in {t["noun"] for t in chelsea["meta"]["tags"]["classify"]["value"]}
     assert kept["page-gif"]["meta"]["tags"]["ocr"]["value"]  # the scanned page's text was read
     astronaut = kept["astronaut"]["caption"]

@@ -61,9 +61,25 @@ def test_only_junk_cleans_to_empty():
 
 def test_every_rule_is_named_in_the_table():
     assert list(RULES) == [
-        "mojibake", "unicode", "html", "urls", "file_names", "dates", "contacts",
+        "mojibake", "unicode", "html", "urls", "file_names", "file_metadata", "dates", "contacts",
         "credits", "hashtags_mentions", "emoji", "slang_typos", "punctuation",
     ]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("brick wall texture, 16-bit PNG", "brick wall texture"),
+    ("espresso cup on a saucer, print-ready CMYK file", "espresso cup on a saucer"),
+    ("scanned book page, old 16-colour GIF", "scanned book page"),
+    ("logo, 300 dpi, high-res PNG file", "logo"),
+    ("sunset 1920x1080 wallpaper", "sunset wallpaper"),
+    # content that looks like metadata stays
+    ("a 16-bit game console", "a 16-bit game console"),
+    ("RGB LED strip", "RGB LED strip"),
+    ("2x4 lumber", "2x4 lumber"),
+    ("Chelsea the tabby cat lookin at u", "Chelsea the tabby cat looking at you"),
+])
+def test_file_metadata_goes_and_content_stays(text, expected):
+    assert AltTextRules().clean(text).text == expected
 
 
 def test_a_credit_ends_with_its_sentence():
