@@ -185,7 +185,7 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
-_SAFE_EXT = re.compile(r"[a-z0-9]{1,8}")
+SAFE_EXT = re.compile(r"[a-z0-9]{1,8}")  # an extension that may go into an output file name
 
 
 def safe_ext(ext: str | None) -> str:
@@ -193,7 +193,7 @@ def safe_ext(ext: str | None) -> str:
     ext = (ext or "").lower()
     if ext == "jpeg":
         return "jpg"
-    return ext if _SAFE_EXT.fullmatch(ext) else "jpg"
+    return ext if SAFE_EXT.fullmatch(ext) else "jpg"
 
 
 def safe_key(image_id: str, row: int, used: set[str]) -> str:

@@ -31,7 +31,7 @@ from recaption.io.base import (
     shard_name,
 )
 from recaption.io.records import pair_from_record, record_from_pair, training_text
-from recaption.io.safejson import RecordProblem, decode_text, dumps, load_record, read_small_file
+from recaption.io.safejson import RecordProblem, decode_text, dumps, parse_record, read_small_file
 from recaption.io.webdataset import image_bytes_and_ext
 from recaption.record import Pair
 
@@ -71,7 +71,7 @@ class ImageFolderReader(Reader):
             sidecar_txt = image.with_suffix(".txt")
             try:
                 if sidecar_json.exists():
-                    record = load_record(read_small_file(sidecar_json, sidecar_json.name), sidecar_json.name)
+                    record = parse_record(read_small_file(sidecar_json, sidecar_json.name), sidecar_json.name)
                     if not isinstance(record, dict):
                         raise RecordProblem("wrong_type", f"{sidecar_json.name} is not an object")
                 if sidecar_txt.exists() and not any(k in record for k in ("texts", "text", "caption", "captions")):

@@ -30,7 +30,7 @@ from recaption.io.base import (
     shard_name,
 )
 from recaption.io.records import pair_from_record, record_from_pair
-from recaption.io.safejson import RecordProblem, dumps, load_record
+from recaption.io.safejson import RecordProblem, dumps, parse_record
 from recaption.limits import MAX_RECORD_BYTES
 from recaption.record import Pair
 
@@ -115,7 +115,7 @@ class JsonlReader(Reader):
                 if not raw.strip():
                     continue  # a blank line is not a record
                 try:
-                    record = load_record(raw, f"line {line_no}")
+                    record = parse_record(raw, f"line {line_no}")
                 except RecordProblem as exc:
                     yield broken_pair(fallback_id, exc.reason, str(exc), origin)
                     continue

@@ -7,7 +7,6 @@ by one run can be read back by the next one without loss.
 
 from __future__ import annotations
 
-import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from recaption.io.base import (
     ID_FIELDS,
     IMAGE_BYTES_FIELDS,
     IMAGE_PATH_FIELDS,
+    SAFE_EXT,
     TEXT_FIELDS,
     URL_FIELDS,
     ReaderOptions,
@@ -28,8 +28,6 @@ from recaption.limits import INT_LIMIT, MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TEXTS
 from recaption.record import Caption, Pair
 
 OWN_FIELDS = ("captions", "scores", "meta", "reject", "origin", "caption", "image_ext")
-# An image extension travels into output file names: letters and digits only.
-_IMAGE_EXT = re.compile(r"[a-z0-9]{1,8}")
 # Caption field -> the types its value may have (a JSON number may arrive as int or float).
 _CAPTION_TYPES: dict[str, tuple[type, ...]] = {
     "text": (str,),
@@ -183,7 +181,7 @@ def _pair_from_record(
         # (say, of a rejects file read back) and is kept for reference, not obeyed or counted.
         pair.meta["previous_reject"] = previous
     ext = record.get("image_ext")
-    if isinstance(ext, str) and _IMAGE_EXT.fullmatch(ext.lower()):
+    if isinstance(ext, str) and SAFE_EXT.fullmatch(ext.lower()):  # it travels into output file names
         pair.image_ext = ext.lower()
     for key, value in record.items():
         if key not in used and key not in OWN_FIELDS and key not in pair.meta and not isinstance(value, (bytes, bytearray)):

@@ -1,9 +1,10 @@
 """JSON in and out for records that nobody vetted: bounded, strict on the way in, standard on the way out.
 
 Input JSON comes from scrapes, other tools and hostile users. ``load_record`` turns one
-record's JSON text into a value or into the reason it cannot be one (too large, nested too
+record's JSON text into a checked value or into the reason it cannot be one (too large, nested too
 deep, a number no reader downstream can hold, a lone surrogate that no UTF-8 file can
-store), so a reader can reject that record and go on. NaN and Infinity, which Python's
+store), so a reader can reject that record and go on; the readers call ``parse_record`` and
+leave the check to ``pair_from_record``, which every record passes through. NaN and Infinity, which Python's
 ``json`` reads although they are not JSON, become null.
 
 ``dumps`` writes standard JSON whatever a stage left in a record: the fast path is a plain
@@ -40,10 +41,8 @@ def check_value(value: Any, where: str = "record", depth: int = 0) -> Any:
     if depth > MAX_JSON_DEPTH:
         raise RecordProblem("too_deep", f"{where} nests more than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RecordProblem("invalid_unicode", f"{where} holds a lone surrogate (not a character UTF-8 can store)") from None
+        if _has_surrogate(value):
+            raise RecordProblem("invalid_unicode", f"{where} holds a lone surrogate (not a character UTF-8 can store)")
         return value
     if isinstance(value, bool) or value is None:
         return value
@@ -65,8 +64,10 @@ def check_value(value: Any, where: str = "record", depth: int = 0) -> Any:
     return value  # bytes and other values a reader put there itself (image bytes)
 
 
-def load_record(raw: bytes | str, what: str = "record") -> Any:
-    """Parse one record's JSON text; raise RecordProblem (with a reject reason) if it cannot be taken in."""
+def parse_record(raw: bytes | str, what: str = "record") -> Any:
+    """Parse one record's JSON text, bounded (size, the parser's own depth, Python's integer
+    limit); RecordProblem (with a reject reason) if it cannot be. The values are not checked
+    yet: readers leave that to ``pair_from_record``, which checks every record once."""
     if len(raw) > MAX_RECORD_BYTES:
         raise RecordProblem("too_large", f"{what} of {len(raw)} bytes > the limit of {MAX_RECORD_BYTES}")
     if isinstance(raw, bytes):
@@ -85,7 +86,12 @@ def load_record(raw: bytes | str, what: str = "record") -> Any:
         raise RecordProblem("too_deep", f"{what} nests more than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:  # an integer over Python's 4300-digit limit
         raise RecordProblem("number_out_of_range", f"{what}: {str(exc)[:150]}") from None
-    return check_value(value)
+    return value
+
+
+def load_record(raw: bytes | str, what: str = "record") -> Any:
+    """Parse and check one JSON document (depth, 64-bit integers, UTF-8, NaN as null)."""
+    return check_value(parse_record(raw, what))
 
 
 def read_small_file(path: Path, what: str, limit: int = MAX_RECORD_BYTES) -> bytes:

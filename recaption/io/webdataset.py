@@ -39,11 +39,13 @@ from recaption.io.base import (
     unsafe_member_reason,
 )
 from recaption.io.records import pair_from_record, record_from_pair, training_text
-from recaption.io.safejson import RecordProblem, decode_text, dumps, load_record
+from recaption.io.safejson import RecordProblem, decode_text, dumps, parse_record
 from recaption.limits import MAX_IMAGE_BYTES, MAX_RECORD_BYTES
 from recaption.record import Pair
 
 SIDECAR_EXTS = ("txt", "json")
+# A tar member as read: (name, extension, its bytes where they were needed, (reject reason, why) where it cannot be used).
+Member = tuple[str, str, bytes | None, tuple[str, str] | None]
 
 
 def split_key(name: str) -> tuple[str, str]:
@@ -62,7 +64,7 @@ class WebDatasetReader(Reader):
 
     def read(self, shard: InputShard) -> Iterator[Pair]:
         path = Path(shard.spec["file"])
-        group: list[tuple[str, str, bytes | None, str | None]] = []  # (member, ext, data, problem)
+        group: list[Member] = []
         current: str | None = None
         try:
             with tarfile.open(path, "r|*") as tar:
@@ -74,14 +76,15 @@ class WebDatasetReader(Reader):
                         yield self._sample(path, current, group)
                         group = []
                     current = key
-                    problem = unsafe_member_reason(member.name)
+                    unsafe = unsafe_member_reason(member.name)
+                    problem = ("unsafe_member", unsafe) if unsafe else None
                     if problem is None and not member.isfile():
-                        problem = "not a regular file (link or device)"
+                        problem = ("unsafe_member", "not a regular file (link or device)")
                     data = None
                     if problem is None and self._wanted(ext, group):
                         limit = MAX_RECORD_BYTES if ext in SIDECAR_EXTS else MAX_IMAGE_BYTES
                         if member.size > limit:
-                            problem = f"member of {member.size} bytes > the limit of {limit}"
+                            problem = ("too_large", f"member of {member.size} bytes > the limit of {limit}")
                         else:
                             fh = tar.extractfile(member)
                             data = fh.read(limit) if fh else b""
@@ -94,7 +97,7 @@ class WebDatasetReader(Reader):
             yield broken_pair(f"{path.stem}:broken", "corrupt_shard", f"{path.name} breaks after key {current!r}: {exc}", {"file": str(path)})
 
     @staticmethod
-    def _wanted(ext: str, group: list[tuple[str, str, bytes | None, str | None]]) -> bool:
+    def _wanted(ext: str, group: list[Member]) -> bool:
         """Whether a member's bytes are needed: the key's first .txt, first .json and first image."""
         if ext in SIDECAR_EXTS:
             return not any(e == ext and d is not None for _, e, d, _ in group)
@@ -102,18 +105,18 @@ class WebDatasetReader(Reader):
             return not any(f".{e}" in IMAGE_EXTS and d is not None for _, e, d, _ in group)
         return False
 
-    def _sample(self, path: Path, key: str, group: list[tuple[str, str, bytes | None, str | None]]) -> Pair:
+    def _sample(self, path: Path, key: str, group: list[Member]) -> Pair:
         origin: dict[str, Any] = {"file": str(path), "key": key, "members": [m for m, *_ in group]}
         fallback_id = key
-        problems = [f"{m}: {p}" for m, _, _, p in group if p]
+        problems = [(m, p) for m, _, _, p in group if p]
         if problems:
-            reason = "too_large" if all("> the limit of" in p for p in problems) else "unsafe_member"
-            return broken_pair(fallback_id, reason, "; ".join(problems)[:300], origin)
+            reason = "too_large" if all(p[0] == "too_large" for _, p in problems) else "unsafe_member"
+            return broken_pair(fallback_id, reason, "; ".join(f"{m}: {p[1]}" for m, p in problems)[:300], origin)
         by_ext = {ext: data for _, ext, data, _ in group if data is not None}
         record: dict[str, Any] = {}
         try:
             if "json" in by_ext:
-                record = load_record(by_ext["json"] or b"{}", f"{key}.json")
+                record = parse_record(by_ext["json"] or b"{}", f"{key}.json")
                 if not isinstance(record, dict):
                     raise RecordProblem("wrong_type", f"{key}.json is not an object")
             if "txt" in by_ext and not any(k in record for k in ("texts", "text", "caption", "captions")):
@@ -124,7 +127,7 @@ class WebDatasetReader(Reader):
         image = by_ext.get(image_ext) if image_ext else None
         pair = pair_from_record(record, self.options, origin, None, fallback_id, image_bytes=image)
         if image is not None:
-            pair.image_ext = "jpg" if image_ext == "jpeg" else image_ext
+            pair.image_ext = safe_ext(image_ext)
         return pair
 
 
