@@ -157,12 +157,18 @@ class ReviewSession:
         if isinstance(path, bytes):
             kind = sniff_type(path[:16])
             return (path, kind) if kind else None
-        try:
-            data = read_image_file(str(path), MAX_IMAGE_BYTES)
-        except ImageFileError:
-            return None
-        kind = sniff_type(data[:16])  # a real image, by its bytes: not any file that is named .jpg
-        return (data, kind) if kind else None
+        return real_image(path)
+
+
+def real_image(path: Path) -> tuple[bytes, str] | None:
+    """A file's bytes and image type where it is a regular file that is an image by its bytes
+    (not any file that is named .jpg); None otherwise."""
+    try:
+        data = read_image_file(str(path), MAX_IMAGE_BYTES)
+    except ImageFileError:
+        return None
+    kind = sniff_type(data[:16])
+    return (data, kind) if kind else None
 
 
 _EXT_OF_TYPE = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif"}
@@ -178,15 +184,9 @@ def embed_images(pairs: list[Pair], roots: list[Path]) -> int:
         if not isinstance(image, str) or "://" in image:
             continue
         path = Path(image).resolve()
-        if not any(root in path.parents for root in roots):
-            continue
-        try:
-            data = read_image_file(str(path), MAX_IMAGE_BYTES)
-        except ImageFileError:
-            continue
-        kind = sniff_type(data[:16])
-        if kind in _EXT_OF_TYPE:
-            pair.image, pair.image_ext = data, _EXT_OF_TYPE[kind]
+        found = real_image(path) if any(root in path.parents for root in roots) else None
+        if found is not None:
+            pair.image, pair.image_ext = found[0], _EXT_OF_TYPE[found[1]]
             n += 1
     return n
 

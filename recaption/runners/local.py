@@ -100,12 +100,16 @@ def worker_recipe(settings: dict[str, Any]) -> dict[str, Any]:
 LOCK_NAME = ".recaption.lock"  # held by the run writing to an OUTPUT, with who holds it inside
 
 
+def refuse_a_file(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise RunError(f"{root} is a file; OUTPUT must be a folder (new or from an earlier run)")
+
+
 @contextmanager
 def output_lock(root: Path) -> Iterator[None]:
     """Hold OUTPUT for one run at a time: a second run on it (or an --overwrite of it) is told who
     holds it, instead of deleting the first run's temporaries from under it."""
-    if root.exists() and not root.is_dir():
-        raise RunError(f"{root} is a file; OUTPUT must be a folder (new or from an earlier run)")
+    refuse_a_file(root)
     created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -390,8 +394,7 @@ class LocalRunner:
             if removed and self.show_progress:
                 print(f"resuming: removed {removed} unfinished file(s) of the interrupted run", file=sys.stderr)
             return saved, plan
-        if layout.root.is_file():
-            raise RunError(f"{layout.root} is a file; OUTPUT must be a folder (new or from an earlier run)")
+        refuse_a_file(layout.root)
         leftovers = {p.name for p in layout.root.iterdir()} - {LOCK_NAME} if layout.root.exists() else set()
         if leftovers == {layout.work.name}:
             # A run stopped before its plan was saved (run.json is written last): nothing of it

@@ -204,6 +204,8 @@ class StageActor:
 
 def _apply(seg: Segment, indices: list[int], batch: pa.Table) -> pa.Table:
     rows = batch.to_pylist()
+    # Safe to unpickle: these bytes were pickled by this job's own read task one step earlier
+    # (read_shard), and travel only through Ray's object store, never through user files.
     items = [pickle.loads(r["item"]) if r["item"] else None for r in rows]
     carried = [it for it in items if it is not None]
     base = first_stage_position(seg)
@@ -250,6 +252,9 @@ def _merged_parts(folder: Path) -> Iterator[Carried]:
             table = pf.read_row_group(g)
             yield from zip(table.column("pos").to_pylist(), table.column("item").to_pylist())
 
+    # Safe to unpickle: the part files are written by this run's own tasks under OUTPUT/_work,
+    # the run's private folder (a dead run's parts are removed before a resume writes new ones);
+    # input data never lands there.
     for _, item in heapq.merge(*(rows(p) for p in sorted(folder.glob("*.parquet")))):
         yield pickle.loads(item)
 

@@ -145,8 +145,6 @@ class Stage(ABC):
             try:
                 work(live)
                 self._succeeded = True
-            except SystematicFailure:
-                raise
             except Exception:  # noqa: BLE001 - isolate the record that broke the stage, keep the rest
                 for pair, (captions, scores, meta, image, ext) in zip(live, saved):
                     pair.captions, pair.scores, pair.meta, pair.image, pair.image_ext = captions, scores, meta, image, ext
@@ -187,12 +185,9 @@ class Stage(ABC):
         if self._streak[1] >= self.stop_after_failures:
             raise SystematicFailure(
                 f"stage '{self.name}' failed on its first {self._streak[1]} records with the same error ({error}); "
-                f"{self.failure_hint(exc)} (finished shards are kept; --stop-after-failures 0 rejects such records instead)"
+                "this is the stage's setup (model, path or arguments), not the data "
+                "(finished shards are kept; --stop-after-failures 0 rejects such records instead)"
             ) from exc
-
-    def failure_hint(self, exc: Exception) -> str:
-        """The likely cause of an error every record hits; stages that know better say more."""
-        return "this is the stage's setup (model, path or arguments), not the data"
 
     def reset_counters(self) -> StageCounters:
         done, self.counters = self.counters, StageCounters()
