@@ -209,10 +209,15 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--images", type=int, default=64, help="images timed per batch size (after one warm-up batch); batch 1 times a quarter")
     parser.add_argument("--out", type=Path, default=None, help="append the rows to this JSON-lines file")
+    parser.add_argument(
+        "--workdir", type=Path, default=None,
+        help="where the random checkpoint is saved (default: /dev/shm when there is one; LLaVA-7B needs 14 GB)",
+    )
     args = parser.parse_args()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     print(f"machine: {machine()}; {gpu}; torch {torch.__version__}; transformers {__import__('transformers').__version__}")
-    root = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    default = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    root = Path(tempfile.mkdtemp(dir=args.workdir or default))
     start = time.perf_counter()
     try:
         folder = build(args.family, args.size, root)

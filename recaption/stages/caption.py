@@ -300,12 +300,16 @@ class AltogetherCaption(Stage):
         device: str = "auto",
         dtype: str = "auto",
         cache: str | None = "auto",
+        kv_cache: str = "auto",
         select: bool = False,
         names: bool = True,
     ) -> None:
         super().__init__()
         if rounds < 1 or batch_size < 1:
             raise StageError("altogether_caption.rounds and batch_size must be at least 1")
+        if kv_cache not in ("auto", "dynamic", "static"):
+            raise StageError(f"altogether_caption.kv_cache must be auto, dynamic or static, not {kv_cache!r}")
+        self.kv_cache = kv_cache
         if temperature < 0 or not 0 < top_p <= 1:
             raise StageError("altogether_caption needs temperature >= 0 and 0 < top_p <= 1")
         self.checkpoint, self.alt_text, self.rounds = checkpoint, alt_text, rounds
@@ -327,6 +331,9 @@ class AltogetherCaption(Stage):
             device = resolve_device(self.device)
             self.captioner = AltogetherCaptioner.load(folder, resolve_dtype(self.dtype, device)).to(device)
             self.captioner.train(False)
+            # auto: a static KV cache on a GPU (fixed shapes per step, measured faster), the
+            # growing one on the CPU, where preallocating every batch to full length only costs.
+            self.kv_cache_used = self.kv_cache if self.kv_cache != "auto" else ("static" if device.startswith("cuda") else "dynamic")
             encoder = ClipScorer(self.captioner.config.encoder, device, "float32")  # as in training
         except ModelLoadError as exc:
             raise StageError(f"altogether_caption: {exc}") from exc
@@ -352,7 +359,7 @@ class AltogetherCaption(Stage):
         inputs = [p.captions[a].text if a is not None else "" for p, a in zip(pairs, parents)]
         params = {"alt_text": self.alt_text, **{k: v for k, v in self.sampling.items() if v is not None}}
         for round_ in range(1, self.rounds + 1):
-            texts = self.captioner.generate(vectors, inputs, **self.sampling)
+            texts = self.captioner.generate(vectors, inputs, **self.sampling, kv_cache=self.kv_cache_used)
             made: list[int | None] = []
             for pair, text, parent in zip(pairs, texts, parents):
                 if text:  # an empty answer is no caption: the next round re-reads this round's input

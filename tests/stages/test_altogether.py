@@ -81,3 +81,20 @@ def test_the_altogether_recipe_runs_from_the_cli(tiny_captioner, tiny_clip, tmp_
     for row in rows:
         sources = [c["source"] for c in row["captions"]]
         assert "altogether:run" in sources and all("clip_score" in c["scores"] for c in row["captions"])
+
+
+def test_a_static_kv_cache_writes_the_same_captions(tiny_captioner):
+    from recaption.stages.caption import AltogetherCaption
+
+    def captions(kv_cache):
+        batch = pairs(3)
+        stage = AltogetherCaption(checkpoint=str(tiny_captioner), temperature=0, max_new_tokens=8, names=False, cache="none", kv_cache=kv_cache)
+        stage(batch)
+        return stage, [[c.text for c in p.captions if c.source == "altogether:run"] for p in batch]
+
+    auto, expected = captions("auto")
+    assert auto.kv_cache_used == "dynamic"  # the CPU keeps the growing cache
+    static, got = captions("static")
+    assert static.kv_cache_used == "static" and got == expected and all(expected)
+    with pytest.raises(StageError, match="kv_cache"):
+        AltogetherCaption(kv_cache="paged")
