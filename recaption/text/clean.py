@@ -27,8 +27,17 @@ _URL = re.compile(r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"']+")
 # scans starts only where the run starts (a lookbehind), and is taken possessively (``++``), so
 # no start position re-reads what another already read.
 _EMAIL = re.compile(r"(?i)(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)+\b")
-# Phone numbers: +country, groups of digits with separators, at least 8 digits in all.
-_PHONE = re.compile(r"(?<![\w/])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){2,4}(?![\w/])")
+# Phone numbers in the common formats: "+1 (555) 123-4567", "+44 20 7946 0958", "(555) 123 4567",
+# "020 7946 0958", "555.123.4567" (at least 8 digits: fewer is more likely a size or a count),
+# and any run of 7+ digits after a phone label ("Phone: 555-1234", "tel. 5551234").
+_PHONE = re.compile(
+    r"(?<![\w/+])(?:"
+    r"\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]\d{2,4}){1,4}"
+    r"|\(\d{2,4}\)[\s.-]?\d{2,4}(?:[\s.-]\d{2,4}){1,3}"
+    r"|\d{2,4}(?:[\s.-]\d{2,4}){2,4}"
+    r")(?![\w/])"
+)
+_LABELLED_PHONE = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|whatsapp)\b\.?\s?:?\s?\+?\d[\d\s.()-]{5,20}\d(?![\w/])")
 _IMAGE_EXT = r"(?:jpe?g|png|gif|webp|bmp|tiff?|heic|raw|cr2|nef)"
 _FILENAME = re.compile(
     r"(?i)(?<![\w])(?:"
@@ -66,6 +75,11 @@ _DATE = re.compile(
     r"|\d{1,2}:\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)?"  # 14:32, 2:05 pm
     r")(?![\w])"
 )
+# Sites whose name in an alt-text is a credit ("A cat on a windowsill | Pinterest", "via Houzz").
+_SITES = (
+    r"(?:pinterest|flickr|instagram|tumblr|houzz|etsy|ebay|facebook|twitter|reddit|imgur|unsplash|pexels|pixabay|"
+    r"wikimedia(?:\s+commons)?|wikipedia|youtube|behance|dribbble|deviantart|500px)(?:\.com)?"
+)
 # A credited name runs to the end of its clause; "J. Doe" keeps going past the initial's dot.
 _NAME_RUN = r"(?:(?-i:[A-Z])\.\s*|[^,.;|\n])*"  # case-sensitive initial inside an (?i) pattern
 # Credit and stock boilerplate. Credit lines run to the end of their clause.
@@ -77,11 +91,48 @@ _CREDIT = re.compile(
     r"|(?:©|\(c\)|copyright)\s*(?:\d{4}\s*)?[^,.;|\n]*"
     rf"|\b(?:photo(?:graph)?(?:ed)?|picture|image|shot|taken)\s+(?:by|credit|courtesy(?:\s+of)?)\s*:?\s*{_NAME_RUN}"
     rf"|\b(?:credits?|courtesy(?:\s+of)?|source|via)\s*:\s*{_NAME_RUN}"
-    r"|\b(?:getty\s+images|shutterstock|istock(?:photo)?|alamy|dreamstime|depositphotos|123rf|adobe\s+stock)\b"
+    r"|\b(?:getty\s+images|shutterstock|istock(?:photo)?|alamy|dreamstime|depositphotos|123rf|adobe\s+stock)\b(?:[\s#:-]{1,3}\d{5,})?"
+    r"|\b(?:stock\s+(?:photo|image)\s+)?(?:id|no\.|#)\s?[:#]?\s?\d{5,}\b"  # "Stock photo ID 123456789"
+    rf"|\bvia\s+{_SITES}\b"
+    rf"|(?:\b(?:photo|image|picture)\s?:\s?)?\b(?:AP|AFP|Reuters|EPA|Getty|Xinhua)\s?/\s?{_NAME_RUN}"  # "Photo: AP/Jane Doe"
+    # Science agencies credited together ("NASA/ESA", "NASA/JPL-Caltech"); a lone "NASA" may be content.
+    r"|\b(?-i:NASA|ESA|JPL|NOAA|USGS|ESO|STScI|JAXA|CNES)(?:\s?/\s?(?-i:NASA|ESA|JPL|NOAA|USGS|ESO|STScI|JAXA|CNES|Caltech)(?:-Caltech)?)++\b"
     # Calls to action run to the end of their sentence: they never describe the image.
     r"|\b(?:more\s+(?:photos|pictures|images)\s+(?:on|at)|follow\s+us|visit\s+(?:us|our)|click\s+here|"
     r"see\s+more\s+(?:at|on)|shop\s+now|buy\s+now|subscribe\s+(?:to|for)|call\s+(?:us\s+)?(?:for|at|now|today))[^.!?\n]*[.!?]*"
     r")"
+)
+# Promotion: a sentence, clause or separated segment ("... | ...", "... - ...") that asks the reader
+# to do something never describes the image, so the whole segment goes.
+_PROMOTION = re.compile(
+    r"(?i)\b(?:follow\s+(?:us|me|@|\w+\s+(?:for|on)\b)|(?:order|shop|buy|book|call|subscribe|sign\s+up|register|download|"
+    r"save|get\s+yours)\s+(?:now|today)\b|check\s+out\b|don'?t\s+forget\b|like\s+and\s+(?:share|subscribe)\b|"
+    r"contact\s+us\b|click\s+(?:here|the\s+link)\b|link\s+in\s+(?:my\s+|our\s+)?(?:bio|profile)\b|"
+    r"for\s+more\s+(?:info|information|details|photos|pictures|images|ideas)\b|visit\s+(?:us|our|the\s+(?:website|shop|store))\b|"
+    r"call\s+(?:us\s+)?(?:on\s+|at\s+)?[+(\d]|free\s+shipping\b|limited\s+(?:time\s+)?offer\b|\d{1,2}\s?%\s?off\b)"
+    r"|^\s*(?:sale|new|hot|deal)\s*!"
+)
+_SITE_SEGMENT = re.compile(rf"(?i)(?:(?:via|on|from|source)\s*:?\s+)?{_SITES}")
+# A separator starts only where its whitespace run starts (possessive): linear on long runs.
+_SEGMENTS = re.compile(r"((?<=[.!?])\s++|[,;]\s++|(?<!\s)\s++[|•·]\s++|(?<!\s)\s++[-–—]\s++)")
+_SEGMENT_EDGE = " .!?,;:|-–—•·"
+# Camera settings: "shot with a Canon EOS 5D Mark IV", "Nikon D850", "f/8", "1/125s", "ISO 100", "24-70mm".
+_CAMERA_BRANDS = r"(?:canon|nikon|sony|fuji(?:film)?|olympus|panasonic|lumix|leica|pentax|hasselblad|gopro|dji|iphone)"
+# "Shot with ..." runs to the end of its clause; ISO, shutter speeds and exposures only ever
+# describe how a photo was taken. Lens and body names ("Nikon D850", "f/2.8", "24-70mm") can
+# also be a product's own description, so they go only beside those.
+_SHOT_WITH = re.compile(
+    rf"(?i)\b(?:shot|taken|captured|photographed)\s+(?:with|on|using)\s+(?:an?\s+|my\s+)?{_CAMERA_BRANDS}\b[^,.;!?\n]*+"
+)
+_EXPOSURE = re.compile(
+    r"(?i)(?<![\w/])(?:iso\s?\d{2,6}|1/\d{1,5}\s?(?:s|sec|second)\b|\d{1,2}(?:\.\d)?\s?(?:s|sec)\s+exposure)(?![\w/])"
+)
+_LENS_AND_BODY = re.compile(
+    r"(?i)(?<![\w/])(?:"
+    rf"{_CAMERA_BRANDS}\s+(?:[a-z]{{1,4}}\s+)?(?=[a-z-]*\d)[\w-]++(?:\s+mark\s+[ivx]+)?"  # "Nikon D850", "Canon EOS 5D Mark IV"
+    r"|f\s?/\s?\d{1,2}(?:\.\d)?"  # aperture
+    r"|\d{1,3}(?:-\d{1,3})?\s?mm"  # focal length
+    r")(?![\w/])"
 )
 _MENTION = re.compile(r"(?i)(?:\b(?:via|by|from|cc)\s+)?(?<![\w@])@\w{1,30}")
 _WHOLE_HASHTAG = re.compile(r"#\w+")
@@ -181,6 +232,34 @@ def strip_html(text: str) -> str:
     return _TAG.sub(" ", text)
 
 
+def remove_promotions(text: str) -> str:
+    """Drop every sentence or separated segment that advertises ("Follow us for more!", "Order
+    now!", "Call +1 555 ... today") or only names a site ("| Pinterest"): the whole segment, so
+    no fragment like "Contact us at or call" is left. One pass over the segments: linear."""
+    parts = _SEGMENTS.split(text)
+    if len(parts) == 1 and not _PROMOTION.search(text) and not _SITE_SEGMENT.fullmatch(text.strip(_SEGMENT_EDGE)):
+        return text
+    kept: list[str] = []
+    for k in range(0, len(parts), 2):
+        segment = parts[k]
+        if _PROMOTION.search(segment) or _SITE_SEGMENT.fullmatch(segment.strip(_SEGMENT_EDGE)):
+            continue
+        if kept:
+            kept.append(parts[k - 1])  # the separator before a kept segment
+        kept.append(segment)
+    return "".join(kept) if kept else " "
+
+
+def remove_camera_settings(text: str) -> str:
+    """"Shot with a Canon EOS 5D Mark IV, f/8, 1/125s, ISO 100" goes whole; "Nikon D850 with a
+    24-70mm f/2.8 lens" (a product) stays: lens and body go only where exposure settings are."""
+    shot = _SHOT_WITH.sub(" ", text)
+    settings = _EXPOSURE.sub(" ", shot)
+    if settings == text:
+        return text
+    return _LENS_AND_BODY.sub(" ", settings)
+
+
 def remove_urls(text: str) -> str:
     return _URL.sub(" ", text)
 
@@ -191,11 +270,34 @@ def _phone_or_keep(m: re.Match[str]) -> str:
 
 
 def remove_contacts(text: str) -> str:
-    return _PHONE.sub(_phone_or_keep, _EMAIL.sub(" ", text))
+    # Full numbers first; a label ("Phone: 555-1234") then takes a shorter one with it.
+    return _LABELLED_PHONE.sub(" ", _PHONE.sub(_phone_or_keep, _EMAIL.sub(" ", text)))
+
+
+_STEM_WORD = re.compile(r"[A-Za-z]{2,}+")
+_CAMERA_PREFIX = re.compile(r"(?i)(?:img|dsc|dscn|dscf|dcim|pxl|mvimg|gopr|sam|screenshot|image|photo|pic|final|edit|edited|copy|scan)")
+
+
+def _file_name_words(m: re.Match[str]) -> str:
+    """A file name that carries words keeps them ("dog.jpg" -> "dog", "my_dog_rex.png" -> "my
+    dog rex"); camera names, numbers and hashes go."""
+    name = m.group(0)
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not re.fullmatch(_IMAGE_EXT, ext, re.IGNORECASE):
+        return " "
+    parts = re.split(r"[_\-\s]+", stem)
+    words = [w for w in parts if _STEM_WORD.fullmatch(w) and not _CAMERA_PREFIX.fullmatch(w)]
+    return f" {' '.join(words)} " if words else " "
 
 
 def remove_file_names(text: str) -> str:
-    return _FILENAME.sub(" ", text)
+    said = set(_STEM_WORD.findall(_FILENAME.sub(" ", text).lower()))
+
+    def words_not_said(m: re.Match[str]) -> str:  # "galaxies - hubble_deep_field.jpg" says nothing new
+        kept = _file_name_words(m)
+        return " " if set(kept.lower().split()) <= said else kept
+
+    return _FILENAME.sub(words_not_said, text)
 
 
 def remove_file_metadata(text: str) -> str:
@@ -247,7 +349,7 @@ def tidy_punctuation(text: str) -> str:
     text = _DANGLING_SEPARATORS.sub("", text)
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     text = _REPEATED_PUNCT.sub(lambda m: "..." if m.group(1) == "." and len(m.group(0)) >= 3 else m.group(1), text)
-    text = text.strip(_EDGE_JUNK)
+    text = text.strip(_EDGE_JUNK).lstrip(".!?,;: ")  # ". Mountain biker" after a removed credit
     return _SPACES.sub(" ", text).strip()
 
 
@@ -258,9 +360,11 @@ RULES: dict[str, Callable[[str], str]] = {
     "mojibake": fix_mojibake,
     "unicode": normalise_unicode,
     "html": strip_html,
+    "promotions": remove_promotions,
     "urls": remove_urls,
     "file_names": remove_file_names,
     "file_metadata": remove_file_metadata,
+    "camera_settings": remove_camera_settings,
     "dates": remove_dates,
     "contacts": remove_contacts,
     "credits": remove_credits,
@@ -279,11 +383,12 @@ NO_CONTENT_WORDS = frozenset(
     "version original download at on taken".split()
 )
 _CONTENT_WORD = re.compile(r"[a-z0-9]+")
+_NO_CONTENT_TOKEN = re.compile(r"\d+|v\d+|of")  # "Image 3 of 12", "final v2"
 
 
 def says_nothing(text: str) -> bool:
     """Whether a (cleaned) text names nothing the image could show."""
-    return set(_CONTENT_WORD.findall(text.lower())) <= NO_CONTENT_WORDS
+    return all(w in NO_CONTENT_WORDS or _NO_CONTENT_TOKEN.fullmatch(w) for w in _CONTENT_WORD.findall(text.lower()))
 
 
 @dataclass
