@@ -4,6 +4,9 @@
   flight suit" -> "a photo of an astronaut in her flight suit". Not where a determiner, a
   number or a possessive is there already, not for a plural or a mass noun ("coins",
   "gravel", "outer space", "staining"), and not for a name standing alone ("Chelsea the cat").
+- A capital that only opens the alt-text goes after the prompt: "a photo of Cup of coffee"
+  -> "a photo of a cup of coffee", "Immunohistochemical staining" -> "immunohistochemical
+  staining"; a name keeps its capitals ("London at night", "Golden Gate Bridge", "NASA").
 - A subject that names its own medium takes the prompt's place: never two media ("a photo of
   fundus photograph of a retina" -> "a fundus photograph of a retina").
 """
@@ -23,12 +26,18 @@ MASS_NOUNS = frozenset(
     "copper bronze brass rust moss lava foam".split()
 )
 MEDIUM_WORDS = (
-    "photograph|photo|picture|image|scan|x-ray|radiograph|micrograph|drawing|painting|illustration|sketch|rendering|"
+    "photograph|photo|picture|image|scan|x-ray|radiograph|micrograph|drawing|painting|watercolou?r|illustration|sketch|rendering|"
     "screenshot|diagram|silhouette|poster"
 )
 # "fundus photograph of", "microscope image of", "black silhouette of": up to two words, then the medium.
 _OWN_MEDIUM = re.compile(rf"(?i)^((?:[\w-]+\s+){{0,2}}?(?:{MEDIUM_WORDS}))\s+of\s+(?=\S)")
 _ARTICLE_WORD = re.compile(r"(?i)^(?:a|an|the)\s+")
+# Adjectives from names keep their capital ("Greek coins", "Italian food"); without NER, by
+# the common endings of demonyms and a few irregular ones. A common adjective that ends alike
+# ("Human", "Urban") keeps its capital too: the lesser fault.
+_PROPER_ADJECTIVE = re.compile(
+    r"(?i)(?:an|ese|ish|i)$|^(?:greek|french|dutch|thai|swiss|welsh|czech|roman|gothic|victorian|arabic|celtic|nordic|baltic)$"
+)
 _SPELLED = re.compile(r"^(?:[A-Z]{2,}\b|[A-Z](?:-|$))")  # an acronym, or a lone capital letter ("X-ray")
 
 
@@ -57,11 +66,26 @@ def own_medium(subject: str) -> tuple[str, str] | None:
     return f"{article_for(medium)} {medium} of", rest
 
 
+def _opening_capital_only(doc: Any) -> bool:
+    """The first word is capitalised only because it opened the alt-text: a common word
+    ("Cup", "Immunohistochemical") not followed by a name ("Golden Gate")."""
+    first = doc[0]
+    if first.tag_ == "DT" and first.text[:1].isupper() and first.text[1:].lower() == first.text[1:]:
+        return True  # "A dog", "The Eiffel Tower"
+    title = first.text[:1].isupper() and first.text[1:].islower()
+    name_follows = len(doc) > 1 and doc[1].tag_ in ("NNP", "NNPS") and doc[1].text[:1].isupper()
+    proper_adjective = first.tag_.startswith("JJ") and bool(_PROPER_ADJECTIVE.search(first.text))
+    return title and first.tag_ not in ("NNP", "NNPS") and not name_follows and not proper_adjective
+
+
 def with_article(subject: str, nlp: Any) -> str:
-    """``subject`` with "a"/"an" before it where it opens with a bare singular count noun."""
+    """``subject`` in the caption's case, with "a"/"an" before it where it opens with a bare
+    singular count noun."""
     if not subject.strip():
         return subject
     doc = nlp(subject)
+    if _opening_capital_only(doc):
+        subject = doc[0].text.lower() + subject[len(doc[0].text) :]
     chunk = next((c for c in doc.noun_chunks if c.start == 0), None)
     if chunk is None:
         return subject

@@ -28,6 +28,13 @@ def nlp():
     ("my dog Max on the sofa", "my dog Max on the sofa"),
     ("Chelsea the tabby cat", "Chelsea the tabby cat"),
     ("Eiffel Tower at night", "Eiffel Tower at night"),
+    # a capital that only opened the alt-text goes; a name's capitals stay
+    ("Cup of coffee on a table", "a cup of coffee on a table"),
+    ("Immunohistochemical staining of colon tissue", "immunohistochemical staining of colon tissue"),
+    ("A dog on a beach", "a dog on a beach"),
+    ("The Eiffel Tower", "the Eiffel Tower"),
+    ("London at night", "London at night"),
+    ("Golden Gate Bridge at dusk", "Golden Gate Bridge at dusk"),
 ])
 def test_articles_before_singular_count_nouns_only(nlp, subject, expected):
     assert with_article(subject, nlp) == expected
