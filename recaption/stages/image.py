@@ -59,12 +59,26 @@ def look_scores(small: Image.Image) -> dict[str, float]:
 
     ``colourfulness``: mean spread between the RGB channels (0 for grey images, whatever
     their mode); ``white_border``: share of the outer ring of pixels that is near white
-    (high for product shots on white and for scans).
+    (high for product shots on white and for scans). ``flat_share`` (see there) comes from a
+    larger thumbnail.
     """
     px = np.asarray(small.convert("RGB"), dtype=np.int16)
     spread = px.max(axis=2) - px.min(axis=2)
     ring = np.concatenate([px[:2].reshape(-1, 3), px[-2:].reshape(-1, 3), px[2:-2, :2].reshape(-1, 3), px[2:-2, -2:].reshape(-1, 3)])
     return {"colourfulness": round(float(spread.mean()), 2), "white_border": round(float((ring.min(axis=1) > 235).mean()), 3)}
+
+
+FLAT_STEP = 6  # summed RGB difference to the right and lower neighbours at or below which a pixel is flat
+
+
+def flat_share(img: Image.Image) -> float:
+    """Share of flat pixels on a 64x64 thumbnail: logos and flat-colour graphics are mostly
+    flat (0.47 for scikit-image's logo), most photos are not (under 0.1 for its colour photos),
+    but a large clear sky is (0.37 for its rocket), so the caption writer asks for a white
+    border as well before it calls an image a graphic."""
+    px = np.asarray(img.resize((64, 64), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("RGB"), dtype=np.int16)
+    step = np.abs(np.diff(px, axis=1)).sum(axis=2)[:-1, :] + np.abs(np.diff(px, axis=0)).sum(axis=2)[:, :-1]
+    return round(float((step <= FLAT_STEP).mean()), 3)
 
 
 def _resize(img: Image.Image, mode: str, size: int, only_if_bigger: bool, border: tuple[int, int, int]) -> Image.Image:
@@ -214,6 +228,7 @@ class ImageCheck(Stage):
             rewritten.append(f"format_{fmt}")
         small = thumbnail32(rgb)
         scores.update(look_scores(small))
+        scores["flat_share"] = flat_share(rgb)
         if self.phash:
             scores["phash"] = perceptual_hash(rgb, small)
         pair.scores.update(scores)

