@@ -10,8 +10,9 @@ Families (from the checkpoint's ``config.model_type``):
   tokenizer are loaded alone and the image placeholder is expanded here (one
   ``<|image_pad|>`` per merged patch, as the processor would).
 
-Two backends: ``transformers`` (batched, left padding, fp32/fp16/bf16, 8-/4-bit on CUDA) and
-``vllm`` (optional, GPU throughput; imported only when asked for).
+Three backends: ``transformers`` (batched, left padding, fp32/fp16/bf16, 8-/4-bit on CUDA),
+``vllm`` (optional, GPU throughput; imported only when asked for) and ``openai``: any
+OpenAI-compatible server (``recaption.models.openai_server``).
 """
 
 from __future__ import annotations
@@ -198,11 +199,18 @@ class VllmCaptioner:
         return [[o.text for o in out.outputs] for out in outputs]
 
 
-def load_captioner(model: str, backend: str = "transformers", device: str = "auto", dtype: str = "auto", quantization: str = "none") -> Captioner:
+def load_captioner(
+    model: str, backend: str = "transformers", device: str = "auto", dtype: str = "auto", quantization: str = "none", server: dict | None = None
+) -> Captioner:
+    """``server``: the ``openai`` backend's base_url, api_key_env, concurrency, timeout, max_retries."""
+    if backend == "openai":
+        from recaption.models.openai_server import OpenAICompatibleCaptioner  # noqa: PLC0415
+
+        return OpenAICompatibleCaptioner(model, **(server or {}))
     if backend == "vllm":
         if quantization != "none":
             raise ModelLoadError("quantization is set on the vLLM checkpoint itself (e.g. an AWQ model), not here")
         return VllmCaptioner(model, dtype)
     if backend != "transformers":
-        raise ModelLoadError(f"backend must be 'transformers' or 'vllm', not '{backend}'")
+        raise ModelLoadError(f"backend must be 'transformers', 'vllm' or 'openai', not '{backend}'")
     return TransformersCaptioner(model, device, dtype, quantization)

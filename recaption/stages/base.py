@@ -145,6 +145,8 @@ class Stage(ABC):
             try:
                 work(live)
                 self._succeeded = True
+            except SystematicFailure:
+                raise  # the stage's setup or service, not a record: nothing to isolate
             except Exception:  # noqa: BLE001 - isolate the record that broke the stage, keep the rest
                 for pair, (captions, scores, meta, image, ext) in zip(live, saved):
                     pair.captions, pair.scores, pair.meta, pair.image, pair.image_ext = captions, scores, meta, image, ext

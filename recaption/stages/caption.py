@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from recaption.record import Caption, Pair
-from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, register
+from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, SystematicFailure, register
 from recaption.stages.tags import decode_batch, tag_values
 from recaption.stages.text import SensitiveCheck
 from recaption.text.alt_context import split_alt_texts
@@ -186,6 +186,11 @@ class VlmCaption(Stage):
         device: str = "auto",
         dtype: str = "auto",
         quantization: str = "none",
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        request_timeout: float = 60.0,
+        max_retries: int = 4,
         starting_prompt: str = "a photo of",
         select: bool = False,
         names: bool = True,
@@ -208,6 +213,8 @@ class VlmCaption(Stage):
             raise StageError("vlm_caption.batch_size must be at least 1")
         self.batch_size = batch_size
         self.model_name, self.backend, self.device, self.dtype, self.quantization = model, backend, device, dtype, quantization
+        # The openai backend's server; its key is read from the environment variable, never the recipe.
+        self.server = {"base_url": base_url or "", "api_key_env": api_key_env, "concurrency": concurrency, "timeout": request_timeout, "max_retries": max_retries}
         self.starting_prompt, self.select, self.names = starting_prompt, select, names
 
     def setup(self) -> None:
@@ -215,7 +222,8 @@ class VlmCaption(Stage):
         from recaption.models.vlm import load_captioner  # noqa: PLC0415
 
         try:
-            self.captioner = load_captioner(self.model_name, self.backend, self.device, self.dtype, self.quantization)
+            server = self.server if self.backend == "openai" else None
+            self.captioner = load_captioner(self.model_name, self.backend, self.device, self.dtype, self.quantization, server)
         except ModelLoadError as exc:
             raise StageError(f"vlm_caption.model: {exc}") from exc
         self._check_context()
@@ -252,9 +260,19 @@ class VlmCaption(Stage):
             ev = evidence_of(pair)
             instruction = render(self.template, ev.alt_text, ev.ocr, [lb.name for lb in ev.labels])
             prompts.append(self.captioner.format_prompt(instruction))
-        outputs = self.captioner.generate(images, prompts, self.sampling)
+        try:
+            outputs = self.captioner.generate(images, prompts, self.sampling)
+        except Exception as exc:
+            from recaption.models.openai_server import ServiceUnavailable  # noqa: PLC0415
+
+            if isinstance(exc, ServiceUnavailable):  # the server, not these records: the run stops
+                raise SystematicFailure(str(exc)) from exc
+            raise
         params = {"template": self.template_name, "backend": self.backend, **asdict(self.sampling)}
         for pair, prompt, texts in zip(pairs, prompts, outputs):
+            if isinstance(texts, Exception):  # the server refused this record's request alone
+                pair.reject_with(self.name, "refused_by_server", str(texts)[:300])
+                continue
             parent = next((i for i, c in enumerate(pair.captions) if c.selected and c.source == "alt-text"), None)
             first = len(pair.captions)
             for j, raw in enumerate(texts):
