@@ -3,8 +3,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# vLLM on the CPU lives in an environment of its own (it pins its own torch and transformers).
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-vllm bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,11 +22,19 @@ demo: $(STAMP)
 	$(BIN)/recaption run demo-data/pairs.jsonl demo-out --overwrite
 	@echo "open demo-out/report.html in a browser"
 
-test: $(STAMP)
+$(VLLM_STAMP): scripts/vllm_cpu_env.sh pyproject.toml
+	PY=$(PY) bash scripts/vllm_cpu_env.sh $(VLLM_VENV)
+
+# The suite in .venv, then the vLLM backend's tests in .venv-vllm (they skip in .venv).
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-vllm
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
 
 clean:
-	rm -rf demo-data demo-out $(VENV)
+	rm -rf demo-data demo-out $(VENV) $(VLLM_VENV)

@@ -50,6 +50,21 @@ def _save(folder: Path, model, processor) -> Path:
     return folder
 
 
+def hub_vision_tower_names(folder: Path) -> None:
+    """Rename the saved vision tower's weights the way the hub's LLaVA checkpoints name them
+    (``vision_tower.vision_model.*``): transformers 5 saves ``vision_tower.embeddings.*``,
+    which it reads back but vLLM refuses. transformers reads the hub's names too."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    renamed = {
+        (k.replace("vision_tower.", "vision_tower.vision_model.", 1) if "vision_tower." in k and "vision_model." not in k else k): v
+        for k, v in tensors.items()
+    }
+    save_file(renamed, str(path), metadata={"format": "pt"})
+
+
 def make_clip(folder: Path, seed: int = 0, width: int = 32) -> Path:
     import torch
 
@@ -85,9 +100,10 @@ def make_siglip(folder: Path, seed: int = 0, width: int = 32) -> Path:
     return _save(folder, tf.SiglipModel(config), processor)
 
 
-def _decoder(tok, model_type: str, **extra) -> dict:
+def _decoder(tok, model_type: str, width: int = 32, **extra) -> dict:
+    # vLLM's CPU attention wants head sizes of 32 or more: width 64 with 2 heads (tests/vllm).
     return dict(
-        model_type=model_type, vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        model_type=model_type, vocab_size=len(tok), hidden_size=width, num_hidden_layers=2, num_attention_heads=2,
         max_position_embeddings=1024, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **extra,
     )
 
@@ -95,7 +111,7 @@ def _decoder(tok, model_type: str, **extra) -> dict:
 VISION = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
 
 
-def make_blip2(folder: Path, seed: int = 0) -> Path:
+def make_blip2(folder: Path, seed: int = 0, width: int = 32) -> Path:
     import torch
     import transformers as tf
 
@@ -103,7 +119,7 @@ def make_blip2(folder: Path, seed: int = 0) -> Path:
     config = tf.Blip2Config(
         vision_config={k: v for k, v in VISION.items() if k != "model_type"},
         qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, encoder_hidden_size=32, vocab_size=len(tok)),
-        text_config=_decoder(tok, "opt", ffn_dim=64, word_embed_proj_dim=32),
+        text_config=_decoder(tok, "opt", width, ffn_dim=2 * width, word_embed_proj_dim=width),
         num_query_tokens=4,
         image_token_index=tok.convert_tokens_to_ids("<image>"),
     )
@@ -112,13 +128,13 @@ def make_blip2(folder: Path, seed: int = 0) -> Path:
     return _save(folder, tf.Blip2ForConditionalGeneration(config), processor)
 
 
-def make_llava(folder: Path, seed: int = 0, next_: bool = False) -> Path:
+def make_llava(folder: Path, seed: int = 0, next_: bool = False, width: int = 32) -> Path:
     import torch
     import transformers as tf
 
     tok = bpe_tokenizer(LLAVA_CHAT)
     common = dict(
-        vision_config=VISION, text_config=_decoder(tok, "llama", intermediate_size=64, num_key_value_heads=2),
+        vision_config=VISION, text_config=_decoder(tok, "llama", width, intermediate_size=2 * width, num_key_value_heads=2),
         image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
     )
     # CLIP's class token is one more image feature than patches: real LLaVA processors say so too.
@@ -128,24 +144,28 @@ def make_llava(folder: Path, seed: int = 0, next_: bool = False) -> Path:
         grid = [[32, 64], [64, 32], [64, 64]]
         image_processor = tf.LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=grid)
         model = tf.LlavaNextForConditionalGeneration(tf.LlavaNextConfig(image_grid_pinpoints=grid, **common))
-        return _save(folder, model, tf.LlavaNextProcessor(image_processor=image_processor, **processor_args))
-    image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    model = tf.LlavaForConditionalGeneration(tf.LlavaConfig(projector_hidden_act="gelu", **common))
-    return _save(folder, model, tf.LlavaProcessor(image_processor=image_processor, **processor_args))
+        _save(folder, model, tf.LlavaNextProcessor(image_processor=image_processor, **processor_args))
+    else:
+        image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        model = tf.LlavaForConditionalGeneration(tf.LlavaConfig(projector_hidden_act="gelu", **common))
+        _save(folder, model, tf.LlavaProcessor(image_processor=image_processor, **processor_args))
+    hub_vision_tower_names(folder)
+    return folder
 
 
-def make_qwen2_vl(folder: Path, seed: int = 0) -> Path:
+def make_qwen2_vl(folder: Path, seed: int = 0, width: int = 32) -> Path:
     import torch
     import transformers as tf
 
     tok = bpe_tokenizer(QWEN_CHAT)
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
-    text = _decoder(tok, "qwen2_vl_text", intermediate_size=64, num_key_value_heads=2)
+    text = _decoder(tok, "qwen2_vl_text", width, intermediate_size=2 * width, num_key_value_heads=2)
     text.pop("model_type")
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    quarter = width // 16  # the sections split half a head (width / 2 heads / 2): [2, 3, 3] at 32, [4, 6, 6] at 64
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [quarter, (3 * quarter) // 2, (3 * quarter) // 2]}
     config = tf.Qwen2VLConfig(
         text_config=text,
-        vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=width, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )

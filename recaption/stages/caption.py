@@ -191,6 +191,11 @@ class VlmCaption(Stage):
         concurrency: int = 8,
         request_timeout: float = 60.0,
         max_retries: int = 4,
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int | None = None,
+        tensor_parallel_size: int = 1,
+        enforce_eager: bool = False,
+        engine_args: dict | None = None,
         starting_prompt: str = "a photo of",
         select: bool = False,
         names: bool = True,
@@ -215,6 +220,11 @@ class VlmCaption(Stage):
         self.model_name, self.backend, self.device, self.dtype, self.quantization = model, backend, device, dtype, quantization
         # The openai backend's server; its key is read from the environment variable, never the recipe.
         self.server = {"base_url": base_url or "", "api_key_env": api_key_env, "concurrency": concurrency, "timeout": request_timeout, "max_retries": max_retries}
+        # The vllm backend's engine (vllm.LLM keyword arguments); engine_args for any other option.
+        self.engine = {
+            "gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": tensor_parallel_size, "enforce_eager": enforce_eager,
+            **({"max_model_len": max_model_len} if max_model_len else {}), **(engine_args or {}),
+        }
         self.starting_prompt, self.select, self.names = starting_prompt, select, names
 
     def setup(self) -> None:
@@ -223,7 +233,8 @@ class VlmCaption(Stage):
 
         try:
             server = self.server if self.backend == "openai" else None
-            self.captioner = load_captioner(self.model_name, self.backend, self.device, self.dtype, self.quantization, server)
+            engine = self.engine if self.backend == "vllm" else None
+            self.captioner = load_captioner(self.model_name, self.backend, self.device, self.dtype, self.quantization, server, engine)
         except ModelLoadError as exc:
             raise StageError(f"vlm_caption.model: {exc}") from exc
         self._check_context()
