@@ -42,11 +42,13 @@ def test_8bit_weights_load_through_bitsandbytes_and_caption(tiny_vlms):
     assert all(p.reject is None and "vlm_candidates" in p.scores for p in batch)
 
 
-def test_vllm_backend_writes_n_candidates(tiny_vlms):
+def test_vllm_backend_writes_n_candidates(tmp_path):
     pytest.importorskip("vllm")
     from recaption.stages.caption import VlmCaption
+    from tests.tiny_models import make_llava
 
-    stage = VlmCaption(model=str(tiny_vlms["llava"]), backend="vllm", n=2, temperature=0.8, max_new_tokens=5, names=False)
+    folder = make_llava(tmp_path / "llava", width=64)  # heads of 32: what vLLM's attention kernels take
+    stage = VlmCaption(model=str(folder), backend="vllm", n=2, temperature=0.8, max_new_tokens=5, names=False, max_model_len=512)
     batch = pairs(2)
     stage(batch)
     assert all(p.reject is None and p.scores["vlm_candidates"] <= 2 for p in batch)
