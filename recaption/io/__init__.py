@@ -29,7 +29,8 @@ def detect_format(path: str | Path) -> str:
     if looks_like_img2dataset(p):
         return "img2dataset"
     for pattern, fmt in (("*.tar", "webdataset"), ("*.parquet", "parquet"), ("*.jsonl", "jsonl")):
-        if any(p.glob(pattern)):
+        # A metadata.jsonl beside images is Hugging Face's imagefolder, not a JSONL input.
+        if any(f.name != "metadata.jsonl" for f in p.glob(pattern)):
             return fmt
     return "imagefolder"
 

@@ -1,18 +1,28 @@
-"""An image folder with sidecar ``.txt`` captions (the diffusion-training convention).
+"""An image folder with captions beside the images: sidecar ``.txt`` files (the kohya-style
+diffusion-training convention) or Hugging Face's ``metadata.jsonl`` / ``metadata.csv``.
 
 ``photos/cat.jpg`` + ``photos/cat.txt`` (+ optional ``photos/cat.json`` metadata) is one
-pair whose id is the image's path below the folder without its extension. An image with
-no sidecar text is still a record (rejected as ``no_text`` by ``clean_text`` unless the
-recipe keeps image-only pairs for captioning from scratch).
+pair whose id is the image's path below the folder without its extension. A
+``metadata.jsonl`` or ``metadata.csv`` in any folder (HF's ``imagefolder``, diffusers'
+training scripts) gives the images below that folder their columns by ``file_name``, relative
+to it: ``text`` / ``caption`` become the texts, the rest the record's fields. A metadata row
+that cannot be read, or that names no image there, is a reject of its own; nothing is lost.
+An image with no text is still a record (rejected as ``no_text`` by ``clean_text`` unless
+the recipe keeps image-only pairs for captioning from scratch).
 
 Output: one folder per shard, ``part-NNNNN/KEY.<ext>`` + ``KEY.txt`` (the training
-caption) + ``KEY.json`` (the whole record).
+caption) + ``KEY.json`` (the whole record), and ``metadata.jsonl`` (``file_name``, ``text``,
+``image_id``) so that ``load_dataset("imagefolder", data_dir=...)`` and diffusers read the
+captions.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from recaption.io.base import (
@@ -30,10 +40,73 @@ from recaption.io.base import (
     safe_key,
     shard_name,
 )
+from recaption.io.jsonl import iter_lines
 from recaption.io.records import pair_from_record, record_from_pair, training_text
 from recaption.io.safejson import RecordProblem, decode_text, dumps, parse_record, read_small_file
 from recaption.io.webdataset import image_bytes_and_ext
+from recaption.limits import MAX_RECORD_BYTES
 from recaption.record import Pair
+
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+
+
+@dataclass
+class FolderMetadata:
+    """Hugging Face imagefolder metadata below a root: rows by image path, and the rows that
+    could not be used (each a reject: (id, reason, detail, origin))."""
+
+    rows: dict[str, dict] = field(default_factory=dict)
+    problems: list[tuple[str, str, str, dict]] = field(default_factory=list)
+
+
+def _metadata_rows(path: Path) -> Iterator[tuple[int, dict | RecordProblem]]:
+    """(line, row) of a metadata.jsonl or metadata.csv; a RecordProblem for a row that cannot be read."""
+    if path.suffix == ".jsonl":
+        with open(path, "rb") as fh:
+            for n, (line, _) in enumerate(iter_lines(fh), start=1):
+                if line is None:
+                    yield n, RecordProblem("record_too_large", f"line {n} is over {MAX_RECORD_BYTES} bytes")
+                elif line.strip():
+                    try:
+                        row = parse_record(line, f"{path.name} line {n}")
+                        yield n, row if isinstance(row, dict) else RecordProblem("wrong_type", f"line {n} is not an object")
+                    except RecordProblem as exc:
+                        yield n, exc
+        return
+    csv.field_size_limit(MAX_RECORD_BYTES)
+    try:
+        text = decode_text(read_small_file(path, path.name, limit=64 * MAX_RECORD_BYTES), path.name)
+    except RecordProblem as exc:
+        yield 0, exc
+        return
+    try:
+        for n, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+            yield n, {k: v for k, v in row.items() if k is not None}
+    except csv.Error as exc:
+        yield 0, RecordProblem("malformed_csv", f"{path.name}: {exc}")
+
+
+def read_folder_metadata(root: Path, images: set[str]) -> FolderMetadata:
+    """Every metadata.jsonl / metadata.csv below ``root``, joined to the images by file_name."""
+    found = FolderMetadata()
+    for path in sorted(p for name in METADATA_FILES for p in root.rglob(name) if p.is_file()):
+        base = path.parent.relative_to(root)
+        for n, row in _metadata_rows(path):
+            origin = {"file": str(path), "line": n}
+            key = f"{base.as_posix()}/{path.name}:{n}".lstrip("./")
+            if isinstance(row, RecordProblem):
+                found.problems.append((key, row.reason, str(row), origin))
+                continue
+            name = row.pop("file_name", None)
+            if not isinstance(name, str) or not name:
+                found.problems.append((key, "missing_field", f"{path.name} line {n} has no file_name", origin))
+                continue
+            rel = (base / name).as_posix()
+            if rel.startswith("../") or "/../" in rel or rel not in images:
+                found.problems.append((key, "missing_file", f"{path.name} line {n} names {name!r}, which is no image there", origin))
+                continue
+            found.rows[rel] = row
+    return found
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -60,17 +133,27 @@ class ImageFolderReader(Reader):
             for i, start in enumerate(range(0, len(images), size))
         ]
 
+    def _metadata(self, root: Path) -> FolderMetadata:
+        if getattr(self, "_folder_metadata", None) is None:
+            self._folder_metadata = read_folder_metadata(root, {str(p.relative_to(root).as_posix()) for p in list_images(root)})
+        return self._folder_metadata
+
     def read(self, shard: InputShard) -> Iterator[Pair]:
         root = Path(shard.spec["root"])
+        metadata = self._metadata(root)
+        if shard.index == 0:  # the metadata rows that name no image, once
+            for key, reason, detail, origin in metadata.problems:
+                yield broken_pair(key, reason, detail, origin)
         for rel in shard.spec["images"]:
             image = root / rel
             image_id = Path(rel).with_suffix("").as_posix()
             origin = {"file": str(image)}
-            record: dict = {}
+            record: dict = dict(metadata.rows.get(Path(rel).as_posix(), {}))
             sidecar_json = image.with_suffix(".json")
             sidecar_txt = image.with_suffix(".txt")
             try:
                 if sidecar_json.exists():
+                    # A sidecar .json is the whole record (as recaption writes it): it wins.
                     record = parse_record(read_small_file(sidecar_json, sidecar_json.name), sidecar_json.name)
                     if not isinstance(record, dict):
                         raise RecordProblem("wrong_type", f"{sidecar_json.name} is not an object")
@@ -95,7 +178,7 @@ class ImageFolderWriter(Writer):
 
     @contextmanager
     def open_shard(self, shard: str) -> Iterator[Callable[[Pair], None]]:
-        with atomic_path(self.target(shard), is_dir=True) as tmp:
+        with atomic_path(self.target(shard), is_dir=True) as tmp, open(tmp / "metadata.jsonl", "w", encoding="utf-8") as metadata:
             row = 0
             used: set[str] = set()
 
@@ -105,9 +188,12 @@ class ImageFolderWriter(Writer):
                 record = dumps(record_from_pair(pair))
                 data, ext = image_bytes_and_ext(pair)
                 key = safe_key(pair.image_id, row, used)
+                text = training_text(pair)
+                line = dumps({"file_name": f"{key}.{ext}", "text": text, "image_id": pair.image_id})
                 (tmp / f"{key}.{ext}").write_bytes(data)
-                (tmp / f"{key}.txt").write_text(training_text(pair), encoding="utf-8", errors="replace")
+                (tmp / f"{key}.txt").write_text(text, encoding="utf-8", errors="replace")
                 (tmp / f"{key}.json").write_text(record, encoding="utf-8")
+                metadata.write(line + "\n")
                 row += 1
 
             yield add

@@ -242,3 +242,44 @@ def test_output_keys_keep_safe_ids_and_stay_unique():
     assert keys == ["000000123", "000001_a_b_jpg", "000002_000000123", "000003", "000004", "000005_x"]
     assert len(set(keys)) == len(keys)
     assert all("/" not in k and "." not in k for k in keys)
+
+
+def test_hugging_face_imagefolder_metadata_gives_the_captions(tmp_path):
+    (tmp_path / "train" / "cats").mkdir(parents=True)
+    noise_image(1).save(tmp_path / "train" / "a.jpg")
+    noise_image(2).save(tmp_path / "train" / "cats" / "b.png")
+    noise_image(3).save(tmp_path / "train" / "c.jpg")
+    write_jsonl(tmp_path / "train" / "metadata.jsonl", [
+        {"file_name": "a.jpg", "text": "a red car", "license": "cc-by"},
+        {"file_name": "cats/b.png", "text": "a tabby cat"},
+        '{"file_name": "c.jpg", "text": ',  # a broken line: a reject of its own
+        {"file_name": "gone.jpg", "text": "never downloaded"},  # names no image: a reject, nothing lost
+        {"text": "no file name"},
+    ])
+    assert detect_format(tmp_path) == "imagefolder"  # metadata.jsonl beside images is not a JSONL input
+    pairs = read_all(tmp_path)
+    kept = {p.image_id: p for p in pairs if p.reject is None}
+    assert (kept["train/a"].texts, kept["train/cats/b"].texts, kept["train/c"].texts) == (["a red car"], ["a tabby cat"], [])
+    assert kept["train/a"].meta["license"] == "cc-by"
+    assert sorted(p.reject.reason for p in pairs if p.reject) == ["malformed_json", "missing_field", "missing_file"]
+    # The CSV form, as diffusers' examples write it.
+    csv_root = tmp_path / "csv"
+    csv_root.mkdir()
+    noise_image(4).save(csv_root / "d.jpg")
+    (csv_root / "metadata.csv").write_text('file_name,text\nd.jpg,"a boat, at dusk"\n', encoding="utf-8")
+    assert [(p.image_id, p.texts) for p in read_all(csv_root)] == [("d", ["a boat, at dusk"])]
+
+
+def test_imagefolder_output_loads_in_hugging_face_datasets_with_its_captions(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    pairs = sample_pairs()
+    writer = open_writer("imagefolder", tmp_path / "data")
+    writer.write("part-00000", pairs[:2])
+    writer.write("part-00001", pairs[2:])
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "data"), split="train")
+    assert "label" not in loaded.column_names  # shard folders are no classes
+    assert sorted(loaded["text"]) == ["caption 0", "caption 1", "caption 2"]
+    assert sorted(loaded["image_id"]) == ["id/0", "id/1", "id/2"]
+    assert loaded[0]["image"].size == (96, 80)
+    # and recaption reads its own output back, sidecars first
+    assert sorted(p.image_id for p in read_all(tmp_path / "data")) == ["id/0", "id/1", "id/2"]
