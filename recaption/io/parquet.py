@@ -5,12 +5,16 @@ Columns are found by name (``image_id``/``key``, ``image``/``jpg`` bytes or ``im
 ``--text-field``. Shards are runs of row groups of about ``shard_size`` rows, read one
 row group at a time so that memory stays flat.
 
-Output: ``part-NNNNN.parquet`` with ``image`` bytes embedded when the image travelled as
-bytes, ``image_path`` otherwise; nested fields as JSON strings so every row has one schema.
+Output: ``part-NNNNN.parquet`` whose ``image`` column is Hugging Face's Image feature,
+``{bytes, path}``: the bytes where the image travelled as bytes, else the file's path (also in
+``image_path``); nested fields as JSON strings so every row has one schema. The schema carries
+the ``huggingface`` features metadata, so ``datasets.load_dataset("parquet", ...)`` decodes
+``image`` as images with no cast.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,19 +82,39 @@ class ParquetReader(Reader):
                 row += 1
 
 
-SCHEMA = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("image", pa.binary()),
-        ("image_ext", pa.string()),
-        ("image_path", pa.string()),
-        ("texts", pa.list_(pa.string())),
-        ("caption", pa.string()),
-        ("captions", pa.string()),
-        ("scores", pa.string()),
-        ("meta", pa.string()),
-        ("origin", pa.string()),
-    ]
+IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # datasets' Image storage
+
+
+def with_hf_features(schema: pa.Schema, images: tuple[str, ...] = ("image",)) -> pa.Schema:
+    """``schema`` with the ``huggingface`` metadata that names its features: ``images`` columns
+    are Image features, strings Values, lists of strings Lists. What datasets reads to decode."""
+
+    def feature(field: pa.Field) -> dict:
+        if field.name in images:
+            return {"_type": "Image"}
+        if pa.types.is_list(field.type):
+            return {"feature": {"dtype": str(field.type.value_type), "_type": "Value"}, "_type": "List"}
+        return {"dtype": str(field.type), "_type": "Value"}
+
+    features = {field.name: feature(field) for field in schema}
+    return schema.with_metadata({b"huggingface": json.dumps({"info": {"features": features}}).encode()})
+
+
+SCHEMA = with_hf_features(
+    pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("image", IMAGE_STRUCT),
+            ("image_ext", pa.string()),
+            ("image_path", pa.string()),
+            ("texts", pa.list_(pa.string())),
+            ("caption", pa.string()),
+            ("captions", pa.string()),
+            ("scores", pa.string()),
+            ("meta", pa.string()),
+            ("origin", pa.string()),
+        ]
+    )
 )
 
 
@@ -123,6 +147,7 @@ class ParquetWriter(Writer):
 def parquet_row(pair: Pair) -> dict:
     has_bytes = isinstance(pair.image, (bytes, bytearray))
     rec = record_from_pair(pair, image_path=None if has_bytes else pair.image, nested_as_json=True)
-    rec["image"] = bytes(pair.image) if has_bytes else None  # type: ignore[arg-type]
+    local = isinstance(pair.image, str) and "://" not in pair.image  # a URL is no file datasets can open
+    rec["image"] = {"bytes": bytes(pair.image), "path": None} if has_bytes else {"bytes": None, "path": pair.image if local else None}  # type: ignore[arg-type]
     rec["image_ext"] = pair.image_ext
     return {name: rec.get(name) for name in SCHEMA.names}

@@ -95,13 +95,16 @@ def export(pairs: list[Pair], output: Path, fmt: str, policy: CaptionPolicy, sha
         import pyarrow as pa  # noqa: PLC0415
         import pyarrow.parquet as pq  # noqa: PLC0415
 
+        from recaption.io.parquet import IMAGE_STRUCT, with_hf_features  # noqa: PLC0415
+
+        schema = with_hf_features(pa.schema([("image", IMAGE_STRUCT), ("text", pa.string()), ("image_id", pa.string())]))
         data_dir = output / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         rows = [{"image": {"bytes": data, "path": f"{pair.image_id}.{ext}"}, "text": text, "image_id": pair.image_id} for pair, data, ext, text in samples]
         parts = -(-len(rows) // shard_size)
         for part in range(parts):
             chunk = rows[part * shard_size : (part + 1) * shard_size]
-            pq.write_table(pa.Table.from_pylist(chunk), data_dir / f"train-{part:05d}-of-{parts:05d}.parquet")
+            pq.write_table(pa.Table.from_pylist(chunk, schema=schema), data_dir / f"train-{part:05d}-of-{parts:05d}.parquet")
         written = len(rows)
     if skipped:
         with open(output / "skipped.jsonl", "w", encoding="utf-8") as fh:

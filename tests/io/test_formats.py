@@ -170,6 +170,21 @@ def test_parquet_with_hf_image_struct_and_path_columns(tmp_path):
     assert [(p.image_id, p.texts, p.image == img, p.meta["extra"]) for p in pairs] == [("a", ["one"], True, 1), ("b", ["two"], True, 2)]
 
 
+def test_parquet_output_loads_in_hugging_face_datasets_as_images(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    pairs = sample_pairs(2)
+    on_disk = tmp_path / "pic.jpg"
+    noise_image(7).save(on_disk)
+    pairs.append(Pair("on-disk", str(on_disk), texts=["a file"]))  # an untouched image travels as its path
+    open_writer("parquet", tmp_path / "data").write("part-00000", pairs)
+    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "data" / "*.parquet"), split="train")
+    assert isinstance(loaded.features["image"], datasets.Image)  # no cast: the file says so
+    assert [row["image"].size for row in loaded] == [(96, 80), (96, 80), (96, 80)]
+    assert loaded["caption"][:2] == ["caption 0", "caption 1"] and loaded["image_id"][2] == "on-disk"
+    back = read_all(tmp_path / "data")  # and recaption reads the Image struct back
+    assert back[0].image == pairs[0].image and back[2].image == str(on_disk)
+
+
 def test_parquet_shards_group_row_groups(tmp_path):
     pq.write_table(pa.table({"image_id": [str(i) for i in range(10)], "texts": [["x"]] * 10}), tmp_path / "d.parquet", row_group_size=2)
     reader = open_reader(tmp_path / "d.parquet", None, ReaderOptions(shard_size=4))

@@ -123,6 +123,12 @@ def test_exports_for_each_framework_use_the_caption_policy(outputs, tmp_path, fm
 
         tables = [pq.read_table(f) for f in sorted((out / "data").glob("train-*.parquet"))]
         assert [t.num_rows for t in tables] == [5, 5, 2] and tables[0].column("image")[0]["bytes"].as_py()[:2] == b"\xff\xd8"
+    datasets = pytest.importorskip("datasets")  # the consumer's own loader, where it installs
+    if fmt in ("hf", "diffusers"):
+        kind, where = ("parquet", {"data_files": str(out / "data" / "*.parquet")}) if fmt == "hf" else ("imagefolder", {"data_dir": str(out / "train")})
+        loaded = datasets.load_dataset(kind, split="train", **where)
+        assert isinstance(loaded.features["image"], datasets.Image) and "label" not in loaded.column_names
+        assert len(loaded) == 12 and loaded[0]["image"].mode == "RGB" and "red car number" in loaded[0]["text"]
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
