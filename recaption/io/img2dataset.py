@@ -90,4 +90,11 @@ class Img2DatasetReader(Reader):
             caption = rec.get("caption")
             if isinstance(caption, str) and len(caption) <= MAX_TEXT_CHARS:
                 pair.texts = [caption]
+            # The URL and the columns img2dataset kept (license, ...) stay with the reject, so a
+            # retry list can be built from rejects alone.
+            pair.meta.update({k: v for k, v in rec.items() if k not in ("key", "caption", "status") and _small_value(v)})
             yield pair
+
+
+def _small_value(value: object) -> bool:
+    return value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= MAX_TEXT_CHARS)

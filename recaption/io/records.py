@@ -147,13 +147,17 @@ def _pair_from_record(
     if image is None:
         bytes_key = first_present(record, options.image_field, IMAGE_BYTES_FIELDS)
         value = record.get(bytes_key) if bytes_key else None
+        struct_path = None
         if isinstance(value, dict):  # Hugging Face datasets' Image feature: {"bytes", "path"}
-            value = value.get("bytes") or value.get("path")
+            struct_path = value.get("path") if isinstance(value.get("path"), str) else None
+            value = value.get("bytes") or struct_path
         if isinstance(value, (bytes, bytearray)):
             image, used = bytes(value), used | {bytes_key}
         else:
             path_key = first_present(record, options.image_field, IMAGE_PATH_FIELDS)
             path_value = record.get(path_key) if path_key else (value if isinstance(value, str) else None)
+            if isinstance(path_value, dict) and path_key == bytes_key:  # a path-only Image struct under any name
+                path_value = struct_path
             if path_value is not None and not isinstance(path_value, str):
                 return broken_pair(image_id, "wrong_type", f"{path_key} is a {type(path_value).__name__}", origin)
             if path_value:

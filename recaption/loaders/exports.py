@@ -57,11 +57,15 @@ def export(pairs: list[Pair], output: Path, fmt: str, policy: CaptionPolicy, sha
     samples = _samples(pairs, policy, skipped)
     if fmt == "open_clip":
         tar = None
+        sizes: dict[str, int] = {}  # open_clip's --train-num-samples comes from sizes.json
         for n, (pair, data, ext, text) in enumerate(samples):
             if n % shard_size == 0:
                 if tar is not None:
                     tar.close()
-                tar = tarfile.open(output / f"{n // shard_size:05d}.tar", "w")
+                name = f"{n // shard_size:05d}.tar"
+                tar = tarfile.open(output / name, "w")
+                sizes[name] = 0
+            sizes[name] += 1
             key = f"{n:09d}"
             _add(tar, f"{key}.{ext}", data)
             _add(tar, f"{key}.txt", text.encode())
@@ -69,6 +73,7 @@ def export(pairs: list[Pair], output: Path, fmt: str, policy: CaptionPolicy, sha
             written += 1
         if tar is not None:
             tar.close()
+        (output / "sizes.json").write_text(json.dumps(sizes, indent=1) + "\n")
     elif fmt in ("llava", "diffusers"):
         folder = output / ("images" if fmt == "llava" else "train")
         folder.mkdir(parents=True, exist_ok=True)

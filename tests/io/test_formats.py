@@ -215,13 +215,14 @@ def test_img2dataset_output_includes_failed_downloads(tmp_path):
     ])
     pq.write_table(pa.table({
         "key": ["000000000", "000000001"], "caption": ["a dog", "a cat"], "url": ["http://a", "http://b"],
-        "status": ["success", "failed_to_download"], "error_message": [None, "HTTP 404"],
+        "status": ["success", "failed_to_download"], "error_message": [None, "HTTP 404"], "license": ["cc0", "cc-by"],
     }), out / "00000.parquet")
     (out / "00000_stats.json").write_text(json.dumps({"count": 2, "successes": 1}))
     assert detect_format(out) == "img2dataset"
     pairs = read_all(out)
     assert [(p.image_id, p.reject.reason if p.reject else None) for p in pairs] == [("000000000", None), ("000000001", "download_failed")]
     assert "HTTP 404" in pairs[1].reject.detail and pairs[1].texts == ["a cat"]
+    assert (pairs[1].meta["url"], pairs[1].meta["license"]) == ("http://b", "cc-by")  # kept for a retry list
     # A damaged listing costs the failed-download accounting, said as a reject; the samples read.
     (out / "00000.parquet").write_bytes(b"PAR1 not really")
     pairs = read_all(out)
@@ -298,3 +299,11 @@ def test_imagefolder_output_loads_in_hugging_face_datasets_with_its_captions(tmp
     assert loaded[0]["image"].size == (96, 80)
     # and recaption reads its own output back, sidecars first
     assert sorted(p.image_id for p in read_all(tmp_path / "data")) == ["id/0", "id/1", "id/2"]
+
+
+def test_a_path_only_image_struct_under_a_renamed_column_reads_like_the_default(tmp_path):
+    noise_image(1).save(tmp_path / "a.jpg")
+    table = pa.table({"key": ["a"], "img": [{"bytes": None, "path": "a.jpg"}], "caption": ["a red car"]})
+    pq.write_table(table, tmp_path / "d.parquet")
+    (pair,) = read_all(tmp_path / "d.parquet", image_field="img")
+    assert pair.reject is None and pair.image == str(tmp_path / "a.jpg") and pair.texts == ["a red car"]

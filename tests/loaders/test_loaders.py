@@ -108,6 +108,7 @@ def test_exports_for_each_framework_use_the_caption_policy(outputs, tmp_path, fm
         tars = sorted(out.glob("*.tar"))
         names = [n for t in tars for n in tarfile.open(t).getnames()]
         assert len(tars) == 3 and sum(n.endswith(".jpg") for n in names) == 12
+        assert json.loads((out / "sizes.json").read_text()) == {"00000.tar": 5, "00001.tar": 5, "00002.tar": 2}  # open_clip's sample count
         text = tarfile.open(tars[0]).extractfile("000000000.txt").read().decode()
         assert "red car number" in text and "IMG_" not in text  # the alt-text as the policy asked: cleaned
         assert len(list(WebDatasetPairs(str(out)))) == 12  # our own loader reads it back
