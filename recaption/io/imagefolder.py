@@ -120,6 +120,7 @@ def list_images(folder: Path) -> list[Path]:
 @register_reader
 class ImageFolderReader(Reader):
     format = "imagefolder"
+    _folder_metadata: FolderMetadata | None = None  # read once per reader, on its first shard
 
     def plan(self) -> list[InputShard]:
         if not self.path.is_dir():
@@ -134,7 +135,7 @@ class ImageFolderReader(Reader):
         ]
 
     def _metadata(self, root: Path) -> FolderMetadata:
-        if getattr(self, "_folder_metadata", None) is None:
+        if self._folder_metadata is None:
             self._folder_metadata = read_folder_metadata(root, {str(p.relative_to(root).as_posix()) for p in list_images(root)})
         return self._folder_metadata
 

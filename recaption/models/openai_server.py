@@ -46,11 +46,10 @@ class RequestRefused(Exception):
     """The server refused one record's request (a 4xx other than auth, model or rate limit)."""
 
 
-def data_uri(image: Image.Image) -> tuple[str, bytes]:
+def data_uri(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, "JPEG", quality=JPEG_QUALITY)
-    data = buf.getvalue()
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii"), data
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class OpenAICompatibleCaptioner:
@@ -137,7 +136,7 @@ class OpenAICompatibleCaptioner:
 
     def generate(self, images: list[Image.Image], prompts: list[str], sampling: Sampling) -> list[list[str] | RequestRefused]:
         def one(image: Image.Image, prompt: str) -> list[str] | RequestRefused:
-            uri, _ = data_uri(image)
+            uri = data_uri(image)
             body: dict[str, Any] = {
                 "model": self.model,
                 "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": prompt}]}],

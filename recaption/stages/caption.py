@@ -271,14 +271,12 @@ class VlmCaption(Stage):
             ev = evidence_of(pair)
             instruction = render(self.template, ev.alt_text, ev.ocr, [lb.name for lb in ev.labels])
             prompts.append(self.captioner.format_prompt(instruction))
+        from recaption.models.openai_server import ServiceUnavailable  # noqa: PLC0415
+
         try:
             outputs = self.captioner.generate(images, prompts, self.sampling)
-        except Exception as exc:
-            from recaption.models.openai_server import ServiceUnavailable  # noqa: PLC0415
-
-            if isinstance(exc, ServiceUnavailable):  # the server, not these records: the run stops
-                raise SystematicFailure(str(exc)) from exc
-            raise
+        except ServiceUnavailable as exc:  # the server, not these records: the run stops
+            raise SystematicFailure(str(exc)) from exc
         params = {"template": self.template_name, "backend": self.backend, **asdict(self.sampling)}
         for pair, prompt, texts in zip(pairs, prompts, outputs):
             if isinstance(texts, Exception):  # the server refused this record's request alone

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from recaption.text.clean import says_nothing
@@ -184,6 +185,7 @@ def _short(hedged: Concept, stated: Concept) -> str:
     return " ".join(words[:-1]) if len(words) > 1 and words[-1].lower() == head else hedged.name
 
 
+@lru_cache(maxsize=1)
 def _knowable_words() -> frozenset[str]:
     """Words for concepts the classifier can see: the hierarchy's names and the kinds' words."""
     from recaption.text.kinds import KIND_WORDS  # noqa: PLC0415

@@ -19,7 +19,7 @@ the sum of classes that are each unlikely: mass spread over several classes says
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -62,10 +62,10 @@ def hierarchy() -> tuple[Node, ...]:
     return tuple(Node(n["name"], n["level"], frozenset(n["classes"])) for n in data["nodes"].values())
 
 
-def concepts(probs: Mapping[int, float], names: Mapping[int, str], nodes: Iterable[Node] | None = None) -> list[Concept]:
+def concepts(probs: Mapping[int, float], names: Mapping[int, str]) -> list[Concept]:
     """Every class in ``probs`` and every nameable concept above one of them, with its mass."""
     out = [Concept(names[i], p, "class", frozenset({i})) for i, p in probs.items()]
-    for node in hierarchy() if nodes is None else nodes:
+    for node in hierarchy():
         present = node.classes & probs.keys()
         if present:
             out.append(Concept(node.name, round(sum(probs[i] for i in present), 4), node.level, node.classes))
@@ -84,12 +84,11 @@ def claims(
     confident: float = 0.6,
     hedge_min: float = 0.3,
     limit: int = 2,
-    nodes: Iterable[Node] | None = None,
 ) -> list[Claim]:
     """Up to ``limit`` claims, each about classes no earlier claim covers."""
     found: list[Claim] = []
     covered: set[int] = set()
-    everything = concepts(probs, names, nodes)
+    everything = concepts(probs, names)
     while len(found) < limit:
         pool = [c for c in everything if not (c.classes & covered)]
         claim = _one_claim(pool, confident, hedge_min)

@@ -167,7 +167,7 @@ def test_one_refused_image_is_that_records_reject(stub):
     from recaption.imaging import load_rgb
     from recaption.models.openai_server import data_uri
 
-    _, data = data_uri(load_rgb(batch[1].image, 224))
+    data = base64.b64decode(data_uri(load_rgb(batch[1].image, 224)).split(",", 1)[1])
     stub.refuse_image_bytes = len(data)
     stage(stub)(batch)
     assert batch[1].reject.key == "vlm_caption/refused_by_server" and "image too large" in batch[1].reject.detail
