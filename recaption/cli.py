@@ -28,6 +28,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="with --runner ray: the cluster to join (auto, or ray://HOST:10001); default: start a local Ray")
     p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected from the path)")
     p.add_argument("--output-format", choices=sorted(OUTPUT_FORMATS), help="output format (default: the input's)")
+    p.add_argument("--embed-images", action="store_true", help="Parquet output: store every image's bytes, not the paths of images the run left untouched (a dataset that travels on its own)")
     p.add_argument("--image-root", help="folder that image paths are relative to (default: the JSONL's folder)")
     p.add_argument("--text-field", help="field holding the text(s), e.g. caption")
     p.add_argument("--id-field", help="field holding the image id, e.g. key")
@@ -196,10 +197,12 @@ def _summary(stats: dict, output: Path, seconds: float) -> str:
         f"  stats:       {output / 'stats.json'}",
         f"  report:      {output / 'report.html'}",
     ]
+    lines += [f"  note: {note}" for note in stats.get("output_notes", [])]
     return "\n".join(lines)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from recaption.io import default_output_format, open_reader, open_writer  # noqa: PLC0415
     from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
     from recaption.recipe import RecipeError, load_recipe  # noqa: PLC0415
     from recaption.runners.local import (  # noqa: PLC0415
@@ -244,6 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ),
         workers=args.workers or default_workers(),
         keep_work=args.keep_work,
+        embed_images=args.embed_images,
     )
     if args.address and args.runner != "ray":
         print("recaption: --address is for --runner ray", file=sys.stderr)
@@ -258,6 +262,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
     else:
         runner = LocalRunner(config, show_progress=not args.no_progress)
+    if args.embed_images:  # checked before --overwrite deletes anything
+        try:
+            open_writer(args.output_format or default_output_format(open_reader(args.input, args.input_format, config.reader)), output, embed_images=True)
+        except InputError as exc:
+            print(f"recaption: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     start = time.perf_counter()
     try:
         with output_lock(output):

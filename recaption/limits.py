@@ -11,4 +11,6 @@ MAX_TEXTS = 1_000  # alt-texts, or captions, in one record
 MAX_ID_CHARS = 4096  # an image id
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # one encoded image (image_check's max_bytes may lower it)
 MAX_IMAGE_PIXELS = 89_478_485  # one decoded image, width x height (PIL's own bomb limit)
+MAX_EXTRA_BYTES = 16 * 1024 * 1024  # a WebDataset member recaption carries unread (KEY.cls, KEY.npy, ...)
+MAX_EXTRAS = 16  # such members of one sample
 INT_LIMIT = 2**63  # integers are 64-bit signed, as Parquet and Arrow hold them

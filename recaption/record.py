@@ -58,6 +58,9 @@ class Pair:
     origin: dict[str, Any] = field(default_factory=dict)
     # Image file extension when ``image`` is bytes ("jpg", "png", ...).
     image_ext: str | None = None
+    # The members of a WebDataset sample that no stage reads (``cls``, ``npy``, ``seg.png``, a
+    # second image), by extension: carried, untouched, to the outputs that can hold bytes.
+    extras: dict[str, bytes] = field(default_factory=dict)
 
     # -- convenience ---------------------------------------------------------------------
     def reject_with(self, stage: str, reason: str, detail: str = "") -> None:

@@ -49,10 +49,18 @@ def default_output_format(reader: Reader) -> str:
     return reader.format
 
 
-def open_writer(fmt: str, out_dir: str | Path) -> Writer:
+def open_writer(fmt: str, out_dir: str | Path, embed_images: bool = False) -> Writer:
     if fmt not in WRITERS:
         raise InputError(f"unknown output format {fmt!r}; known: {', '.join(WRITERS)}")
+    if embed_images:
+        if fmt != "parquet":
+            raise InputError(f"--embed-images is for Parquet output ({fmt} output {EMBEDS.get(fmt, 'keeps image paths')}); add --output-format parquet")
+        return WRITERS[fmt](out_dir, embed_images=True)
     return WRITERS[fmt](out_dir)
+
+
+# What each other output format does with images, for the --embed-images message.
+EMBEDS = {"webdataset": "holds every image already", "imagefolder": "holds every image already", "jsonl": "keeps image paths"}
 
 
 def is_run_folder(path: str | Path) -> bool:

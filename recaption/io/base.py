@@ -107,6 +107,11 @@ class Writer(ABC):
     def open_shard(self, shard: str) -> AbstractContextManager[Callable[[Pair], None]]:
         """A context whose value adds one pair; the shard appears, whole, only when it exits cleanly."""
 
+    def finish_dataset(self) -> list[str]:
+        """Called once every shard is written: a format whose files must agree (one schema)
+        makes them agree here. Returns notes for the user on what the output cannot do."""
+        return []
+
     def write(self, shard: str, pairs: list[Pair]) -> Path:
         with self.open_shard(shard) as add:
             for pair in pairs:

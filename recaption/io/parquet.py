@@ -6,10 +6,12 @@ Columns are found by name (``image_id``/``key``, ``image``/``jpg`` bytes or ``im
 row group at a time so that memory stays flat.
 
 Output: ``part-NNNNN.parquet`` whose ``image`` column is Hugging Face's Image feature,
-``{bytes, path}``: the bytes where the image travelled as bytes, else the file's path (also in
-``image_path``); nested fields as JSON strings so every row has one schema. The schema carries
-the ``huggingface`` features metadata, so ``datasets.load_dataset("parquet", ...)`` decodes
-``image`` as images with no cast.
+``{bytes, path}``: the bytes where the image travelled as bytes (or ``--embed-images`` asked
+for every image's bytes), else the file's path (also in ``image_path``). ``captions``,
+``scores``, ``meta`` and ``origin`` are typed nested columns (``nested_columns``), one schema
+for all files of a run. The schema carries the ``huggingface`` features metadata, so
+``datasets.load_dataset("parquet", ...)`` decodes ``image`` as images and the nested fields
+as dicts and lists, with no cast.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recaption.imaging import read_image_file
 from recaption.io.base import (
     InputError,
     InputShard,
@@ -33,7 +36,22 @@ from recaption.io.base import (
     register_writer,
     shard_name,
 )
+from recaption.io.nested_columns import (
+    NULL,
+    arrow_type,
+    conform,
+    hf_feature,
+    json_paths,
+    merge,
+    read_sketches,
+    restore,
+    settle,
+    sketch_of,
+    typed_metadata,
+)
 from recaption.io.records import pair_from_record, record_from_pair
+from recaption.io.safejson import dumps
+from recaption.limits import MAX_IMAGE_BYTES
 from recaption.record import Pair
 
 
@@ -63,11 +81,12 @@ class ParquetReader(Reader):
     def read(self, shard: InputShard) -> Iterator[Pair]:
         path = Path(shard.spec["file"])
         pf = pq.ParquetFile(path)
+        sketches = read_sketches(pf.schema_arrow.metadata)
         groups = shard.spec["row_groups"]
         row = sum(pf.metadata.row_group(g).num_rows for g in range(groups[0])) if groups else 0
         for g in groups:
             try:
-                records = pf.read_row_group(g).to_pylist()
+                table = pf.read_row_group(g)
             except (pa.ArrowException, OSError, ValueError) as exc:
                 # A damaged row group costs its own rows, each accounted for, not the run.
                 n = pf.metadata.row_group(g).num_rows
@@ -76,78 +95,171 @@ class ParquetReader(Reader):
                     yield broken_pair(f"{path.stem}:{row + i}", "corrupt_row_group", f"row group {g} of {path.name}: {str(exc)[:200]}", origin)
                 row += n
                 continue
-            for record in records:
+            for record in plain_records(table, sketches):
                 origin = {"file": str(path), "row": row}
-                yield pair_from_record(record, self.options, origin, path.parent, f"{path.stem}:{row}")
+                if isinstance(record, Exception):
+                    yield broken_pair(f"{path.stem}:{row}", "malformed_record", f"{type(record).__name__}: {record}"[:300], origin)
+                else:
+                    yield pair_from_record(record, self.options, origin, path.parent, f"{path.stem}:{row}")
                 row += 1
 
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # datasets' Image storage
+NESTED = ("captions", "scores", "meta", "origin")  # free-form fields: typed per file, JSON while staged
 
 
 def with_hf_features(schema: pa.Schema, images: tuple[str, ...] = ("image",)) -> pa.Schema:
     """``schema`` with the ``huggingface`` metadata that names its features: ``images`` columns
-    are Image features, strings Values, lists of strings Lists. What datasets reads to decode."""
-
-    def feature(field: pa.Field) -> dict:
-        if field.name in images:
-            return {"_type": "Image"}
-        if pa.types.is_list(field.type):
-            return {"feature": {"dtype": str(field.type.value_type), "_type": "Value"}, "_type": "List"}
-        return {"dtype": str(field.type), "_type": "Value"}
-
-    features = {field.name: feature(field) for field in schema}
-    return schema.with_metadata({b"huggingface": json.dumps({"info": {"features": features}}).encode()})
+    are Image features, the rest follow their Arrow types. What datasets reads to decode."""
+    features = {field.name: {"_type": "Image"} if field.name in images else hf_feature(field.type) for field in schema}
+    return schema.with_metadata({**(schema.metadata or {}), b"huggingface": json.dumps({"info": {"features": features}}).encode()})
 
 
-SCHEMA = with_hf_features(
-    pa.schema(
-        [
-            ("image_id", pa.string()),
-            ("image", IMAGE_STRUCT),
-            ("image_ext", pa.string()),
-            ("image_path", pa.string()),
-            ("texts", pa.list_(pa.string())),
-            ("caption", pa.string()),
-            ("captions", pa.string()),
-            ("scores", pa.string()),
-            ("meta", pa.string()),
-            ("origin", pa.string()),
-        ]
-    )
-)
+_FIELDS = [
+    ("image_id", pa.string()),
+    ("image", IMAGE_STRUCT),
+    ("image_ext", pa.string()),
+    ("image_path", pa.string()),
+    ("texts", pa.list_(pa.string())),
+    ("caption", pa.string()),
+    *((name, pa.string()) for name in NESTED),
+    ("extras", pa.list_(pa.struct([("ext", pa.string()), ("bytes", pa.binary())]))),  # carried WebDataset members
+]
+# The staging schema (also the intermediates' between segments): nested fields as JSON text.
+SCHEMA = with_hf_features(pa.schema(_FIELDS))
+
+
+def typed_schema(sketches: dict[str, tuple]) -> pa.Schema:
+    """The output schema for a file whose nested fields have these (raw) sketches."""
+    types = {name: arrow_type(settle(sketches[name])) for name in NESTED}
+    fields = [(name, types.get(name, kind)) for name, kind in _FIELDS]
+    return with_hf_features(pa.schema(fields, metadata=typed_metadata(sketches)))
 
 
 @register_writer
 class ParquetWriter(Writer):
+    """Kept pairs as Parquet; ``typed`` (the output) makes the nested fields typed columns in a
+    second pass over the shard, ``embed_images`` stores every image's bytes (a dataset that
+    travels without its image folder)."""
+
     format = "parquet"
     suffix = ".parquet"
     row_group_size = 256  # rows held in memory before a row group is written
 
+    def __init__(self, out_dir: str | Path, embed_images: bool = False, typed: bool = True) -> None:
+        super().__init__(out_dir)
+        self.embed_images, self.typed = embed_images, typed
+
     @contextmanager
     def open_shard(self, shard: str) -> Iterator[Callable[[Pair], None]]:
-        rows: list[dict] = []
         with atomic_path(self.target(shard)) as tmp:
-            with pq.ParquetWriter(tmp, SCHEMA) as out:
+            if not self.typed:
+                with _rows_to(tmp, SCHEMA, self.row_group_size) as put:
+                    yield lambda pair: put(parquet_row(pair, self.embed_images, as_json=True))
+                return
+            staging = tmp.with_name(tmp.name + ".staging.tmp")
+            sketches = dict.fromkeys(NESTED, NULL)
+            try:
+                with _rows_to(staging, SCHEMA, self.row_group_size) as put:
 
-                def flush() -> None:
-                    out.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
-                    rows.clear()
+                    def add(pair: Pair) -> None:
+                        row = parquet_row(pair, self.embed_images)
+                        found = {name: sketch_of(row[name]) for name in NESTED}  # before anything is kept
+                        put({**row, **{name: dumps(row[name]) for name in NESTED}})
+                        for name in NESTED:
+                            sketches[name] = merge(sketches[name], found[name])
 
-                def add(pair: Pair) -> None:
-                    rows.append(parquet_row(pair))
-                    if len(rows) >= self.row_group_size:
-                        flush()
+                    yield add
+                _retype(staging, tmp, sketches, None)
+            finally:
+                staging.unlink(missing_ok=True)
 
-                yield add
-                if rows:
-                    flush()
+    def finish_dataset(self) -> list[str]:
+        """Bring every file to one schema (the merge of their sketches): tools that take the
+        first file's schema for all of them (datasets) then read them all."""
+        files = sorted(self.out_dir.glob(f"*{self.suffix}"))
+        found = {f: read_sketches(pq.read_schema(f).metadata) for f in files}
+        union = dict.fromkeys(NESTED, NULL)
+        for sketches in found.values():
+            for name in NESTED:
+                union[name] = merge(union[name], sketches.get(name, NULL))
+        for f, sketches in found.items():
+            if sketches and any(settle(sketches.get(n, NULL)) != settle(union[n]) for n in NESTED):
+                with atomic_path(f) as tmp:
+                    _retype(f, tmp, union, sketches)
+        return []
 
 
-def parquet_row(pair: Pair) -> dict:
+@contextmanager
+def _rows_to(path: Path, schema: pa.Schema, group: int) -> Iterator[Callable[[dict], None]]:
+    """A Parquet file written ``group`` rows at a time (memory stays flat)."""
+    rows: list[dict] = []
+    with pq.ParquetWriter(path, schema) as out:
+
+        def flush() -> None:
+            out.write_table(pa.Table.from_pylist(rows, schema=schema))
+            rows.clear()
+
+        def put(row: dict) -> None:
+            rows.append(row)
+            if len(rows) >= group:
+                flush()
+
+        yield put
+        if rows:
+            flush()
+
+
+def _retype(source: Path, target: Path, sketches: dict[str, tuple], source_sketches: dict[str, tuple] | None) -> None:
+    """Rewrite ``source`` into ``target`` with the nested columns typed by ``sketches``; the
+    source's nested columns are JSON text (``source_sketches`` None) or typed by those."""
+    schema = typed_schema(sketches)
+    settled = {name: settle(sketches[name]) for name in NESTED}
+    pf = pq.ParquetFile(source)
+    with pq.ParquetWriter(target, schema) as out:
+        for g in range(pf.num_row_groups):
+            table = pf.read_row_group(g)
+            columns = []
+            for field in schema:
+                if field.name not in NESTED:
+                    columns.append(table.column(field.name))
+                    continue
+                values = table.column(field.name).to_pylist()
+                if source_sketches is None:
+                    values = [None if v is None else json.loads(v) for v in values]
+                else:
+                    paths = json_paths(settle(source_sketches.get(field.name, NULL)))
+                    values = [restore(v, paths) for v in values]
+                columns.append(pa.array([conform(v, settled[field.name]) for v in values], type=field.type))
+            out.write_table(pa.Table.from_arrays(columns, schema=schema))
+
+
+def plain_records(table: pa.Table, sketches: dict[str, tuple]) -> Iterator[dict | Exception]:
+    """A row group's records as the writer was given them: typed nested columns restored (JSON
+    subtrees parsed, the nulls of absent keys dropped). A row that cannot be restored comes back
+    as the exception, for the caller to reject."""
+    paths = {name: json_paths(settle(s)) for name, s in sketches.items() if name in NESTED}
+    for record in table.to_pylist():
+        try:
+            for name, p in paths.items():
+                if name in record:
+                    record[name] = restore(record[name], p)
+        except Exception as exc:  # noqa: BLE001 - one row's damage is that row's reject
+            yield exc
+            continue
+        yield record
+
+
+def parquet_row(pair: Pair, embed_images: bool = False, as_json: bool = False) -> dict:
     has_bytes = isinstance(pair.image, (bytes, bytearray))
-    rec = record_from_pair(pair, image_path=None if has_bytes else pair.image, nested_as_json=True)
+    rec = record_from_pair(pair, image_path=None if has_bytes else pair.image, nested_as_json=as_json, holds_extras=True)
+    rec["extras"] = [{"ext": ext, "bytes": data} for ext, data in pair.extras.items()] or None
     local = isinstance(pair.image, str) and "://" not in pair.image  # a URL is no file datasets can open
-    rec["image"] = {"bytes": bytes(pair.image), "path": None} if has_bytes else {"bytes": None, "path": pair.image if local else None}  # type: ignore[arg-type]
+    if has_bytes:
+        rec["image"] = {"bytes": bytes(pair.image), "path": None}  # type: ignore[arg-type]
+    elif local and embed_images:
+        rec["image"] = {"bytes": read_image_file(pair.image, MAX_IMAGE_BYTES), "path": Path(pair.image).name}  # type: ignore[arg-type]
+    else:
+        rec["image"] = {"bytes": None, "path": pair.image if local else None}
     rec["image_ext"] = pair.image_ext
     return {name: rec.get(name) for name in SCHEMA.names}

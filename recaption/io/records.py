@@ -24,10 +24,11 @@ from recaption.io.base import (
     texts_from,
 )
 from recaption.io.safejson import RecordProblem, check_value, dumps, load_record
-from recaption.limits import INT_LIMIT, MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TEXTS
+from recaption.limits import INT_LIMIT, MAX_EXTRAS, MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TEXTS
 from recaption.record import Caption, Pair
 
-OWN_FIELDS = ("captions", "scores", "meta", "reject", "origin", "caption", "image_ext")
+_IMAGE_FIELDS = frozenset(IMAGE_PATH_FIELDS + IMAGE_BYTES_FIELDS + URL_FIELDS)
+OWN_FIELDS = ("captions", "scores", "meta", "reject", "origin", "caption", "image_ext", "extras")
 # Caption field -> the types its value may have (a JSON number may arrive as int or float).
 _CAPTION_TYPES: dict[str, tuple[type, ...]] = {
     "text": (str,),
@@ -57,6 +58,19 @@ def _nested(record: dict[str, Any], name: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise RecordProblem("wrong_type", f"{name} is a {type(value).__name__}, not a{'n' if kind is dict else ''} {'object' if kind is dict else 'list'}")
     return value
+
+
+def _extras(value: Any) -> dict[str, bytes]:
+    """The carried members a Parquet row of ours holds (``[{ext, bytes}]``); anything else is none."""
+    from recaption.io.webdataset import SAFE_EXTRA_EXT  # noqa: PLC0415 - webdataset imports this module
+
+    if not isinstance(value, list):
+        return {}
+    found = {}
+    for item in value[:MAX_EXTRAS]:
+        if isinstance(item, dict) and isinstance(item.get("ext"), str) and isinstance(item.get("bytes"), bytes) and SAFE_EXTRA_EXT.fullmatch(item["ext"]):
+            found[item["ext"]] = item["bytes"]
+    return found
 
 
 def caption_from_dict(value: Any, where: str) -> Caption:
@@ -187,7 +201,10 @@ def _pair_from_record(
     ext = record.get("image_ext")
     if isinstance(ext, str) and SAFE_EXT.fullmatch(ext.lower()):  # it travels into output file names
         pair.image_ext = ext.lower()
+    pair.extras = _extras(record.get("extras"))
     for key, value in record.items():
+        if value is None and key in _IMAGE_FIELDS:  # an empty image column (ours: image_path beside bytes) says nothing
+            continue
         if key not in used and key not in OWN_FIELDS and key not in pair.meta and not isinstance(value, (bytes, bytearray)):
             pair.meta[key] = value
     return pair
@@ -217,9 +234,12 @@ def training_text(pair: Pair) -> str:
     return pair.alt_text if not pair.captions and "cleaning" not in pair.meta else ""
 
 
-def record_from_pair(pair: Pair, image_path: str | None = None, nested_as_json: bool = False) -> dict[str, Any]:
-    """The flat record every writer stores (image bytes are the writer's business)."""
+def record_from_pair(pair: Pair, image_path: str | None = None, nested_as_json: bool = False, holds_extras: bool = False) -> dict[str, Any]:
+    """The flat record every writer stores (image bytes and extras are the writer's business;
+    a writer whose format cannot hold extras says so, and the record names what was left out)."""
     d = pair.to_dict()
+    if pair.extras and not holds_extras:
+        d["meta"]["dropped_members"] = [*d["meta"].get("dropped_members", []), *(f".{ext}: this output format holds no extra members" for ext in pair.extras)]
     d.pop("image", None)
     out: dict[str, Any] = {"image_id": pair.image_id}
     if image_path is not None:

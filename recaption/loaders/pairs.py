@@ -103,9 +103,13 @@ class ImageTextPairDataset:
             if self._group is None or self._group[0] != group:
                 import pyarrow.parquet as pq  # noqa: PLC0415
 
+                from recaption.io.nested_columns import read_sketches  # noqa: PLC0415
+                from recaption.io.parquet import plain_records  # noqa: PLC0415
+
                 if self._handle is None:
                     self._handle = pq.ParquetFile(self.path)
-                self._group = (group, self._handle.read_row_group(group).to_pylist())
+                    self._sketches = read_sketches(self._handle.schema_arrow.metadata)
+                self._group = (group, list(plain_records(self._handle.read_row_group(group), self._sketches)))
             return self._group[1][index - int(self.group_starts[group])]
         if self._handle is None:
             self._handle = open(self.path, "rb")  # noqa: SIM115 - kept open for the worker's life
@@ -117,6 +121,8 @@ class ImageTextPairDataset:
             record = self.record(index)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _broken(index, str(exc))
+        if isinstance(record, Exception):  # a Parquet row whose nested columns cannot be restored
+            return _broken(index, f"{type(record).__name__}: {record}")
         return pair_from_record(record, self.options, {}, self.path.parent, f"{self.path.stem}:{index}")
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from recaption import __version__
 from recaption.io import default_output_format, open_reader, open_writer
-from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, atomic_path, remove_stale_temporaries
+from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, Writer, atomic_path, remove_stale_temporaries
 from recaption.io.jsonl import write_jsonl
 from recaption.io.parquet import ParquetReader, ParquetWriter
 from recaption.recipe import Recipe, recipe_from_dict
@@ -75,6 +75,7 @@ class RunConfig:
     reader: ReaderOptions = field(default_factory=ReaderOptions)
     workers: int = 1
     keep_work: bool = False
+    embed_images: bool = False  # Parquet output holds every image's bytes
 
     def settings(self) -> dict[str, Any]:
         """What must match for a re-run to resume rather than start afresh."""
@@ -83,6 +84,7 @@ class RunConfig:
             "input": str(Path(self.input).resolve()),
             "input_format": self.input_format,
             "output_format": self.output_format,
+            "embed_images": self.embed_images,
             "reader": asdict(self.reader),
             # Where stages run on Ray does not change a record, nor does when to give up on a
             # failing stage: a run may resume under other placements, another runner, another
@@ -201,16 +203,20 @@ def _init_worker(settings: dict[str, Any], output: str, progress: Any, n_shards:
     reader_options = ReaderOptions(**settings["reader"])
     reader = open_reader(settings["input"], settings["input_format"], reader_options)
     layout = OutputLayout(Path(output))
-    out_format = settings["resolved_output_format"]
     _STATE.update(
         recipe=recipe,
         reader=reader,
         layout=layout,
-        writer=open_writer(out_format, layout.data),
+        writer=output_writer(settings, layout),
         segments=cut_segments(recipe.build()),
         progress=progress,
         n_shards=n_shards,
     )
+
+
+def output_writer(settings: dict[str, Any], layout: OutputLayout) -> Writer:
+    """The writer of the run's kept pairs, as the settings ask."""
+    return open_writer(settings["resolved_output_format"], layout.data, settings.get("embed_images", False))
 
 
 def gallery_share(gallery: int, n_shards: int) -> int:
@@ -247,7 +253,7 @@ class ShardSink:
     def __init__(self, layout: OutputLayout, seg: Segment, last: bool, shard: InputShard, writer: Any, recipe: Recipe, n_shards: int) -> None:
         self.layout, self.seg, self.shard = layout, seg, shard
         self.last = last
-        self.sink_writer = writer if last else ParquetWriter(layout.intermediate(seg.index))
+        self.sink_writer = writer if last else ParquetWriter(layout.intermediate(seg.index), typed=False)
         self.sampler = ReportSampler(  # reject examples from every segment, the gallery from the last
             gallery=gallery_share(recipe.report.get("gallery", 48), n_shards),
             examples_per_reason=recipe.report.get("examples_per_reason", 3),
@@ -406,6 +412,7 @@ class LocalRunner:
         plan = reader.plan()
         settings["resolved_input_format"] = reader.format
         settings["resolved_output_format"] = settings["output_format"] or default_output_format(reader)
+        output_writer(settings, layout)  # an output option the format cannot honour stops the run here
         layout.work.mkdir(parents=True, exist_ok=True)
         _write_json(layout.plan, [s.to_dict() for s in plan])
         _write_json(layout.settings, settings)  # written last: it marks the plan as complete
@@ -566,6 +573,7 @@ class LocalRunner:
         }
         if n_in != n_out + n_rej:
             raise RunError(f"accounting does not add up: {n_in} read, {n_out} written + {n_rej} rejected; please report this")
+        stats["output_notes"] = output_writer(settings, self.layout).finish_dataset()
         _write_json(self.layout.stats, stats)
         report = self.config.recipe.report
         sample = merge_samples([m["report"] for m in markers], report.get("gallery", 48), report.get("examples_per_reason", 3))

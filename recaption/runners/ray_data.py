@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from recaption.io import open_reader, open_writer
+from recaption.io import open_reader
 from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, atomic_path
 from recaption.recipe import Recipe, recipe_from_dict
 from recaption.record import Pair
@@ -61,6 +61,7 @@ from recaption.runners.local import (
     _batches,
     _read_json,
     cut_segments,
+    output_writer,
     read_segment_source,
     record_key,
     worker_recipe,
@@ -269,7 +270,7 @@ def commit_shard(settings: dict[str, Any], recipe_json: str, output: str, seg_in
     layout = OutputLayout(Path(output))
     order = stage_order(seg)
     counters = [StageCounters() for _ in order]
-    writer = open_writer(settings["resolved_output_format"], layout.data) if last else None
+    writer = output_writer(settings, layout) if last else None
     sink = ShardSink(layout, seg, last, shard, writer, _recipe(recipe_json), n_shards)
     n_in = 0
     stage_seconds = 0.0

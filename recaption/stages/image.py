@@ -132,6 +132,7 @@ class ImageCheck(Stage):
         border_color: list[int] | tuple[int, int, int] = (0, 0, 0),
         jpeg_quality: int = 95,
         phash: bool = True,
+        keep_formats: list[str] | tuple[str, ...] = tuple(PASS_THROUGH_FORMATS),
     ) -> None:
         super().__init__()
         if resize not in RESIZE_MODES:
@@ -147,6 +148,12 @@ class ImageCheck(Stage):
         self.border_color = tuple(border_color)
         self.jpeg_quality = jpeg_quality
         self.phash = phash
+        if isinstance(keep_formats, str):
+            keep_formats = [keep_formats]
+        self.keep_formats = {"JPEG" if f.upper() == "JPG" else f.upper() for f in keep_formats}
+        # Images in other formats are re-encoded as JPEG, which therefore always stays.
+        if not self.keep_formats <= set(PASS_THROUGH_FORMATS) or "JPEG" not in self.keep_formats:
+            raise StageError(f"image_check.keep_formats is JPEG and any of PNG, WEBP (others are re-encoded as JPEG), not {sorted(self.keep_formats)}")
 
     def process(self, batch: list[Pair]) -> None:
         for pair in batch:
@@ -224,7 +231,7 @@ class ImageCheck(Stage):
                 rewritten.append(f"resize_{self.resize}")
                 rgb = resized
                 scores.update({"width": rgb.size[0], "height": rgb.size[1]})
-        if fmt not in PASS_THROUGH_FORMATS:
+        if fmt not in PASS_THROUGH_FORMATS or fmt not in self.keep_formats:
             rewritten.append(f"format_{fmt}")
         small = thumbnail32(rgb)
         scores.update(look_scores(small))

@@ -115,6 +115,39 @@ def make_tar(path: Path, members: list[tuple[str, bytes]], kind: dict[str, bytes
     return path
 
 
+def test_webdataset_output_loads_in_hugging_face_datasets_whatever_the_records_hold(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    pairs = sample_pairs(3)
+    pairs[0].meta["quality_score"] = 0  # an int where the others are floats: HF would truncate 0.1 to 0
+    pairs[1].meta["extra"] = {"a": 1}  # kinds that disagree: JSON text
+    pairs[2].meta["extra"] = "plain"
+    pairs[2].scores["faces"] = 1  # only in the second shard
+    writer = open_writer("webdataset", tmp_path / "data")
+    writer.write("part-00000", pairs[:2])
+    writer.write("part-00001", pairs[2:])
+    assert writer.finish_dataset() == []
+    loaded = datasets.load_dataset(str(tmp_path / "data"), split="train")  # its dataset card names the features
+    assert [row["meta"]["quality_score"] for row in loaded["json"]] == [0.0, 0.1, pytest.approx(0.2)]
+    assert [row["scores"]["faces"] for row in loaded["json"]] == [None, None, 1]
+    assert loaded[0]["txt"] == "caption 0" and loaded[2]["jpg"].size == (96, 80)
+    back = read_all(tmp_path / "data")
+    assert [p.meta for p in back] == [p.meta for p in pairs] and [p.scores for p in back] == [p.scores for p in pairs]
+
+
+def test_webdataset_output_that_mixes_image_types_says_how_to_make_one(tmp_path):
+    pairs = sample_pairs(2)
+    png = io.BytesIO()
+    noise_image(5).save(png, format="PNG")
+    pairs[1].image, pairs[1].image_ext = png.getvalue(), "png"
+    writer = open_writer("webdataset", tmp_path / "data")
+    writer.write("part-00000", pairs)
+    (note,) = writer.finish_dataset()
+    assert "1 jpg, 1 png" in note and "image_check.keep_formats=[JPEG]" in note
+    datasets = pytest.importorskip("datasets")
+    loaded = datasets.load_dataset(str(tmp_path / "data"), split="train")  # both types, by the card
+    assert [(row["jpg"] is None, row["png"] is None) for row in loaded] == [(False, True), (True, False)]
+
+
 def test_webdataset_hostile_members_are_rejected_not_trusted(tmp_path):
     img = encode(noise_image(1))
     shards = tmp_path / "shards"
@@ -139,6 +172,38 @@ def test_webdataset_hostile_members_are_rejected_not_trusted(tmp_path):
     assert by_id["m-1"].texts == ["from json"] and by_id["m-1"].meta["url"] == "http://x"
     assert by_id["link"].reject.reason == "unsafe_member"
     assert not (tmp_path / "escape.jpg").exists()
+
+
+def test_webdataset_members_no_stage_reads_are_carried_to_the_output(tmp_path):
+    import numpy as np
+
+    from recaption.cli import main
+    from recaption.limits import MAX_EXTRA_BYTES
+    vec = io.BytesIO()
+    np.save(vec, np.arange(3, dtype=np.float32))
+    seg = io.BytesIO()
+    noise_image(9).save(seg, format="PNG")
+    members = []
+    for i in range(3):
+        members += [(f"s{i}.jpg", encode(noise_image(i))), (f"s{i}.txt", f"a photo of noise {i}".encode()),
+                    (f"s{i}.cls", str(i).encode()), (f"s{i}.npy", vec.getvalue()), (f"s{i}.seg.png", seg.getvalue())]
+        if i == 0:
+            members += [("s0.a b", b"odd name"), ("s0.big", bytes(MAX_EXTRA_BYTES + 1))]  # not carried: named, and the sample goes on
+    (tmp_path / "in").mkdir()
+    make_tar(tmp_path / "in" / "00000.tar", members)
+    assert main(["run", str(tmp_path / "in"), str(tmp_path / "out"), "--recipe", "clean", "--no-progress", "--set", "image_check.min_side=8"]) == 0
+    with tarfile.open(tmp_path / "out" / "data" / "part-00000.tar") as tar:
+        names = {m.name: tar.extractfile(m).read() for m in tar}
+    assert names["s1.cls"] == b"1" and names["s2.npy"] == vec.getvalue() and names["s0.seg.png"] == seg.getvalue()
+    (s0,) = [p for p in read_all(tmp_path / "out" / "data") if p.image_id == "s0"]
+    assert sorted(s0.extras) == ["cls", "npy", "seg.png"] and len(s0.meta["dropped_members"]) == 2
+    datasets = pytest.importorskip("datasets")
+    loaded = datasets.load_dataset(str(tmp_path / "out" / "data"), split="train")
+    assert sorted(loaded["cls"]) == [0, 1, 2] and loaded[0]["npy"] == [0.0, 1.0, 2.0] and loaded[0]["seg.png"].size == (96, 80)
+    # An output format that cannot hold them says so in each record.
+    assert main(["run", str(tmp_path / "in"), str(tmp_path / "js"), "--recipe", "clean", "--no-progress", "--set", "image_check.min_side=8", "--output-format", "jsonl"]) == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "js" / "data" / "part-00000.jsonl").read_text().splitlines() if '"s1"' in line]
+    assert record["meta"]["dropped_members"] == [f".{e}: this output format holds no extra members" for e in ("cls", "npy", "seg.png")]
 
 
 def test_webdataset_truncated_tar_keeps_what_it_can_and_says_where(tmp_path):
@@ -185,6 +250,52 @@ def test_parquet_output_loads_in_hugging_face_datasets_as_images(tmp_path):
     assert back[0].image == pairs[0].image and back[2].image == str(on_disk)
 
 
+def test_parquet_output_is_typed_and_its_shards_share_one_schema(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    first, second = sample_pairs(2), sample_pairs(3)[2:]
+    first[0].meta["license"] = "cc-by"  # a key only the first shard has
+    second[0].meta["quality_score"] = "high"  # a kind the first shard does not have: JSON
+    second[0].scores["faces"] = 2  # a score only the second shard has
+    writer = open_writer("parquet", tmp_path / "data")
+    writer.write("part-00000", first)
+    writer.write("part-00001", second)
+    assert writer.finish_dataset() == []
+    written = {f: f.stat().st_mtime_ns for f in (tmp_path / "data").glob("*.parquet")}
+    writer.finish_dataset()
+    assert written == {f: f.stat().st_mtime_ns for f in (tmp_path / "data").glob("*.parquet")}  # once agreed, left alone
+    schemas = {pq.read_schema(f).remove_metadata() for f in (tmp_path / "data").glob("*.parquet")}
+    assert len(schemas) == 1
+    (schema,) = schemas
+    assert schema.field("scores").type.field("faces").type == pa.int64()
+    assert pa.types.is_list(schema.field("captions").type) and schema.field("captions").type.value_type.field("selected").type == pa.bool_()
+    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "data" / "*.parquet"), split="train")
+    assert loaded[2]["scores"]["faces"] == 2 and loaded[0]["scores"]["faces"] is None
+    assert loaded[0]["captions"][0]["text"] == "caption 0" and loaded[0]["meta"]["license"] == "cc-by"
+    back = read_all(tmp_path / "data")
+    assert [p.meta for p in back] == [p.meta for p in first + second]  # the JSON-stored value too
+    assert [p.scores for p in back] == [p.scores for p in first + second]
+    assert [[vars(c) for c in p.captions] for p in back] == [[vars(c) for c in p.captions] for p in first + second]
+
+
+def test_embed_images_makes_a_parquet_dataset_that_travels_alone(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from recaption.cli import main
+
+    (tmp_path / "in" / "images").mkdir(parents=True)
+    for i in range(3):
+        noise_image(i).save(tmp_path / "in" / "images" / f"{i}.png")
+    write_jsonl(tmp_path / "in" / "pairs.jsonl", [{"image_id": str(i), "image_path": f"images/{i}.png", "texts": [f"a photo of noise {i}"]} for i in range(3)])
+    args = ["run", str(tmp_path / "in" / "pairs.jsonl"), str(tmp_path / "out"), "--recipe", "clean", "--no-progress", "--output-format", "parquet"]
+    assert main([*args, "--embed-images"]) == 0
+    for f in (tmp_path / "in" / "images").iterdir():
+        f.unlink()  # the dataset no longer needs them
+    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"), split="train")
+    assert sorted(row["image"].size for row in loaded) == [(96, 80)] * 3
+    assert all(isinstance(p.image, bytes) for p in read_all(tmp_path / "out" / "data"))
+    assert main([*args[:-2], "--output-format", "jsonl", "--embed-images", "--overwrite"]) == 2  # not a Parquet output: said, not ignored
+    assert (tmp_path / "out" / "report.html").exists()  # and said before --overwrite deleted anything
+
+
 def test_parquet_shards_group_row_groups(tmp_path):
     pq.write_table(pa.table({"image_id": [str(i) for i in range(10)], "texts": [["x"]] * 10}), tmp_path / "d.parquet", row_group_size=2)
     reader = open_reader(tmp_path / "d.parquet", None, ReaderOptions(shard_size=4))
@@ -227,6 +338,25 @@ def test_img2dataset_output_includes_failed_downloads(tmp_path):
     (out / "00000.parquet").write_bytes(b"PAR1 not really")
     pairs = read_all(out)
     assert [(p.image_id, p.reject.reason if p.reject else None) for p in pairs] == [("000000000", None), ("00000:listing", "corrupt_listing")]
+
+
+def test_img2dataset_parquet_output_is_detected_and_failed_downloads_say_so(tmp_path):
+    out = tmp_path / "i2d"
+    out.mkdir()
+    img = encode(noise_image(1))
+    # What img2dataset's ParquetSampleWriter writes: every sample tried, the bytes under the encode format.
+    pq.write_table(pa.table({
+        "url": ["http://a", "http://b"], "caption": ["a dog", "a cat"], "license": ["cc0", "cc-by"],
+        "key": ["000000000", "000000001"], "status": ["success", "failed_to_download"], "error_message": [None, "HTTP 404"],
+        "width": [96, None], "height": [80, None], "txt": ["a dog", None], "jpg": [img, None],
+    }), out / "00000.parquet")
+    (out / "00000_stats.json").write_text(json.dumps({"count": 2, "successes": 1}))
+    assert detect_format(out) == "img2dataset"
+    ok, failed = read_all(out)
+    assert (ok.image_id, ok.reject, ok.image, ok.image_ext, ok.texts, ok.meta["license"]) == ("000000000", None, img, "jpg", ["a dog"], "cc0")
+    assert (failed.image_id, failed.reject.key, failed.texts) == ("000000001", "read/download_failed", ["a cat"])
+    assert "HTTP 404" in failed.reject.detail and (failed.meta["url"], failed.meta["license"]) == ("http://b", "cc-by")
+    assert open_reader(out, None, ReaderOptions()).output_format == "parquet"
 
 
 def test_format_detection_and_clear_errors(tmp_path):

@@ -93,6 +93,18 @@ def test_sixteen_bit_grayscale_keeps_its_range():
     assert img.min() < 10 and img.max() > 245  # scaled to 8 bits, not clipped to white
 
 
+def test_keep_formats_reencodes_the_others_as_jpeg():
+    png = io.BytesIO()
+    photo("chelsea").save(png, format="PNG")
+    assert run(png.getvalue()).image == png.getvalue()  # PNG passes through by default
+    pair = run(png.getvalue(), keep_formats=["jpg"])  # one image type for the whole output
+    assert (pair.image_ext, decoded(pair).format, pair.meta["image_rewritten"]) == ("jpg", "JPEG", ["format_PNG"])
+    jpeg = encode(photo("chelsea"))
+    assert run(jpeg, keep_formats="JPEG").image == jpeg
+    with pytest.raises(StageError, match="keep_formats"):
+        ImageCheck(keep_formats=["PNG"])  # the re-encoded ones are JPEG: it always stays
+
+
 def test_grayscale_becomes_rgb():
     pair = run(encode(photo("camera")))
     assert decoded(pair).mode == "RGB"
