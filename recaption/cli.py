@@ -141,12 +141,22 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--finetune", help="also write the round as {image, alt_text, caption} lines for `recaption train captioner` (kind: finetune)")
     lx = sub.add_parser("review-labelstudio-export", help="write a dataset as Label Studio tasks (also: recaption review labelstudio export)")
     lx.add_argument("dataset")
-    lx.add_argument("output", help="the folder for tasks.json and config.xml")
-    lx.add_argument("--image-prefix", default="/data/local-files/?d=", help="what goes before each image's path below the image root (default: Label Studio's local files)")
+    lx.add_argument("output", help="the folder for tasks.json, config.xml, images/ and a README with the Label Studio settings")
+    lx.add_argument("--document-root", help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, a folder OUTPUT is inside (default: OUTPUT)")
+    lx.add_argument("--image-prefix", default="/data/local-files/?d=", help="what goes before each image's path below the document root (default: Label Studio's local files)")
+    lx.add_argument("--image-root", help="the folder images may be copied from (default: the dataset's; a run's input folder needs this)")
     lx.add_argument("--round", type=int, default=None)
-    li = sub.add_parser("review-labelstudio-import", help="read a Label Studio JSON export into the review store (also: recaption review labelstudio import)")
+    lp = sub.add_parser("review-labelstudio-push", help="create a Label Studio project from an export (also: recaption review labelstudio push)")
+    lp.add_argument("export", help="the folder `recaption review labelstudio export` wrote")
+    lp.add_argument("--url", required=True, help="Label Studio's address, e.g. http://localhost:8080")
+    lp.add_argument("--token", help="a Label Studio personal access token (default: $LABEL_STUDIO_API_KEY)")
+    lp.add_argument("--title", default="recaption review", help="the project's title")
+    li = sub.add_parser("review-labelstudio-import", help="read Label Studio's annotations into the review store (also: recaption review labelstudio import)")
     li.add_argument("dataset", help="the dataset the tasks were made from")
-    li.add_argument("export", help="Label Studio's JSON export of the annotated tasks")
+    li.add_argument("export", nargs="?", help="Label Studio's JSON export of the annotated tasks (or --url and --project)")
+    li.add_argument("--url", help="read the annotations from this Label Studio (with --project), or only the annotators' e-mails (with EXPORT)")
+    li.add_argument("--project", type=int, help="the Label Studio project id (with --url)")
+    li.add_argument("--token", help="a Label Studio personal access token (default: $LABEL_STUDIO_API_KEY)")
     li.add_argument("--round", type=int, default=None)
     li.add_argument("--store", help="the review store (default: DATASET/review.sqlite)")
 
@@ -446,32 +456,68 @@ def cmd_review_export(args: argparse.Namespace) -> int:
 def cmd_review_labelstudio(args: argparse.Namespace) -> int:
     from recaption.io.base import InputError  # noqa: PLC0415
     from recaption.review import labelstudio  # noqa: PLC0415
+    from recaption.review.labelstudio_api import LabelStudioClient  # noqa: PLC0415
     from recaption.review.session import ReviewSession  # noqa: PLC0415
 
+    importing = args.command == "review-labelstudio-import"
+    if importing and not args.export and not (args.url and args.project is not None):
+        print("recaption: give Label Studio's JSON export file, or --url and --project to read it from the server", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        session = ReviewSession.open(args.dataset, getattr(args, "store", None), args.round)
+        session = ReviewSession.open(args.dataset, getattr(args, "store", None), args.round, image_root=getattr(args, "image_root", None))
     except InputError as exc:
         print(f"recaption: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        if args.command == "review-labelstudio-export":
-            n = labelstudio.export_tasks(session, Path(args.output), args.image_prefix)
-            print(f"recaption: {n} Label Studio tasks in {Path(args.output) / 'tasks.json'}; labeling config in {Path(args.output) / 'config.xml'}")
+        if not importing:
+            root = Path(args.document_root) if args.document_root else None
+            done = labelstudio.export_tasks(session, Path(args.output), args.image_prefix, root)
+            missing = f"; {len(done['missing_images'])} pairs have no readable image (their tasks show none): {done['missing_images'][:5]}" if done["missing_images"] else ""
+            if done["missing_images"] and session.refused_roots:
+                missing += f" (images under {', '.join(map(str, session.refused_roots))} are outside the dataset's folder: add --image-root to copy them)"
+            print(f"recaption: {done['tasks']} Label Studio tasks in {Path(args.output) / 'tasks.json'} with their images in {done['images']}{missing}. "
+                  f"Settings and next steps: {Path(args.output) / 'README.md'}")
         else:
-            counts = labelstudio.import_annotations(session, Path(args.export))
+            users: dict[int, str] = {}
+            if args.url:
+                client = LabelStudioClient(args.url, args.token)
+                if args.export:
+                    tasks, users = labelstudio.read_export(Path(args.export)), client.users()
+                else:
+                    tasks, users = labelstudio.fetch_annotations(client, args.project)
+            else:
+                tasks = labelstudio.read_export(Path(args.export))
+            counts = labelstudio.import_annotations(session, tasks, users)
+            source = args.export or f"project {args.project} at {args.url}"
             print(f"recaption: {counts['decisions']} decisions imported into {session.store.path} (round {session.round}); "
                   f"{counts['already_imported']} already there, {counts['skipped']} skipped or cancelled, {counts['unknown_pairs']} tasks of other pairs, "
                   f"{counts['malformed']} malformed{' (' + str(counts['first_malformed']) + ')' if counts['malformed'] else ''}. "
                   f"Next: recaption review export {args.dataset} OUTPUT")
+            if counts["reviewers_by_id"]:
+                print("recaption: the export names reviewers by Label Studio user id; add --url (and --token) to record their e-mails", file=sys.stderr)
             if not counts["decisions"] and not counts["already_imported"]:
-                print(f"recaption: {args.export} holds no decision on this dataset's pairs: is it a JSON or JSON_MIN export "
+                print(f"recaption: {source} holds no decision on this dataset's pairs: is it a JSON or JSON_MIN export "
                       "of the tasks `recaption review labelstudio export` wrote?", file=sys.stderr)
                 return 1
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # LabelStudioError is a ValueError
         print(f"recaption: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         session.store.close()
+    return 0
+
+
+def cmd_review_labelstudio_push(args: argparse.Namespace) -> int:
+    from recaption.review import labelstudio  # noqa: PLC0415
+    from recaption.review.labelstudio_api import LabelStudioClient  # noqa: PLC0415
+
+    try:
+        done = labelstudio.push(Path(args.export), LabelStudioClient(args.url, args.token), args.title)
+    except (ValueError, OSError) as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return 1
+    print(f"recaption: project {done['project']} with {done['tasks']} tasks: {done['url']}. When the reviewers are done: "
+          f"recaption review labelstudio import DATASET --url {args.url} --project {done['project']}")
     return 0
 
 
@@ -513,12 +559,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["review", "export"]:  # `recaption review export ...` reads as the export command
         argv = ["review-export", *argv[2:]]
-    elif argv[:2] == ["review", "labelstudio"] and argv[2:3] in (["export"], ["import"]):
+    elif argv[:2] == ["review", "labelstudio"] and argv[2:3] in (["export"], ["import"], ["push"]):
         argv = [f"review-labelstudio-{argv[2]}", *argv[3:]]
     args = parser.parse_args(argv)
     handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "audit": cmd_audit, "review": cmd_review,
         "review-export": cmd_review_export, "review-labelstudio-export": cmd_review_labelstudio,
-        "review-labelstudio-import": cmd_review_labelstudio, "export": cmd_export, "recipes": cmd_recipes}[args.command]
+        "review-labelstudio-import": cmd_review_labelstudio, "review-labelstudio-push": cmd_review_labelstudio_push, "export": cmd_export, "recipes": cmd_recipes}[args.command]
     return handler(args)
 
 
