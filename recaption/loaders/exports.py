@@ -3,6 +3,8 @@ framework reads, each caption chosen by the caption policy.
 
 - ``open_clip``: WebDataset shards ``OUTPUT/NNNNN.tar`` of ``KEY.<ext>`` + ``KEY.txt`` (+ a
   small ``KEY.json``), the layout open_clip's ``--train-data`` reads;
+- ``open_clip_csv``: ``OUTPUT/images/`` and ``OUTPUT/train.csv`` (tab-separated ``filepath``,
+  ``title``), open_clip's ``--dataset-type csv`` (``--csv-img-key filepath --csv-caption-key title``);
 - ``llava``: ``OUTPUT/llava.json``, LLaVA's conversation list (``<image>`` + an instruction,
   answered by the caption), images in ``OUTPUT/images/``;
 - ``diffusers``: ``OUTPUT/train/`` with the images and ``metadata.jsonl`` (``file_name``,
@@ -16,6 +18,7 @@ listed in ``OUTPUT/skipped.jsonl`` with the reason; nothing else is left out.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import shutil
@@ -28,7 +31,7 @@ from recaption.io.webdataset import image_bytes_and_ext
 from recaption.loaders.policy import CaptionPolicy
 from recaption.record import Pair
 
-FORMATS = ("open_clip", "llava", "diffusers", "hf")
+FORMATS = ("open_clip", "open_clip_csv", "llava", "diffusers", "hf")
 LLAVA_PROMPT = "<image>\nDescribe this image."
 
 
@@ -74,8 +77,8 @@ def export(pairs: list[Pair], output: Path, fmt: str, policy: CaptionPolicy, sha
         if tar is not None:
             tar.close()
         (output / "sizes.json").write_text(json.dumps(sizes, indent=1) + "\n")
-    elif fmt in ("llava", "diffusers"):
-        folder = output / ("images" if fmt == "llava" else "train")
+    elif fmt in ("llava", "diffusers", "open_clip_csv"):
+        folder = output / ("train" if fmt == "diffusers" else "images")
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for n, (pair, data, ext, text) in enumerate(samples):
@@ -87,11 +90,19 @@ def export(pairs: list[Pair], output: Path, fmt: str, policy: CaptionPolicy, sha
                 (folder / name).write_bytes(data)
             if fmt == "llava":
                 rows.append({"id": pair.image_id, "image": name, "conversations": [{"from": "human", "value": LLAVA_PROMPT}, {"from": "gpt", "value": text}]})
+            elif fmt == "open_clip_csv":
+                rows.append({"filepath": str((folder / name).resolve()), "title": text})
             else:
                 rows.append({"file_name": name, "text": text, "image_id": pair.image_id})
             written += 1
         if fmt == "llava":
             (output / "llava.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+        elif fmt == "open_clip_csv":
+            # open_clip's CsvDataset reads it with pandas, sep="\t"; quoting keeps any caption whole.
+            with open(output / "train.csv", "w", encoding="utf-8", newline="") as fh:
+                writer = csv.writer(fh, delimiter="\t")
+                writer.writerow(["filepath", "title"])
+                writer.writerows([row["filepath"], row["title"]] for row in rows)
         else:
             with open(folder / "metadata.jsonl", "w", encoding="utf-8") as fh:
                 for row in rows:

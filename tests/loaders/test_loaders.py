@@ -3,6 +3,7 @@
 import io
 import tarfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -98,7 +99,7 @@ def test_webdataset_splits_shards_across_workers_and_ranks_and_skips_broken_samp
     assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == 13
 
 
-@pytest.mark.parametrize("fmt", ["open_clip", "llava", "diffusers", "hf"])
+@pytest.mark.parametrize("fmt", ["open_clip", "open_clip_csv", "llava", "diffusers", "hf"])
 def test_exports_for_each_framework_use_the_caption_policy(outputs, tmp_path, fmt):
     import json
 
@@ -112,9 +113,17 @@ def test_exports_for_each_framework_use_the_caption_policy(outputs, tmp_path, fm
         text = tarfile.open(tars[0]).extractfile("000000000.txt").read().decode()
         assert "red car number" in text and "IMG_" not in text  # the alt-text as the policy asked: cleaned
         assert len(list(WebDatasetPairs(str(out)))) == 12  # our own loader reads it back
+    elif fmt == "open_clip_csv":
+        import csv
+
+        rows = list(csv.DictReader(open(out / "train.csv", newline=""), delimiter="\t"))
+        assert len(rows) == 12 and all(Path(r["filepath"]).exists() for r in rows) and "red car number" in rows[0]["title"]
     elif fmt == "llava":
         rows = json.loads((out / "llava.json").read_text())
         assert len(rows) == 12 and rows[0]["conversations"][0]["value"].startswith("<image>")
+        for row in rows:  # LLaVA's LazySupervisedDataset schema: the fields, the turns, one <image> in the human turn
+            assert set(row) == {"id", "image", "conversations"} and [t["from"] for t in row["conversations"]] == ["human", "gpt"]
+            assert row["conversations"][0]["value"].count("<image>") == 1 and "<image>" not in row["conversations"][1]["value"]
         assert (out / "images" / rows[0]["image"]).read_bytes()[:2] == b"\xff\xd8"
     elif fmt == "diffusers":
         rows = [json.loads(line) for line in open(out / "train" / "metadata.jsonl")]
