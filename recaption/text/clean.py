@@ -1,4 +1,4 @@
-"""Alt-text cleaning rules, after the annotation guideline in DESIGN.md.
+"""Alt-text cleaning rules, after the annotation guideline in ARCHITECTURE.md.
 
 Each rule is a named function ``str -> str``. ``AltTextRules.clean`` runs the enabled rules
 in a fixed order and reports which of them changed the text, so the report can show

@@ -1,7 +1,7 @@
 """The rule-based caption writer: alt-text + tags + OCR text -> a clean caption.
 
 Deterministic: the same evidence always gives the same caption. Following the annotation
-guideline (DESIGN.md) it
+guideline (ARCHITECTURE.md) it
 
 - starts with a short prompt chosen from evidence ("a black and white photo of" for grey
   images, "a product photo of" for objects on white, "a painting of" when the alt-text says

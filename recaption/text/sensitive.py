@@ -1,6 +1,6 @@
 """Remove sensitive attributes of people and identifying details from a caption.
 
-The annotation guideline (DESIGN.md) forbids describing a person's race or ethnicity, skin
+The annotation guideline (ARCHITECTURE.md) forbids describing a person's race or ethnicity, skin
 or hair colour, health, religion, politics, sexual orientation, facial expression or
 emotion, and any identifying information. Captions from every source (alt-text, rules,
 VLMs, humans) pass through ``SensitiveAttributeFilter``, which removes such words where
