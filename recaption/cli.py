@@ -1,4 +1,9 @@
-"""The ``recaption`` command line."""
+"""The ``recaption`` command line.
+
+Each command is a function that returns its exit code; what goes wrong raises a
+``RecaptionError`` (errors.py), printed once by ``main`` as ``recaption: MESSAGE`` with the
+error's exit code (2 for usage, 130 for an interruption, 1 otherwise).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,7 @@ import time
 from pathlib import Path
 
 from recaption import __version__
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from recaption.errors import Interrupted, RecaptionError, UsageError
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -39,11 +42,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (summary only)")
     p.add_argument("--stop-after-failures", type=int, default=None, metavar="N",
                    help="stop when a stage fails on its first N records with the same error (default 8; 0: reject them and go on)")
+    p.set_defaults(handler=cmd_run)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build the demo dataset from scikit-image's photos")
     p.add_argument("folder", help="where to write the demo dataset (pairs.jsonl + images/)")
+    p.set_defaults(handler=cmd_demo)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +59,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (model.KEY for the model; repeatable)")
     c.add_argument("--overwrite", action="store_true", help="delete an earlier run in the output folder and start afresh")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c.set_defaults(handler=cmd_train)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +76,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--steps", type=int, default=1500, help="captioner training steps (default 1500)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(handler=cmd_bench)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +100,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", help="field holding the text(s)")
     p.add_argument("--device", default="auto", help="device for the models (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="do not report each metric family as it runs")
+    p.set_defaults(handler=cmd_eval)
 
 
 def _add_audit(sub: argparse._SubParsersAction) -> None:
@@ -116,42 +124,58 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
     s.add_argument("--image-root", help="folder that image paths are relative to")
+    s.set_defaults(handler=cmd_audit)
+
+
+REVIEW_COMMANDS = ("serve", "export", "labelstudio")
 
 
 def _add_review(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "review", help="review captions in a local web page (then: recaption review export DATASET OUTPUT)",
+        "review", help="review captions in a local web page, or in Label Studio; write the decisions back",
+        description="`recaption review DATASET` (short for `review serve DATASET`) serves the review page; "
+        "`review export` writes a round's decisions onto the pairs; `review labelstudio` exports, pushes and imports Label Studio tasks.",
+    )
+    what = p.add_subparsers(dest="review_command", required=True)
+    s = what.add_parser(
+        "serve", help="the review page for DATASET, on this machine",
         description="Serve a review page for DATASET (a sample from `recaption audit sample`, or any dataset) on this machine. "
         "Decisions are saved at once in DATASET/review.sqlite; `recaption review export DATASET OUTPUT` writes them back onto the pairs.",
     )
-    p.add_argument("dataset", help="the dataset to review")
-    p.add_argument("--reviewer", default=os.environ.get("USER") or "reviewer", help="your name, stored with each decision (default: $USER)")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--round", type=int, default=None, help="the annotation round (default: one more than the human captions already there)")
-    p.add_argument("--store", help="where decisions are kept (default: DATASET/review.sqlite)")
-    p.add_argument("--image-root", help="the folder images may be served from (default: the one the sample recorded, else the dataset's)")
-    p.add_argument("--cross-check", action="store_true", help="give each reviewer only pairs another reviewer did in the previous round")
-    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    e = sub.add_parser("review-export", help="write a review round's decisions onto the pairs (also: recaption review export)")
+    s.add_argument("dataset", help="the dataset to review")
+    s.add_argument("--reviewer", default=os.environ.get("USER") or "reviewer", help="your name, stored with each decision (default: $USER)")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--round", type=int, default=None, help="the annotation round (default: one more than the human captions already there)")
+    s.add_argument("--store", help="where decisions are kept (default: DATASET/review.sqlite)")
+    s.add_argument("--image-root", help="the folder images may be served from (default: the one the sample recorded, else the dataset's)")
+    s.add_argument("--cross-check", action="store_true", help="give each reviewer only pairs another reviewer did in the previous round")
+    s.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    s.set_defaults(handler=cmd_review)
+    e = what.add_parser("export", help="write a review round's decisions onto the pairs")
     e.add_argument("dataset", help="the reviewed dataset")
     e.add_argument("output", help="the folder for the pairs with their human captions (rejected ones in OUTPUT/rejects)")
     e.add_argument("--round", type=int, default=None, help="the round to export (default: the one under review)")
     e.add_argument("--store", help="where the decisions are (default: DATASET/review.sqlite)")
     e.add_argument("--finetune", help="also write the round as {image, alt_text, caption} lines for `recaption train captioner` (kind: finetune)")
-    lx = sub.add_parser("review-labelstudio-export", help="write a dataset as Label Studio tasks (also: recaption review labelstudio export)")
+    e.set_defaults(handler=cmd_review_export)
+    ls = what.add_parser("labelstudio", help="review in Label Studio: export tasks, push them to a server, import the annotations")
+    ls_what = ls.add_subparsers(dest="labelstudio_command", required=True)
+    lx = ls_what.add_parser("export", help="write a dataset as Label Studio tasks, with its images and the settings")
     lx.add_argument("dataset")
     lx.add_argument("output", help="the folder for tasks.json, config.xml, images/ and a README with the Label Studio settings")
     lx.add_argument("--document-root", help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, a folder OUTPUT is inside (default: OUTPUT)")
     lx.add_argument("--image-prefix", default="/data/local-files/?d=", help="what goes before each image's path below the document root (default: Label Studio's local files)")
     lx.add_argument("--image-root", help="the folder images may be copied from (default: the dataset's; a run's input folder needs this)")
     lx.add_argument("--round", type=int, default=None)
-    lp = sub.add_parser("review-labelstudio-push", help="create a Label Studio project from an export (also: recaption review labelstudio push)")
+    lx.set_defaults(handler=cmd_labelstudio_export)
+    lp = ls_what.add_parser("push", help="create a Label Studio project from an export")
     lp.add_argument("export", help="the folder `recaption review labelstudio export` wrote")
     lp.add_argument("--url", required=True, help="Label Studio's address, e.g. http://localhost:8080")
     lp.add_argument("--token", help="a Label Studio personal access token (default: $LABEL_STUDIO_API_KEY)")
     lp.add_argument("--title", default="recaption review", help="the project's title")
-    li = sub.add_parser("review-labelstudio-import", help="read Label Studio's annotations into the review store (also: recaption review labelstudio import)")
+    lp.set_defaults(handler=cmd_labelstudio_push)
+    li = ls_what.add_parser("import", help="read Label Studio's annotations into the review store")
     li.add_argument("dataset", help="the dataset the tasks were made from")
     li.add_argument("export", nargs="?", help="Label Studio's JSON export of the annotated tasks (or --url and --project)")
     li.add_argument("--url", help="read the annotations from this Label Studio (with --project), or only the annotators' e-mails (with EXPORT)")
@@ -159,6 +183,7 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
     li.add_argument("--token", help="a Label Studio personal access token (default: $LABEL_STUDIO_API_KEY)")
     li.add_argument("--round", type=int, default=None)
     li.add_argument("--store", help="the review store (default: DATASET/review.sqlite)")
+    li.set_defaults(handler=cmd_labelstudio_import)
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -178,14 +203,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=10_000, help="samples per tar or Parquet file (default 10000)")
     p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
+    p.set_defaults(handler=cmd_export)
 
 
-def _empty_or_new(output: Path) -> bool:
+def _new_folder(output: Path) -> Path:
     """Commands that write a new folder never write over an earlier one."""
     if output.exists() and any(output.iterdir()):
-        print(f"recaption: {output} is not empty; give a new folder", file=sys.stderr)
-        return False
-    return True
+        raise UsageError(f"{output} is not empty; give a new folder")
+    return output
 
 
 def _summary(stats: dict, output: Path, seconds: float) -> str:
@@ -213,35 +238,22 @@ def _summary(stats: dict, output: Path, seconds: float) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from recaption.io import default_output_format, open_reader, open_writer  # noqa: PLC0415
-    from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
-    from recaption.recipe import RecipeError, load_recipe  # noqa: PLC0415
-    from recaption.runners.local import (  # noqa: PLC0415
-        LOCK_NAME,
-        LocalRunner,
-        RunConfig,
-        RunError,
-        default_workers,
-        output_lock,
-        why_nothing_kept,
-    )
+    from recaption.io.base import ReaderOptions  # noqa: PLC0415
+    from recaption.recipe import load_recipe  # noqa: PLC0415
+    from recaption.runners.local import LOCK_NAME, LocalRunner, RunConfig, default_workers, output_lock, why_nothing_kept  # noqa: PLC0415
 
-    try:
-        recipe = load_recipe(args.recipe, args.overrides)
-    except RecipeError as exc:
-        print(f"recaption: bad recipe: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    recipe = load_recipe(args.recipe, args.overrides)
     output = Path(args.output)
     if args.overwrite and output.exists() and not (output / "_work" / "run.json").exists():
-        print(f"recaption: --overwrite refuses to delete {output}: it holds no recaption run", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"--overwrite refuses to delete {output}: it holds no recaption run")
     if args.stop_after_failures is not None:
         if args.stop_after_failures < 0:
-            print("recaption: --stop-after-failures must be 0 or more", file=sys.stderr)
-            return EXIT_USAGE
+            raise UsageError("--stop-after-failures must be 0 or more")
         recipe.stop_after_failures = args.stop_after_failures
     if args.shard_size < 1:
-        print("recaption: --shard-size must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("--shard-size must be at least 1")
+    if args.address and args.runner != "ray":
+        raise UsageError("--address is for --runner ray")
     config = RunConfig(
         input=args.input,
         output=str(output),
@@ -259,25 +271,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         keep_work=args.keep_work,
         embed_images=args.embed_images,
     )
-    if args.address and args.runner != "ray":
-        print("recaption: --address is for --runner ray", file=sys.stderr)
-        return EXIT_USAGE
     if args.runner == "ray":
         from recaption.runners.ray_data import RayRunner  # noqa: PLC0415 - Ray is an optional extra
 
-        try:
-            runner: LocalRunner = RayRunner(config, args.address, show_progress=not args.no_progress)
-        except RunError as exc:
-            print(f"recaption: {exc}", file=sys.stderr)
-            return 1
+        runner: LocalRunner = RayRunner(config, args.address, show_progress=not args.no_progress)
     else:
         runner = LocalRunner(config, show_progress=not args.no_progress)
     if args.embed_images:  # checked before --overwrite deletes anything
-        try:
-            open_writer(args.output_format or default_output_format(open_reader(args.input, args.input_format, config.reader)), output, embed_images=True)
-        except InputError as exc:
-            print(f"recaption: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+        open_writer(args.output_format or default_output_format(open_reader(args.input, args.input_format, config.reader)), output, embed_images=True)
     start = time.perf_counter()
     try:
         with output_lock(output):
@@ -286,18 +287,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                     if child.name != LOCK_NAME:
                         shutil.rmtree(child) if child.is_dir() else child.unlink()
             stats = runner.run()
-    except (InputError, RunError) as exc:
-        print(f"recaption: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED if "interrupted" in str(exc) else 1
     except OSError as exc:  # the output as a whole: disk full, read-only, gone
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"recaption: stopped: {exc.strerror or exc}{where}. Finished shards are kept; "
-              "fix that and run the same command again to resume.", file=sys.stderr)
-        return 1
+        raise RecaptionError(f"stopped: {exc.strerror or exc}{where}. Finished shards are kept; fix that and run the same command again to resume.") from None
     print(_summary(stats, output, time.perf_counter() - start))
     if stats["output"] == 0:
-        print(f"recaption: {why_nothing_kept(stats)}", file=sys.stderr)
-        return 1
+        raise RecaptionError(why_nothing_kept(stats))
     return 0
 
 
@@ -307,8 +302,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         manifest = build_demo(Path(args.folder))
     except ImportError as exc:
-        print(f"recaption: the demo needs scikit-image's photos: pip install scikit-image ({exc})", file=sys.stderr)
-        return 1
+        raise RecaptionError(f"the demo needs scikit-image's photos: pip install scikit-image ({exc})") from None
     print(f"demo dataset written: {manifest}")
     return 0
 
@@ -325,24 +319,16 @@ def cmd_recipes(_: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from recaption.io.base import InputError  # noqa: PLC0415
-    from recaption.models.hf import ModelLoadError  # noqa: PLC0415
-    from recaption.train.config import ConfigError, load_train_config  # noqa: PLC0415
-    from recaption.train.loop import TrainError, train_captioner  # noqa: PLC0415
+    from recaption.train.config import load_train_config  # noqa: PLC0415
+    from recaption.train.loop import train_captioner  # noqa: PLC0415
 
-    try:
-        config = load_train_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"recaption: bad training config: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    config = load_train_config(args.config, args.overrides)
     try:
         model = train_captioner(config, progress=not args.no_progress, overwrite=args.overwrite)
-    except (TrainError, ModelLoadError, InputError, OSError) as exc:
-        print(f"recaption: {exc}", file=sys.stderr)
-        return 1
+    except OSError as exc:
+        raise RecaptionError(str(exc)) from None
     except KeyboardInterrupt:
-        print(f"\nrecaption: interrupted; run the same command to resume from the last checkpoint in {config.output}/checkpoints", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise Interrupted(f"interrupted; run the same command to resume from the last checkpoint in {config.output}/checkpoints") from None
     print(f"recaption: captioner saved in {model} (use it with altogether_caption.checkpoint={model})")
     return 0
 
@@ -350,9 +336,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from recaption.bench.realign import RealignSettings, run_realign  # noqa: PLC0415
 
-    output = Path(args.output)
-    if not _empty_or_new(output):
-        return EXIT_USAGE
+    output = _new_folder(Path(args.output))
     settings = RealignSettings(args.train, args.test, args.clip_steps, args.steps, seed=args.seed, progress=not args.no_progress)
     result = run_realign(output, settings)
     print((output / "table.md").read_text())
@@ -363,40 +347,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from recaption.eval.evaluate import EvalSettings  # noqa: PLC0415
     from recaption.eval.run import run_eval  # noqa: PLC0415
-    from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
-    from recaption.models.hf import ModelLoadError  # noqa: PLC0415
+    from recaption.io.base import ReaderOptions  # noqa: PLC0415
 
     settings = EvalSettings(
         clip=args.clip, references=args.references, sources=args.sources, fluency_model=args.fluency_model,
         names=not args.no_names, device=args.device, hallucination_threshold=args.hallucination_threshold, progress=not args.no_progress,
     )
     options = ReaderOptions(image_root=args.image_root, text_field=args.text_field)
-    try:
-        result, summary = run_eval(Path(args.input), Path(args.output), settings, args.input_format, options)
-    except InputError as exc:
-        print(f"recaption: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ModelLoadError as exc:  # a model named on the command line: the metrics it was for cannot be had
-        print(f"recaption: {exc}", file=sys.stderr)
-        return 1
+    _, summary = run_eval(Path(args.input), Path(args.output), settings, args.input_format, options)
     print(summary)
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
+    from recaption.io.base import ReaderOptions  # noqa: PLC0415
     from recaption.review.sample import SampleSettings, write_sample  # noqa: PLC0415
 
-    output = Path(args.output)
-    if not _empty_or_new(output):
-        return EXIT_USAGE
+    output = _new_folder(Path(args.output))
     settings = SampleSettings(args.rate, args.mode, args.by, args.bands, args.lowest, args.disagreeing, args.seed)
     try:
         settings.check()
         summary = write_sample(args.input, args.output, settings, args.input_format, ReaderOptions(image_root=args.image_root))
-    except (ValueError, InputError) as exc:
-        print(f"recaption: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except ValueError as exc:  # settings the dataset cannot honour (a score it does not have)
+        raise UsageError(str(exc)) from None
     reasons = ", ".join(f"{n} {reason}" for reason, n in summary["by_reason"].items())
     print(f"recaption: {summary['sampled']} of {summary['pairs']} pairs sampled ({reasons}) into {output}; details in {output / 'sample.json'}")
     return 0
@@ -405,16 +378,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_review(args: argparse.Namespace) -> int:
     import webbrowser  # noqa: PLC0415
 
-    from recaption.io.base import InputError  # noqa: PLC0415
     from recaption.review.server import ReviewServer  # noqa: PLC0415
     from recaption.review.session import ReviewSession  # noqa: PLC0415
 
     try:
         session = ReviewSession.open(args.dataset, args.store, args.round, args.image_root, args.cross_check)
         server = ReviewServer(session, args.reviewer, args.host, args.port)
-    except (InputError, OSError) as exc:
-        print(f"recaption: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except OSError as exc:  # the store cannot be written, the port is taken, the address is not this machine's
+        raise UsageError(f"cannot start the review page: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
     state = session.state(args.reviewer)
     for root in session.refused_roots:
         print(f"recaption: images under {root} (recorded in the dataset) are not served: it is outside the dataset's folder; "
@@ -434,108 +405,97 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_review_export(args: argparse.Namespace) -> int:
-    from recaption.io.base import InputError  # noqa: PLC0415
     from recaption.review.export import export_round  # noqa: PLC0415
     from recaption.review.session import ReviewSession  # noqa: PLC0415
 
-    output = Path(args.output)
-    if not _empty_or_new(output):
-        return EXIT_USAGE
+    output = _new_folder(Path(args.output))
+    session = ReviewSession.open(args.dataset, args.store, args.round)
     try:
-        session = ReviewSession.open(args.dataset, args.store, args.round)
-    except InputError as exc:
-        print(f"recaption: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    summary = export_round(session, output, Path(args.finetune) if args.finetune else None)
-    session.store.close()
+        summary = export_round(session, output, Path(args.finetune) if args.finetune else None)
+    finally:
+        session.store.close()
     print(f"recaption: round {summary['round']}: {summary['decisions']} decisions on {summary['pairs_decided']} of {summary['pairs']} pairs; "
           f"{summary['kept']} pairs written to {output}, {summary['rejected']} to {output / 'rejects'}; summary in {output / 'review.json'}")
     return 0
 
 
-def cmd_review_labelstudio(args: argparse.Namespace) -> int:
-    from recaption.io.base import InputError  # noqa: PLC0415
+def cmd_labelstudio_export(args: argparse.Namespace) -> int:
     from recaption.review import labelstudio  # noqa: PLC0415
-    from recaption.review.labelstudio_api import LabelStudioClient  # noqa: PLC0415
     from recaption.review.session import ReviewSession  # noqa: PLC0415
 
-    importing = args.command == "review-labelstudio-import"
-    if importing and not args.export and not (args.url and args.project is not None):
-        print("recaption: give Label Studio's JSON export file, or --url and --project to read it from the server", file=sys.stderr)
-        return EXIT_USAGE
+    session = ReviewSession.open(args.dataset, None, args.round, image_root=args.image_root)
     try:
-        session = ReviewSession.open(args.dataset, getattr(args, "store", None), args.round, image_root=getattr(args, "image_root", None))
-    except InputError as exc:
-        print(f"recaption: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        if not importing:
-            root = Path(args.document_root) if args.document_root else None
-            done = labelstudio.export_tasks(session, Path(args.output), args.image_prefix, root)
-            missing = f"; {len(done['missing_images'])} pairs have no readable image (their tasks show none): {done['missing_images'][:5]}" if done["missing_images"] else ""
-            if done["missing_images"] and session.refused_roots:
-                missing += f" (images under {', '.join(map(str, session.refused_roots))} are outside the dataset's folder: add --image-root to copy them)"
-            print(f"recaption: {done['tasks']} Label Studio tasks in {Path(args.output) / 'tasks.json'} with their images in {done['images']}{missing}. "
-                  f"Settings and next steps: {Path(args.output) / 'README.md'}")
-        else:
-            users: dict[int, str] = {}
-            if args.url:
-                client = LabelStudioClient(args.url, args.token)
-                if args.export:
-                    tasks, users = labelstudio.read_export(Path(args.export)), client.users()
-                else:
-                    tasks, users = labelstudio.fetch_annotations(client, args.project)
-            else:
-                tasks = labelstudio.read_export(Path(args.export))
-            counts = labelstudio.import_annotations(session, tasks, users)
-            source = args.export or f"project {args.project} at {args.url}"
-            print(f"recaption: {counts['decisions']} decisions imported into {session.store.path} (round {session.round}); "
-                  f"{counts['already_imported']} already there, {counts['skipped']} skipped or cancelled, {counts['unknown_pairs']} tasks of other pairs, "
-                  f"{counts['malformed']} malformed{' (' + str(counts['first_malformed']) + ')' if counts['malformed'] else ''}. "
-                  f"Next: recaption review export {args.dataset} OUTPUT")
-            if counts["reviewers_by_id"]:
-                print("recaption: the export names reviewers by Label Studio user id; add --url (and --token) to record their e-mails", file=sys.stderr)
-            if not counts["decisions"] and not counts["already_imported"]:
-                print(f"recaption: {source} holds no decision on this dataset's pairs: is it a JSON or JSON_MIN export "
-                      "of the tasks `recaption review labelstudio export` wrote?", file=sys.stderr)
-                return 1
-    except (ValueError, OSError) as exc:  # LabelStudioError is a ValueError
-        print(f"recaption: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        done = labelstudio.export_tasks(session, Path(args.output), args.image_prefix, Path(args.document_root) if args.document_root else None)
     finally:
         session.store.close()
+    missing = ""
+    if done["missing_images"]:
+        missing = f"; {len(done['missing_images'])} pairs have no readable image (their tasks show none): {done['missing_images'][:5]}"
+        if session.refused_roots:
+            missing += f" (images under {', '.join(map(str, session.refused_roots))} are outside the dataset's folder: add --image-root to copy them)"
+    print(f"recaption: {done['tasks']} Label Studio tasks in {Path(args.output) / 'tasks.json'} with their images in {done['images']}{missing}. "
+          f"Settings and next steps: {Path(args.output) / 'README.md'}")
     return 0
 
 
-def cmd_review_labelstudio_push(args: argparse.Namespace) -> int:
+def cmd_labelstudio_push(args: argparse.Namespace) -> int:
     from recaption.review import labelstudio  # noqa: PLC0415
     from recaption.review.labelstudio_api import LabelStudioClient  # noqa: PLC0415
 
-    try:
-        done = labelstudio.push(Path(args.export), LabelStudioClient(args.url, args.token), args.title)
-    except (ValueError, OSError) as exc:
-        print(f"recaption: {exc}", file=sys.stderr)
-        return 1
+    done = labelstudio.push(Path(args.export), LabelStudioClient(args.url, args.token), args.title)
     print(f"recaption: project {done['project']} with {done['tasks']} tasks: {done['url']}. When the reviewers are done: "
           f"recaption review labelstudio import DATASET --url {args.url} --project {done['project']}")
     return 0
 
 
+def cmd_labelstudio_import(args: argparse.Namespace) -> int:
+    from recaption.review import labelstudio  # noqa: PLC0415
+    from recaption.review.labelstudio_api import LabelStudioClient  # noqa: PLC0415
+    from recaption.review.session import ReviewSession  # noqa: PLC0415
+
+    if not args.export and not (args.url and args.project is not None):
+        raise UsageError("give Label Studio's JSON export file, or --url and --project to read it from the server")
+    users: dict[int, str] = {}
+    if args.url:
+        client = LabelStudioClient(args.url, args.token)
+        if args.export:
+            tasks, users = labelstudio.read_export(Path(args.export)), client.users()
+        else:
+            tasks, users = labelstudio.fetch_annotations(client, args.project)
+    else:
+        tasks = labelstudio.read_export(Path(args.export))
+    source = args.export or f"project {args.project} at {args.url}"
+    session = ReviewSession.open(args.dataset, args.store, args.round)
+    try:
+        counts = labelstudio.import_annotations(session, tasks, users)
+    except ValueError as exc:  # a decision the store refuses: the import is all or nothing
+        raise UsageError(f"{source}: nothing imported: {exc}") from None
+    finally:
+        session.store.close()
+    print(f"recaption: {counts['decisions']} decisions imported into {session.store.path} (round {session.round}); "
+          f"{counts['already_imported']} already there, {counts['skipped']} skipped or cancelled, {counts['unknown_pairs']} tasks of other pairs, "
+          f"{counts['malformed']} malformed{' (' + str(counts['first_malformed']) + ')' if counts['malformed'] else ''}. "
+          f"Next: recaption review export {args.dataset} OUTPUT")
+    if counts["reviewers_by_id"]:
+        print("recaption: the export names reviewers by Label Studio user id; add --url (and --token) to record their e-mails", file=sys.stderr)
+    if not counts["decisions"] and not counts["already_imported"]:
+        raise RecaptionError(f"{source} holds no decision on this dataset's pairs: is it a JSON or JSON_MIN export "
+                             "of the tasks `recaption review labelstudio export` wrote?")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from recaption.io import read_kept_pairs  # noqa: PLC0415
-    from recaption.io.base import InputError, ReaderOptions  # noqa: PLC0415
+    from recaption.io.base import ReaderOptions  # noqa: PLC0415
     from recaption.loaders.exports import export  # noqa: PLC0415
     from recaption.loaders.policy import CaptionPolicy  # noqa: PLC0415
 
-    output = Path(args.output)
-    if not _empty_or_new(output):
-        return EXIT_USAGE
+    output = _new_folder(Path(args.output))
     try:
         policy = CaptionPolicy(args.policy, args.p, args.seed)
-        pairs, rejected = read_kept_pairs(args.input, args.input_format, ReaderOptions())
-    except (ValueError, InputError) as exc:
-        print(f"recaption: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    pairs, rejected = read_kept_pairs(args.input, args.input_format, ReaderOptions())
     done = export(pairs, output, args.to, policy, args.shard_size)
     note = f", {done['skipped']} without a readable image listed in {output / 'skipped.jsonl'}" if done["skipped"] else ""
     left = f"; {rejected} records the input had rejected are not exported" if rejected else ""
@@ -543,7 +503,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recaption", description="Turn raw image-text pairs into model-ready training data.")
     parser.add_argument("--version", action="version", version=f"recaption {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -555,17 +515,24 @@ def main(argv: list[str] | None = None) -> int:
     _add_audit(sub)
     _add_review(sub)
     _add_export(sub)
-    sub.add_parser("recipes", help="list the shipped recipes")
+    sub.add_parser("recipes", help="list the shipped recipes").set_defaults(handler=cmd_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["review", "export"]:  # `recaption review export ...` reads as the export command
-        argv = ["review-export", *argv[2:]]
-    elif argv[:2] == ["review", "labelstudio"] and argv[2:3] in (["export"], ["import"], ["push"]):
-        argv = [f"review-labelstudio-{argv[2]}", *argv[3:]]
-    args = parser.parse_args(argv)
-    handler = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "audit": cmd_audit, "review": cmd_review,
-        "review-export": cmd_review_export, "review-labelstudio-export": cmd_review_labelstudio,
-        "review-labelstudio-import": cmd_review_labelstudio, "review-labelstudio-push": cmd_review_labelstudio_push, "export": cmd_export, "recipes": cmd_recipes}[args.command]
-    return handler(args)
+    # `recaption review DATASET` is short for `recaption review serve DATASET`.
+    if argv[:1] == ["review"] and len(argv) > 1 and argv[1] not in REVIEW_COMMANDS and not argv[1].startswith("-"):
+        argv.insert(1, "serve")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except RecaptionError as exc:
+        print(f"recaption: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nrecaption: interrupted", file=sys.stderr)
+        return Interrupted.exit_code
 
 
 if __name__ == "__main__":

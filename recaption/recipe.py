@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from recaption.errors import UsageError
 from recaption.stages import STAGES, Stage, StageError
 from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES
 
@@ -43,7 +44,7 @@ REPORT_KEYS = {"gallery": int, "examples_per_reason": int}
 RAY_KEYS = ("concurrency", "num_gpus", "num_cpus", "batch_size")
 
 
-class RecipeError(Exception):
+class RecipeError(UsageError):
     """The recipe cannot run as written; the message names where."""
 
 

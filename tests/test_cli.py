@@ -31,8 +31,26 @@ def test_bad_recipe_fails_before_any_work(tmp_path, capsys):
 
 def test_missing_input_is_a_clear_error(tmp_path, capsys):
     rc = main(["run", str(tmp_path / "nope.jsonl"), str(tmp_path / "out")])
-    assert rc == 1
-    assert "does not exist" in capsys.readouterr().err
+    assert rc == 2  # what the command line named is not there: a usage error
+    assert capsys.readouterr().err.strip() == f"recaption: input {tmp_path / 'nope.jsonl'} does not exist"  # one line
+
+
+def test_errors_end_each_command_with_one_line_and_its_exit_code(tmp_path, capsys):
+    from recaption.errors import Interrupted, RecaptionError, UsageError
+    from recaption.io.base import InputError
+    from recaption.models.hf import ModelLoadError
+    from recaption.recipe import RecipeError
+    from recaption.runners.local import RunError, RunInterrupted
+
+    assert [e.exit_code for e in (RecaptionError("x"), UsageError("x"), Interrupted("x"))] == [1, 2, 130]
+    assert all(issubclass(e, UsageError) for e in (InputError, RecipeError)) and issubclass(RunInterrupted, Interrupted)
+    assert all(issubclass(e, RecaptionError) for e in (RunError, ModelLoadError))
+    # Nested subcommands are real: each level has its own help, and `review DATASET` still serves.
+    assert main(["review", "labelstudio", "import", str(tmp_path)]) == 2
+    assert "give Label Studio's JSON export file" in capsys.readouterr().err
+    assert main(["review", str(tmp_path / "missing"), "--no-browser"]) == 2
+    assert main(["audit", "sample", str(tmp_path / "missing"), str(tmp_path / "s")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2  # one line each
 
 
 def test_overwrite_starts_afresh_but_never_deletes_foreign_folders(tmp_path, capsys):

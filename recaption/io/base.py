@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recaption.errors import UsageError
 from recaption.record import Pair
 
 READ_STAGE = "read"
@@ -34,7 +35,7 @@ TEXT_FIELDS = ("texts", "text", "caption", "captions", "alt_text", "alt", "TEXT"
 URL_FIELDS = ("url", "image_url", "URL")
 
 
-class InputError(Exception):
+class InputError(UsageError):
     """The input as a whole cannot be read (no such path, unknown format, bad schema)."""
 
 

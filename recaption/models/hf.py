@@ -16,11 +16,13 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from recaption.errors import RecaptionError
+
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(RecaptionError, ValueError):
     """A checkpoint could not be loaded; the message says which and what to do."""
 
 

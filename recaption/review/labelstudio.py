@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from recaption.errors import UsageError
 from recaption.eval.evaluate import word_edit_distance
 from recaption.io.safejson import RecordProblem, load_record, read_small_file
 from recaption.limits import MAX_TEXT_CHARS
@@ -64,7 +65,7 @@ def export_tasks(session: ReviewSession, output: Path, image_prefix: str = LOCAL
     output = output.resolve()
     root = (document_root or output).resolve()
     if root != output and root not in output.parents:
-        raise ValueError(f"{output} is not inside the document root {root}: Label Studio serves only files below it")
+        raise UsageError(f"{output} is not inside the document root {root}: Label Studio serves only files below it")
     images = output / "images"
     images.mkdir(parents=True, exist_ok=True)
     tasks, missing = [], []
@@ -131,7 +132,7 @@ def push(output: Path, client: LabelStudioClient, title: str) -> dict[str, Any]:
         tasks = json.loads((output / "tasks.json").read_text(encoding="utf-8"))
         config = (output / "config.xml").read_text(encoding="utf-8")
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{output} is not a `recaption review labelstudio export` folder: {exc}") from None
+        raise UsageError(f"{output} is not a `recaption review labelstudio export` folder: {exc}") from None
     project = client.post("/api/projects", {"title": title[:50], "label_config": config})
     pid = project["id"]
     if settings.get("image_prefix") == LOCAL_FILES:
@@ -214,9 +215,9 @@ def read_export(export_file: Path) -> list[Any]:
     try:
         tasks = load_record(read_small_file(Path(export_file), str(export_file), limit=MAX_EXPORT_BYTES), str(export_file))
     except RecordProblem as exc:
-        raise ValueError(f"{export_file} cannot be read as a Label Studio export: {exc}") from None
+        raise UsageError(f"{export_file} cannot be read as a Label Studio export: {exc}") from None
     if not isinstance(tasks, list):
-        raise ValueError(f"{export_file} is not a Label Studio JSON or JSON_MIN export (a list of tasks)")
+        raise UsageError(f"{export_file} is not a Label Studio JSON or JSON_MIN export (a list of tasks)")
     return tasks
 
 

@@ -15,12 +15,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from recaption.errors import RecaptionError
+
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"
 TIMEOUT_S = 60
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024  # an export of a big project, read whole
 
 
-class LabelStudioError(ValueError):
+class LabelStudioError(RecaptionError, ValueError):
     """Label Studio cannot be reached, refuses the token, or refuses a request; says which."""
 
 

@@ -46,6 +46,7 @@ from typing import Any
 from tqdm import tqdm
 
 from recaption import __version__
+from recaption.errors import Interrupted, RecaptionError
 from recaption.io import default_output_format, open_reader, open_writer
 from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, Writer, atomic_path, remove_stale_temporaries
 from recaption.io.jsonl import write_jsonl
@@ -61,7 +62,11 @@ RESUME_MAY_CHANGE = ("stop_after_failures",)  # settings a resumed run takes fro
 FATAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
 
 
-class RunError(Exception):
+class RunInterrupted(Interrupted):
+    """Ctrl-C or SIGTERM stopped the run; finished shards are kept for the re-run."""
+
+
+class RunError(RecaptionError):
     """The run cannot start or go on; the message says why and what to do."""
 
 
@@ -445,7 +450,7 @@ class LocalRunner:
             if pool is not None:
                 _stop_workers(pool)
                 pool = None
-            raise RunError(f"interrupted. Finished shards are kept; run the same command again to resume ({self.layout.root}).") from None
+            raise RunInterrupted(f"interrupted. Finished shards are kept; run the same command again to resume ({self.layout.root}).") from None
         except (StageError, OSError) as exc:
             if pool is not None:
                 _stop_workers(pool)
@@ -470,7 +475,7 @@ class LocalRunner:
         try:
             return self._finish(settings, plan, segments)
         except KeyboardInterrupt:
-            raise RunError(f"interrupted while writing the report; run the same command again to finish ({self.layout.root}).") from None
+            raise RunInterrupted(f"interrupted while writing the report; run the same command again to finish ({self.layout.root}).") from None
 
     def _describe(self, seg: Segment, segments: list[Segment]) -> str:
         names = ([seg.entry.name] if seg.entry else []) + [s.name for s in seg.stages]

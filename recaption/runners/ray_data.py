@@ -56,6 +56,7 @@ from recaption.runners.local import (
     OutputLayout,
     RunConfig,
     RunError,
+    RunInterrupted,
     Segment,
     ShardSink,
     _batches,
@@ -372,7 +373,7 @@ class RayRunner(LocalRunner):
                 todo = [s for s in plan if not self.layout.done(seg.index, s.name).exists()]
                 self._run_segment_on_ray(ray, seg, segments, todo, settings, recipe_json, len(plan))
         except KeyboardInterrupt:
-            raise RunError(f"interrupted. Finished shards are kept; run the same command again to resume ({self.layout.root}).") from None
+            raise RunInterrupted(f"interrupted. Finished shards are kept; run the same command again to resume ({self.layout.root}).") from None
         finally:
             if started:
                 ray.shutdown()

@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from recaption.errors import RecaptionError
 from recaption.record import Pair
 
 STAGES: dict[str, type[Stage]] = {}
 
 
-class StageError(Exception):
+class StageError(RecaptionError):
     """A stage cannot be built or run as configured; the message says what to do."""
 
 

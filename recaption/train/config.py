@@ -23,13 +23,14 @@ from typing import Any
 
 import yaml
 
+from recaption.errors import UsageError
 from recaption.models.altogether import AltogetherConfig
 
 KINDS = ("pretrain", "finetune")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """The training config cannot run as written; the message says which key and why."""
 
 

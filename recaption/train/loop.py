@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from recaption.errors import RecaptionError
 from recaption.models.altogether import AltogetherCaptioner
 from recaption.train.config import TrainConfig
 from recaption.train.data import Example, TrainingSet
@@ -36,7 +37,7 @@ KEEP_CHECKPOINTS = 2
 STATE_FILE = "trainer.pt"
 
 
-class TrainError(RuntimeError):
+class TrainError(RecaptionError, RuntimeError):
     """Training cannot go on; the message says why."""
 
 

@@ -116,7 +116,7 @@ def test_push_serve_annotate_and_import_with_a_real_label_studio(label_studio, t
 def test_a_wrong_token_or_address_is_one_clear_line(label_studio, tmp_path, capsys):
     url, root = label_studio
     (root / "empty").mkdir(exist_ok=True)
-    assert main(["review", "labelstudio", "push", str(root / "empty"), "--url", url, "--token", "x"]) == 1
+    assert main(["review", "labelstudio", "push", str(root / "empty"), "--url", url, "--token", "x"]) == 2
     assert "not a `recaption review labelstudio export` folder" in capsys.readouterr().err
     export = root / "export-2"
     export.mkdir()
