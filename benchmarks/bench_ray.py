@@ -73,8 +73,9 @@ def compare_warm(manifest: Path, recipe: str, repeats: int, workers: int, shard_
 
     from recaption.io.base import ReaderOptions
     from recaption.recipe import load_recipe
-    from recaption.runners.local import LocalRunner, RunConfig
+    from recaption.runners.local import LocalRunner
     from recaption.runners.ray_data import RayRunner
+    from recaption.runners.shards import RunConfig
 
     def run(runner: type, out: Path) -> float:
         shutil.rmtree(out, ignore_errors=True)

@@ -240,7 +240,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from recaption.io import default_output_format, open_reader, open_writer  # noqa: PLC0415
     from recaption.io.base import ReaderOptions  # noqa: PLC0415
     from recaption.recipe import load_recipe  # noqa: PLC0415
-    from recaption.runners.local import LOCK_NAME, LocalRunner, RunConfig, default_workers, output_lock, why_nothing_kept  # noqa: PLC0415
+    from recaption.runners.driver import why_nothing_kept  # noqa: PLC0415
+    from recaption.runners.local import LocalRunner, default_workers  # noqa: PLC0415
+    from recaption.runners.shards import LOCK_NAME, RunConfig, output_lock  # noqa: PLC0415
 
     recipe = load_recipe(args.recipe, args.overrides)
     output = Path(args.output)
@@ -274,7 +276,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.runner == "ray":
         from recaption.runners.ray_data import RayRunner  # noqa: PLC0415 - Ray is an optional extra
 
-        runner: LocalRunner = RayRunner(config, args.address, show_progress=not args.no_progress)
+        runner: LocalRunner | RayRunner = RayRunner(config, args.address, show_progress=not args.no_progress)
     else:
         runner = LocalRunner(config, show_progress=not args.no_progress)
     if args.embed_images:  # checked before --overwrite deletes anything

@@ -40,7 +40,7 @@ def test_errors_end_each_command_with_one_line_and_its_exit_code(tmp_path, capsy
     from recaption.io.base import InputError
     from recaption.models.hf import ModelLoadError
     from recaption.recipe import RecipeError
-    from recaption.runners.local import RunError, RunInterrupted
+    from recaption.runners.shards import RunError, RunInterrupted
 
     assert [e.exit_code for e in (RecaptionError("x"), UsageError("x"), Interrupted("x"))] == [1, 2, 130]
     assert all(issubclass(e, UsageError) for e in (InputError, RecipeError)) and issubclass(RunInterrupted, Interrupted)

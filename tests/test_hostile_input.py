@@ -331,7 +331,7 @@ def test_a_dead_worker_leaves_no_zombie_behind() -> None:
 
 
 def test_second_run_on_one_output_is_told_who_holds_it(twenty_pairs: Path, tmp_path: Path, capsys) -> None:
-    from recaption.runners.local import output_lock
+    from recaption.runners.shards import output_lock
 
     out = tmp_path / "out"
     assert _run([str(twenty_pairs), str(out), "--recipe", "clean"], capsys)[0] == 0
@@ -357,18 +357,18 @@ def test_output_that_is_a_file_or_half_made_or_full(twenty_pairs: Path, tmp_path
     # The disk fills up: one line, and the run resumes once there is room.
     import errno
 
-    from recaption.runners import local
+    from recaption.runners import shards
 
-    real = local.write_jsonl
+    real = shards.write_jsonl
 
     def full(path, records):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(local, "write_jsonl", full)
+    monkeypatch.setattr(shards, "write_jsonl", full)
     rc, _, err = _run([str(twenty_pairs), str(tmp_path / "full"), "--recipe", "clean"], capsys)
     assert rc == 1
     assert err.strip().splitlines()[-1].startswith("recaption: stopped: No space left on device (")
-    monkeypatch.setattr(local, "write_jsonl", real)
+    monkeypatch.setattr(shards, "write_jsonl", real)
     rc, _, err = _run([str(twenty_pairs), str(tmp_path / "full"), "--recipe", "clean"], capsys)
     assert rc == 0, err
 

@@ -1,6 +1,6 @@
 """The Ray Data runner: the local runner's segments, shards and outputs, on a Ray cluster.
 
-Each segment (see ``runners.local``) is one Ray Data pipeline over the shards still to do::
+Each segment (see ``runners.shards``) is one Ray Data pipeline over the shards still to do::
 
     shards -> read      a task per shard: the input shard, or the previous segment's
                         intermediate with the global stage's decisions applied
@@ -14,7 +14,7 @@ rows are in (the read step ends every shard with a row that says how many it rea
 commit task merges its parts back into input order and writes them through the local
 runner's ``ShardSink``: output or intermediate, rejects, signatures, done marker. Global
 stages decide in the driver between segments, from the signatures, as in the local
-runner, whose ``_prepare``, ``_decide`` and ``_finish`` this runner shares.
+runner, through the same ``RunDriver`` (prepare, decide, finish).
 
 So both runners write the same records, and resume is by shard: a shard with a done
 marker is not redone, whichever runner wrote it. OUTPUT (and the input, and image paths)
@@ -51,18 +51,19 @@ from recaption.io import open_reader
 from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, atomic_path
 from recaption.recipe import Recipe, recipe_from_dict
 from recaption.record import Pair
-from recaption.runners.local import (
-    LocalRunner,
+from recaption.runners.driver import RunDriver
+from recaption.runners.shards import (
     OutputLayout,
     RunConfig,
     RunError,
     RunInterrupted,
     Segment,
     ShardSink,
-    _batches,
-    _read_json,
+    batches,
     cut_segments,
+    describe,
     output_writer,
+    read_json,
     read_segment_source,
     record_key,
     worker_recipe,
@@ -155,7 +156,7 @@ def read_shard(shard_json: str, settings_json: str, recipe_json: str, output: st
     shard = InputShard(**json.loads(shard_json))
     source, decisions = read_segment_source(OutputLayout(Path(output)), seg_index, shard, _reader(settings_json) if seg_index == 0 else None)
     pos = 0
-    for pairs in _batches(source, READ_CHUNK):
+    for pairs in batches(source, READ_CHUNK):
         items = [Carried(p, 0 if p.reject is not None else None) for p in pairs]
         if seg.entry is not None:
             _apply_decisions(seg, shard, pos, items, decisions)
@@ -354,22 +355,25 @@ def plan_steps(seg: Segment, ray_section: dict[str, dict[str, Any]]) -> list[Ste
     return steps
 
 
-class RayRunner(LocalRunner):
+class RayRunner:
     def __init__(self, config: RunConfig, address: str | None = None, show_progress: bool = True) -> None:
-        super().__init__(config, show_progress)
+        self.config = config
+        self.driver = RunDriver(config, show_progress)
+        self.layout = self.driver.layout
+        self.show_progress = show_progress
         self.address = address
         import_ray()  # without Ray, refused here: before OUTPUT is even made
 
     def run(self) -> dict[str, Any]:
         ray = import_ray()
-        settings, plan = self._prepare()
+        settings, plan = self.driver.prepare()
         started = self._connect(ray)
         try:
             segments = cut_segments(self.config.recipe.build())
             recipe_json = json.dumps(worker_recipe(settings), sort_keys=True)
             for seg in segments:
                 if seg.entry is not None:
-                    self._decide(seg, plan)
+                    self.driver.decide(seg, plan)
                 todo = [s for s in plan if not self.layout.done(seg.index, s.name).exists()]
                 self._run_segment_on_ray(ray, seg, segments, todo, settings, recipe_json, len(plan))
         except KeyboardInterrupt:
@@ -377,7 +381,7 @@ class RayRunner(LocalRunner):
         finally:
             if started:
                 ray.shutdown()
-        stats = self._finish(settings, plan, segments)
+        stats = self.driver.finish(settings, plan, segments)
         if not self.config.keep_work:
             shutil.rmtree(self.layout.work / "ray", ignore_errors=True)
         return stats
@@ -446,7 +450,7 @@ class RayRunner(LocalRunner):
         for shard in todo:  # rows an interrupted run left for these shards are written again
             shutil.rmtree(parts / shard.name, ignore_errors=True)
         if seg.index > 0:
-            total = sum(_read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in todo)
+            total = sum(read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in todo)
         else:
             sizes = [s.spec.get("records") for s in todo]
             total = None if None in sizes else sum(sizes)
@@ -462,7 +466,7 @@ class RayRunner(LocalRunner):
         # counts pairs; Ray's would count blocks per operator.
         with _data_context(ray, enable_progress_bars=False, op_resource_reservation_enabled=any(s.actors for s in steps)):
             ds = self._pipeline(ray, seg, steps, todo, settings, recipe_json, parts)  # lazy: runs in iter_rows
-            bar = tqdm(total=total, desc=self._describe(seg, segments), unit="pair", disable=not self.show_progress, dynamic_ncols=True)
+            bar = tqdm(total=total, desc=describe(seg, segments), unit="pair", disable=not self.show_progress, dynamic_ncols=True)
             try:
                 for row in ds.iter_rows():
                     name = row["shard"]

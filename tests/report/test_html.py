@@ -1,7 +1,8 @@
 import re
 
 from recaption.recipe import load_recipe
-from recaption.runners.local import LocalRunner, RunConfig
+from recaption.runners.local import LocalRunner
+from recaption.runners.shards import RunConfig
 from tests.conftest import noise_image, write_jsonl
 
 

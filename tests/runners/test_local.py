@@ -12,7 +12,8 @@ import pytest
 
 from recaption.io.base import ReaderOptions
 from recaption.recipe import load_recipe
-from recaption.runners.local import LocalRunner, RunConfig, RunError
+from recaption.runners.local import LocalRunner
+from recaption.runners.shards import RunConfig, RunError
 from tests.conftest import make_pairs_dataset, noise_image, read_jsonl, write_jsonl
 
 

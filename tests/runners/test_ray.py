@@ -18,8 +18,9 @@ from recaption.cli import main
 from recaption.io import open_reader, open_writer
 from recaption.io.base import ReaderOptions
 from recaption.recipe import RecipeError, load_recipe
-from recaption.runners.local import LocalRunner, RunConfig, RunError, cut_segments
+from recaption.runners.local import LocalRunner
 from recaption.runners.ray_data import RayRunner, plan_steps
+from recaption.runners.shards import RunConfig, RunError, cut_segments
 from tests.conftest import make_pairs_dataset, noise_image, read_jsonl, write_jsonl
 
 SMALL_OBJECT_STORE = 80 * 2**20  # Ray's floor is 75 MiB

@@ -1,0 +1,169 @@
+"""The part of a run that is the same whichever runner executes the shards: prepare (or
+resume) the run, decide between segments at a global stage, and finish (stats, report).
+
+Both runners hold one ``RunDriver``; a global stage's decision is made here, in one process,
+from the signatures the shards wrote, streamed (the stage keeps only what it needs of each).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from recaption.io import default_output_format, open_reader
+from recaption.io.base import InputShard, remove_stale_temporaries
+from recaption.runners.shards import (
+    LOCK_NAME,
+    OutputLayout,
+    RunConfig,
+    RunError,
+    Segment,
+    output_writer,
+    read_json,
+    refuse_a_file,
+    write_json,
+)
+from recaption.stages.base import StageCounters
+
+RESUME_MAY_CHANGE = ("stop_after_failures",)  # settings a resumed run takes from its own command
+
+
+class RunDriver:
+    def __init__(self, config: RunConfig, show_progress: bool = True) -> None:
+        self.config = config
+        self.layout = OutputLayout(Path(config.output))
+        self.show_progress = show_progress
+
+    def prepare(self) -> tuple[dict[str, Any], list[InputShard]]:
+        settings = self.config.settings()
+        layout = self.layout
+        if layout.settings.exists():
+            saved = read_json(layout.settings)
+            changed = sorted(k for k in settings if saved.get(k) != settings[k] and k not in RESUME_MAY_CHANGE)
+            if changed:
+                raise RunError(
+                    f"{layout.root} already holds a run with other settings ({', '.join(changed)} differ). "
+                    "Re-run with the same command to resume, choose a new OUTPUT, or pass --overwrite."
+                )
+            saved.update({k: settings[k] for k in RESUME_MAY_CHANGE})
+            plan = [InputShard(**s) for s in read_json(layout.plan)]
+            removed = remove_stale_temporaries(layout.root)
+            if removed and self.show_progress:
+                print(f"resuming: removed {removed} unfinished file(s) of the interrupted run", file=sys.stderr)
+            return saved, plan
+        refuse_a_file(layout.root)
+        leftovers = {p.name for p in layout.root.iterdir()} - {LOCK_NAME} if layout.root.exists() else set()
+        if leftovers == {layout.work.name}:
+            # A run stopped before its plan was saved (run.json is written last): nothing of it
+            # can be resumed, and nothing of it is worth keeping. Start afresh.
+            shutil.rmtree(layout.work)
+        elif leftovers:
+            raise RunError(f"{layout.root} exists and is not empty, and holds no recaption run; choose a new OUTPUT")
+        reader = open_reader(self.config.input, self.config.input_format, self.config.reader)
+        plan = reader.plan()
+        settings["resolved_input_format"] = reader.format
+        settings["resolved_output_format"] = settings["output_format"] or default_output_format(reader)
+        output_writer(settings, layout)  # an output option the format cannot honour stops the run here
+        layout.work.mkdir(parents=True, exist_ok=True)
+        write_json(layout.plan, [s.to_dict() for s in plan])
+        write_json(layout.settings, settings)  # written last: it marks the plan as complete
+        return settings, plan
+
+    def decide(self, seg: Segment, plan: list[InputShard]) -> None:
+        assert seg.entry is not None
+        if self.layout.decided(seg.index).exists():
+            return
+        start = time.perf_counter()
+        counted = [0]
+
+        def signatures() -> Any:  # streamed: the stage keeps only what it needs of each
+            for shard in plan:
+                with open(self.layout.signatures(seg.index - 1, shard.name), encoding="utf-8") as fh:
+                    for line in fh:
+                        counted[0] += 1
+                        key, sig = json.loads(line)
+                        yield key, sig
+
+        decisions = seg.entry.decide(signatures())
+        by_shard: dict[str, dict[str, Any]] = {s.name: {} for s in plan}
+        names = {str(s.index): s.name for s in plan}
+        while decisions:  # popped as they are filed, so the two never both hold everything
+            key, decision = decisions.popitem()
+            by_shard[names[key.split(":", 1)[0]]][key] = {k: v for k, v in vars(decision).items() if v}
+        for name, items in by_shard.items():
+            write_json(self.layout.decisions(seg.index, name), items)
+        write_json(self.layout.decided(seg.index), {"records": counted[0], "seconds": time.perf_counter() - start})
+
+    def finish(self, settings: dict[str, Any], plan: list[InputShard], segments: list[Segment]) -> dict[str, Any]:
+        from recaption.report.html import write_report  # noqa: PLC0415 - jinja2 only when a run ends
+        from recaption.report.sample import merge_samples  # noqa: PLC0415
+
+        markers = [read_json(self.layout.done(seg.index, s.name)) for seg in segments for s in plan]
+        rejects_by_reason: Counter[str] = Counter()
+        stage_totals: dict[str, StageCounters] = {}
+        for m in markers:
+            rejects_by_reason.update(m["rejected"])
+            for name, counts in m["stages"].items():
+                stage_totals.setdefault(name, StageCounters()).add(counts)
+        last = len(segments) - 1
+        n_in = sum(m["input"] for m in markers)
+        n_out = sum(m["kept"] for m in markers if m["segment"] == last)
+        n_rej = sum(rejects_by_reason.values())
+        decide_seconds = {
+            seg.entry.name: read_json(self.layout.decided(seg.index))["seconds"] for seg in segments if seg.entry is not None
+        }
+        for name, seconds in decide_seconds.items():
+            stage_totals[name].seconds += seconds
+        stats = {
+            "input": n_in,
+            "output": n_out,
+            "rejected": n_rej,
+            "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
+            "stages": {name: c.to_dict() for name, c in stage_totals.items()},
+            "shards": len(plan),
+            "seconds": sum(m["seconds"] for m in markers) + sum(decide_seconds.values()),
+            "recipe": settings["recipe"]["name"],
+            "input_path": settings["input"],
+            "input_format": settings["resolved_input_format"],
+            "output_format": settings["resolved_output_format"],
+        }
+        if n_in != n_out + n_rej:
+            raise RunError(f"accounting does not add up: {n_in} read, {n_out} written + {n_rej} rejected; please report this")
+        stats["output_notes"] = output_writer(settings, self.layout).finish_dataset()
+        write_json(self.layout.stats, stats)
+        report = self.config.recipe.report
+        sample = merge_samples([m["report"] for m in markers], report.get("gallery", 48), report.get("examples_per_reason", 3))
+        write_report(self.layout.report, stats, sample, settings)
+        if not self.config.keep_work:
+            for seg in segments[:-1]:
+                shutil.rmtree(self.layout.intermediate(seg.index), ignore_errors=True)
+        return stats
+
+
+# What a user most likely got wrong when every record fails the same way.
+_LIKELY_CAUSE = {
+    "image_check/missing_file": "images missing: is --image-root right (image paths are relative to the JSONL's folder)?",
+    "image_check/no_image": "records name no image: is --image-field right?",
+    "image_check/not_downloaded": "images are URLs: download them first (img2dataset)",
+    "read/missing_field": "a field is missing: are --text-field / --id-field / --image-field right?",
+    "clean_text/no_text": "records hold no text: is --text-field right?",
+    "read/malformed_json": "lines are not JSON: is --format right?",
+}
+
+
+def why_nothing_kept(stats: dict[str, Any]) -> str:
+    """One line on why a run kept nothing, naming the likely cause when one reason dominates."""
+    if not stats["input"]:
+        return f"nothing kept: the input {stats.get('input_path', '')} holds no records"
+    reasons = sorted(stats["rejects_by_reason"].items(), key=lambda kv: -kv[1])
+    top, n = reasons[0]
+    share = "all" if n == stats["input"] else f"{n} of"
+    cause = _LIKELY_CAUSE.get(top)
+    if cause:
+        return f"nothing kept: {share} {stats['input']} pairs rejected as {top}; {cause}"
+    return f"nothing kept: {share} {stats['input']} pairs rejected as {top}; see the rejects/ folder and report.html"

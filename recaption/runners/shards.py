@@ -1,0 +1,315 @@
+"""What both runners share: the run's settings, the OUTPUT layout, segments and shards.
+
+A recipe is cut into *segments* at its global stages (dedup): each segment runs on every
+shard independently, and a global stage decides between two segments from small
+per-record signatures (``runners.driver``). One (segment, shard) task reads its records
+(``read_segment_source``: the input shard, or the previous segment's intermediate with the
+decisions), runs the segment's stages, and hands every record to a ``ShardSink``, which
+writes the kept ones (output or intermediate), the rejects, the signatures and, last, the
+done marker. The local runner does that in worker processes, the Ray runner in Ray tasks;
+the files are the same.
+
+OUTPUT layout::
+
+    data/part-NNNNN.*        kept pairs, in the input's format unless asked otherwise
+    rejects/part-NNNNN[.STAGE].jsonl   every rejected record with its stage and reason
+    stats.json, report.html
+    _work/                   run settings, shard plan, done markers, intermediates
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recaption import __version__
+from recaption.errors import Interrupted, RecaptionError
+from recaption.io import open_writer
+from recaption.io.base import InputShard, ReaderOptions, Writer, atomic_path
+from recaption.io.jsonl import write_jsonl
+from recaption.io.parquet import ParquetReader, ParquetWriter
+from recaption.recipe import Recipe
+from recaption.record import Pair
+from recaption.report.sample import ReportSampler
+from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES, Decision, GlobalStage, Stage
+
+WRITE_STAGE = "write"
+# Errors of the output as a whole (disk full, read-only, quota), not of one record: they stop the run.
+FATAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
+
+
+class RunInterrupted(Interrupted):
+    """Ctrl-C or SIGTERM stopped the run; finished shards are kept for the re-run."""
+
+
+class RunError(RecaptionError):
+    """The run cannot start or go on; the message says why and what to do."""
+
+
+@dataclass
+class RunConfig:
+    input: str
+    output: str
+    recipe: Recipe
+    input_format: str | None = None
+    output_format: str | None = None
+    reader: ReaderOptions = field(default_factory=ReaderOptions)
+    workers: int = 1
+    keep_work: bool = False
+    embed_images: bool = False  # Parquet output holds every image's bytes
+
+    def settings(self) -> dict[str, Any]:
+        """What must match for a re-run to resume rather than start afresh."""
+        return {
+            "version": __version__,
+            "input": str(Path(self.input).resolve()),
+            "input_format": self.input_format,
+            "output_format": self.output_format,
+            "embed_images": self.embed_images,
+            "reader": asdict(self.reader),
+            # Where stages run on Ray does not change a record, nor does when to give up on a
+            # failing stage: a run may resume under other placements, another runner, another
+            # --stop-after-failures.
+            "recipe": {k: v for k, v in self.recipe.to_dict().items() if k not in ("ray", "stop_after_failures")},
+            "stop_after_failures": self.recipe.stop_after_failures,
+        }
+
+
+def worker_recipe(settings: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as the workers build it: the saved one, with this run's failure limit."""
+    return {**settings["recipe"], "stop_after_failures": settings.get("stop_after_failures", DEFAULT_STOP_AFTER_FAILURES)}
+
+
+LOCK_NAME = ".recaption.lock"  # held by the run writing to an OUTPUT, with who holds it inside
+
+
+def refuse_a_file(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise RunError(f"{root} is a file; OUTPUT must be a folder (new or from an earlier run)")
+
+
+
+@contextmanager
+def output_lock(root: Path) -> Iterator[None]:
+    """Hold OUTPUT for one run at a time: a second run on it (or an --overwrite of it) is told who
+    holds it, instead of deleting the first run's temporaries from under it."""
+    refuse_a_file(root)
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise RunError(f"cannot write to {root}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "another process"
+            raise RunError(f"{root} is in use by another recaption run ({holder}); wait for it to end or choose another OUTPUT") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        # A run refused before it wrote anything leaves no folder behind.
+        if created and {p.name for p in root.iterdir()} == {LOCK_NAME}:
+            shutil.rmtree(root, ignore_errors=True)
+        os.close(fd)  # closing releases the lock; the file stays (removing it would race a waiting run)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+
+@dataclass
+class Segment:
+    index: int
+    entry: GlobalStage | None  # the global stage whose decisions open this segment
+    stages: list[Stage]
+    exit: GlobalStage | None  # the global stage that needs this segment's signatures
+
+
+def cut_segments(stages: list[Stage]) -> list[Segment]:
+    segments = [Segment(0, None, [], None)]
+    for stage in stages:
+        if isinstance(stage, GlobalStage):
+            segments[-1].exit = stage
+            segments.append(Segment(len(segments), stage, [], None))
+        else:
+            segments[-1].stages.append(stage)
+    return segments
+
+
+class OutputLayout:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.rejects = root / "rejects"
+        self.work = root / "_work"
+        self.settings = self.work / "run.json"
+        self.plan = self.work / "plan.json"
+        self.stats = root / "stats.json"
+        self.report = root / "report.html"
+
+    def done(self, seg: int, shard: str) -> Path:
+        return self.work / "done" / f"seg{seg}-{shard}.json"
+
+    def intermediate(self, seg: int) -> Path:
+        return self.work / f"seg{seg}"
+
+    def signatures(self, seg: int, shard: str) -> Path:
+        return self.work / f"seg{seg}" / f"{shard}.signatures.jsonl"
+
+    def decisions(self, seg: int, shard: str) -> Path:
+        return self.work / f"decisions{seg}" / f"{shard}.json"
+
+    def decided(self, seg: int) -> Path:
+        return self.work / f"decisions{seg}" / "_DONE"
+
+    def rejects_file(self, seg: int, shard: str, entry: GlobalStage | None) -> Path:
+        return self.rejects / (f"{shard}.jsonl" if entry is None else f"{shard}.{entry.name}.jsonl")
+
+
+def output_writer(settings: dict[str, Any], layout: OutputLayout) -> Writer:
+    """The writer of the run's kept pairs, as the settings ask."""
+    return open_writer(settings["resolved_output_format"], layout.data, settings.get("embed_images", False))
+
+
+def gallery_share(gallery: int, n_shards: int) -> int:
+    """How many gallery candidates (with thumbnails) one shard keeps.
+
+    The gallery is the records with the smallest id hashes over the whole run; one shard
+    holds about gallery / n_shards of them. Keeping three times that (plus a few) keeps
+    the gallery exact in all but vanishingly rare cases while making a fraction of the
+    thumbnails that keeping the full gallery per shard would.
+    """
+    return min(gallery, 3 * gallery // max(n_shards, 1) + 4)
+
+
+def batches(pairs: Any, size: int) -> Any:
+    batch: list[Pair] = []
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class ShardSink:
+    """Where the records of one (segment, shard) task go, whichever runner ran the stages.
+
+    Kept pairs go to the output writer (last segment) or to the intermediate Parquet the
+    next segment reads, with the exit stage's signatures beside; rejects to their file;
+    the report sample is taken on the way. ``finish`` writes the done marker last, so a
+    shard counts as done only once everything it wrote is in place.
+    """
+
+    def __init__(self, layout: OutputLayout, seg: Segment, last: bool, shard: InputShard, writer: Any, recipe: Recipe, n_shards: int) -> None:
+        self.layout, self.seg, self.shard = layout, seg, shard
+        self.last = last
+        self.sink_writer = writer if last else ParquetWriter(layout.intermediate(seg.index), typed=False)
+        self.sampler = ReportSampler(  # reject examples from every segment, the gallery from the last
+            gallery=gallery_share(recipe.report.get("gallery", 48), n_shards),
+            examples_per_reason=recipe.report.get("examples_per_reason", 3),
+        )
+        self.rejects: list[dict[str, Any]] = []
+        self.signatures: list[list[Any]] = []
+        self.n_out = 0
+        self._add: Any = None
+
+    @contextmanager
+    def open(self) -> Iterator[ShardSink]:
+        with self.sink_writer.open_shard(self.shard.name) as add:
+            self._add = add
+            yield self
+        self._add = None
+
+    def put(self, pair: Pair) -> None:
+        if pair.reject is None:
+            try:
+                # The writers make everything they store before writing a byte, so a record
+                # that cannot be written (its image gone, a value no format holds) is refused
+                # whole, and becomes a reject instead of stopping the shard.
+                self._add(pair)
+            except (OSError, ValueError, TypeError, UnicodeError, OverflowError, RecursionError) as exc:
+                if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
+                    raise
+                pair.reject_with(WRITE_STAGE, "unwritable", f"{type(exc).__name__}: {exc}"[:300])
+        if pair.reject is not None:
+            self.rejects.append(pair.to_dict())
+            self.sampler.rejected(pair)
+            return
+        if self.seg.exit is not None:
+            self.signatures.append([record_key(self.shard.index, self.n_out), self.seg.exit.signature(pair)])
+        if self.last:
+            self.sampler.kept(pair)
+        self.n_out += 1
+
+    def finish(self, n_in: int, stage_counts: dict[str, Any], seconds: float) -> dict[str, Any]:
+        seg, layout = self.seg, self.layout
+        write_jsonl(layout.rejects_file(seg.index, self.shard.name, seg.entry), self.rejects)
+        if seg.exit is not None:
+            write_jsonl(layout.signatures(seg.index, self.shard.name), self.signatures)
+        marker = {
+            "segment": seg.index,
+            "shard": self.shard.name,
+            "input": n_in if seg.index == 0 else 0,
+            "kept": self.n_out,
+            "rejected": dict(Counter(r["reject"]["stage"] + "/" + r["reject"]["reason"] for r in self.rejects)),
+            "stages": stage_counts,
+            "seconds": seconds,
+            "report": self.sampler.to_dict(),
+        }
+        write_json(layout.done(seg.index, self.shard.name), marker)
+        return marker
+
+
+def read_segment_source(layout: OutputLayout, seg_index: int, shard: InputShard, reader: Any) -> tuple[Any, dict[str, Decision]]:
+    """The records a segment starts from: the input shard for the first, the previous
+    segment's intermediate (and the global stage's decisions for it) for the others."""
+    if seg_index == 0:
+        return reader.read(shard), {}
+    inter = layout.intermediate(seg_index - 1) / f"{shard.name}.parquet"
+    source = ParquetReader(inter).read(InputShard(0, shard.name, {"file": str(inter), "row_groups": row_groups(inter)}))
+    decisions = {k: Decision(**d) for k, d in read_json(layout.decisions(seg_index, shard.name)).items()}
+    return source, decisions
+
+
+def record_key(shard_index: int, position: int) -> str:
+    """The key a global stage files a record's signature and decision under: its shard and
+    its position among the shard's kept records (which the next segment reads in order)."""
+    return f"{shard_index}:{position}"
+
+
+def row_groups(path: Path) -> list[int]:
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only segments after a global stage need it
+
+    return list(range(pq.ParquetFile(path).metadata.num_row_groups))
+
+
+def describe(seg: Segment, segments: list[Segment]) -> str:
+    """The progress bar's label for a segment: its place and its stages."""
+    names = ([seg.entry.name] if seg.entry else []) + [s.name for s in seg.stages]
+    if seg.index == 0:
+        names = ["read"] + names
+    if seg.index == len(segments) - 1:
+        names.append("write")
+    return f"[{seg.index + 1}/{len(segments)}] " + " > ".join(names)
