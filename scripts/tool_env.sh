@@ -14,7 +14,8 @@ VENV=$2
 PY=${PY:-python3}
 case "$TOOL" in
   img2dataset) SPEC="img2dataset==${IMG2DATASET_VERSION:-1.47.0}"; CHECK=(img2dataset --help) ;;
-  labelstudio) SPEC="label-studio==${LABEL_STUDIO_VERSION:-1.23.2}"; CHECK=(label-studio --version) ;;
+  # (not `label-studio --version`: it asks pypi.org for the latest and can hang there)
+  labelstudio) SPEC="label-studio==${LABEL_STUDIO_VERSION:-1.23.2}"; CHECK=(python -c "import label_studio") ;;
   # The CPU wheel of torch first (any other torch pulls a CUDA build), then the torchvision
   # made for it, which needs scripts/patch_torchvision.sh to import; webdataset as open_clip's
   # training requirements pin it (its 1.x samples lack the "fname" open_clip_train reads).
