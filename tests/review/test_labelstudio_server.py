@@ -36,7 +36,7 @@ def label_studio(tmp_path_factory):
     data = tmp_path_factory.mktemp("ls-data")
     port = free_port()
     env = {**os.environ, "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root),
-           "COLLECT_ANALYTICS": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""}
+           "COLLECT_ANALYTICS": "false", "LATEST_VERSION_CHECK": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""}
     log = open(data / "server.log", "w")  # noqa: SIM115 - open while the server runs
     server = subprocess.Popen([str(command), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data),
                                "--username", EMAIL, "--password", "recaption-pw-1", "--user-token", LEGACY_TOKEN, "--enable-legacy-api-token"],
