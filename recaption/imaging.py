@@ -16,6 +16,8 @@ import stat
 import numpy as np
 from PIL import Image, ImageOps
 
+from recaption.record import Pair
+
 
 class ImageFileError(OSError):
     """An image path that cannot be read as an image file; ``reason`` is the reject reason."""
@@ -23,6 +25,20 @@ class ImageFileError(OSError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+def decode_for_model(batch: list[Pair], min_side: int, rejected_by: str) -> tuple[list[Pair], list[Image.Image]]:
+    """Decode every pair's image for a model (RGB, at least ``min_side`` where JPEG draft
+    decoding can shrink it); a pair whose image will not decode is rejected, as
+    ``rejected_by/unreadable_image``. Returns the decoded pairs and their images."""
+    pairs, images = [], []
+    for pair in batch:
+        try:
+            images.append(load_rgb(pair.image, min_side))  # type: ignore[arg-type]
+            pairs.append(pair)
+        except (OSError, ValueError, SyntaxError) as exc:
+            pair.reject_with(rejected_by, "unreadable_image", f"{type(exc).__name__}: {exc}"[:200])
+    return pairs, images
 
 
 def read_image_file(path: str, max_bytes: int) -> bytes:

@@ -118,7 +118,7 @@ def write_table(output: Path, table: dict[str, dict[str, float]], checks: dict[s
 
 def run_realign(output: Path, settings: RealignSettings) -> dict[str, Any]:
     from recaption.bench.world_models import train_world_clip, world_decoder  # noqa: PLC0415
-    from recaption.eval.captioning import ReferenceMetrics, load_noun_chunker, noun_phrase_scores  # noqa: PLC0415
+    from recaption.eval.reference_metrics import ReferenceMetrics, load_noun_chunker, noun_phrase_scores  # noqa: PLC0415
     from recaption.models.altogether import AltogetherConfig  # noqa: PLC0415
     from recaption.train.config import TrainConfig  # noqa: PLC0415
     from recaption.train.loop import train_captioner  # noqa: PLC0415

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from recaption.eval.captioning import tokenize
+from recaption.eval.reference_metrics import tokenize
 
 
 def retention(alt_phrases: list[set[str]], captions: list[str]) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from recaption.eval.captioning import tokenize
+from recaption.eval.reference_metrics import tokenize
 from recaption.eval.sources import current_captions, parent_text, reference_texts
 from recaption.record import Pair
 
@@ -130,7 +130,7 @@ def _text_metrics(result: EvalResult, keys: list[str], texts: dict[str, dict[str
     entities = None
     if settings.names:
         try:
-            from recaption.models.names import EntityFinder  # noqa: PLC0415
+            from recaption.models.person_names import EntityFinder  # noqa: PLC0415
 
             entities = EntityFinder()
         except (ValueError, ImportError) as exc:
@@ -161,7 +161,7 @@ def _reference_metrics(result: EvalResult, keys: list[str], texts: dict[str, dic
     if not references:
         result.missing["references"] = "no references (a 'references' field or a 'human' caption source): BLEU, METEOR, ROUGE-L, CIDEr and NP metrics left out"
         return
-    from recaption.eval.captioning import ReferenceMetrics  # noqa: PLC0415
+    from recaption.eval.reference_metrics import ReferenceMetrics  # noqa: PLC0415
 
     metrics = ReferenceMetrics()
     try:
@@ -175,8 +175,8 @@ def _reference_metrics(result: EvalResult, keys: list[str], texts: dict[str, dic
 
 
 def _noun_phrase_metrics(result, keys, texts, references, ref_name, current, timed) -> Any:
-    from recaption.eval.captioning import load_noun_chunker, noun_phrase_scores  # noqa: PLC0415
     from recaption.eval.concepts import retention  # noqa: PLC0415
+    from recaption.eval.reference_metrics import load_noun_chunker, noun_phrase_scores  # noqa: PLC0415
 
     try:
         nlp = load_noun_chunker()
@@ -199,23 +199,21 @@ def _noun_phrase_metrics(result, keys, texts, references, ref_name, current, tim
 
 
 def _clip_metrics(result, pairs, keys, items, references, nlp, settings, timed) -> None:
-    from types import SimpleNamespace  # noqa: PLC0415
 
     from recaption.eval.concepts import hallucination_rate  # noqa: PLC0415
     from recaption.eval.retrieval import recall_at_k  # noqa: PLC0415
     from recaption.models.clip import ClipScorer  # noqa: PLC0415
-    from recaption.stages.scoring import CachedImageEmbeddings, cache_folder_of  # noqa: PLC0415
+    from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of  # noqa: PLC0415
 
     # The user asked for these metrics by naming the model: a model that cannot load is an
     # error for the command (eval exits non-zero), not a silent "not measured".
     scorer = ClipScorer(settings.clip, settings.device)
     with timed("CLIP image embeddings"):
         images = CachedImageEmbeddings(scorer, cache_folder_of(settings.cache))
-        rejecter = SimpleNamespace(name="eval")
         vectors: dict[int, np.ndarray] = {}
         index = {id(p): i for i, p in enumerate(pairs)}
         for start in range(0, len(pairs), 64):
-            kept, rows = images.of(rejecter, pairs[start : start + 64])  # type: ignore[arg-type]
+            kept, rows = images.of(pairs[start : start + 64], "eval")
             vectors.update((index[id(p)], v) for p, v in zip(kept, rows))
     if len(vectors) < len(pairs):
         result.missing["clip_images"] = f"{len(pairs) - len(vectors)} image(s) could not be read: left out of the CLIP metrics"

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from recaption.eval.captioning import tokenize
+from recaption.eval.reference_metrics import tokenize
 
 BOILERPLATE = re.compile(
     r"(?i)\b(?:the|this)\s+(?:image|picture|photo|photograph|scene)\s+(?:shows|depicts|features|displays|captures|contains|presents|is\s+of)\b"

@@ -41,7 +41,7 @@ from recaption.io.base import (
     shard_name,
 )
 from recaption.io.jsonl import iter_lines
-from recaption.io.records import pair_from_record, record_from_pair, training_text
+from recaption.io.records import pair_from_record, record_from_pair, record_from_sidecars, training_text
 from recaption.io.safejson import RecordProblem, decode_text, dumps, parse_record, read_small_file
 from recaption.io.webdataset import image_bytes_and_ext
 from recaption.limits import MAX_RECORD_BYTES
@@ -149,17 +149,15 @@ class ImageFolderReader(Reader):
             image = root / rel
             image_id = Path(rel).with_suffix("").as_posix()
             origin = {"file": str(image)}
-            record: dict = dict(metadata.rows.get(Path(rel).as_posix(), {}))
             sidecar_json = image.with_suffix(".json")
             sidecar_txt = image.with_suffix(".txt")
             try:
-                if sidecar_json.exists():
-                    # A sidecar .json is the whole record (as recaption writes it): it wins.
-                    record = parse_record(read_small_file(sidecar_json, sidecar_json.name), sidecar_json.name)
-                    if not isinstance(record, dict):
-                        raise RecordProblem("wrong_type", f"{sidecar_json.name} is not an object")
-                if sidecar_txt.exists() and not any(k in record for k in ("texts", "text", "caption", "captions")):
-                    record["texts"] = [decode_text(read_small_file(sidecar_txt, sidecar_txt.name), sidecar_txt.name)]
+                record = record_from_sidecars(
+                    read_small_file(sidecar_json, sidecar_json.name) if sidecar_json.exists() else None,
+                    read_small_file(sidecar_txt, sidecar_txt.name) if sidecar_txt.exists() else None,
+                    image.with_suffix("").name,
+                    metadata.rows.get(Path(rel).as_posix(), {}),
+                )
             except RecordProblem as exc:
                 yield broken_pair(image_id, exc.reason, str(exc), origin)
                 continue

@@ -23,7 +23,7 @@ from recaption.io.base import (
     first_present,
     texts_from,
 )
-from recaption.io.safejson import RecordProblem, check_value, dumps, load_record
+from recaption.io.safejson import RecordProblem, check_value, decode_text, dumps, load_record, parse_record
 from recaption.limits import INT_LIMIT, MAX_EXTRAS, MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TEXTS
 from recaption.record import Caption, Pair
 
@@ -208,6 +208,21 @@ def _pair_from_record(
         if key not in used and key not in OWN_FIELDS and key not in pair.meta and not isinstance(value, (bytes, bytearray)):
             pair.meta[key] = value
     return pair
+
+
+def record_from_sidecars(json_raw: bytes | None, txt_raw: bytes | None, where: str, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record of a sample kept in sidecars (``KEY.json``, ``KEY.txt``, beside an image file
+    or in a tar): the .json is the whole record, as recaption writes it, and wins over ``base``
+    (say, a metadata.jsonl row); the .txt gives the texts where the record names none.
+    RecordProblem where a sidecar cannot be taken in; ``where`` names the sample in it."""
+    record = dict(base or {})
+    if json_raw is not None:
+        record = parse_record(json_raw or b"{}", f"{where}.json")
+        if not isinstance(record, dict):
+            raise RecordProblem("wrong_type", f"{where}.json is not an object")
+    if txt_raw is not None and not any(k in record for k in ("texts", "text", "caption", "captions")):
+        record["texts"] = [decode_text(txt_raw, f"{where}.txt")]
+    return record
 
 
 def cleaned_alt_text(pair: Pair) -> str | None:

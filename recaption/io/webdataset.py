@@ -62,8 +62,8 @@ from recaption.io.nested_columns import (
     sketch_of,
     typed_metadata,
 )
-from recaption.io.records import pair_from_record, record_from_pair, training_text
-from recaption.io.safejson import RecordProblem, decode_text, dumps, parse_record
+from recaption.io.records import pair_from_record, record_from_pair, record_from_sidecars, training_text
+from recaption.io.safejson import RecordProblem, dumps
 from recaption.limits import MAX_EXTRA_BYTES, MAX_EXTRAS, MAX_IMAGE_BYTES, MAX_RECORD_BYTES
 from recaption.record import Pair
 
@@ -163,16 +163,10 @@ class WebDatasetReader(Reader):
                 dropped.append(f"{name}: a second .{ext} of the sample")
             else:
                 extras[ext] = data
-        record: dict[str, Any] = {}
         try:
-            if "json" in by_ext:
-                record = parse_record(by_ext["json"] or b"{}", f"{key}.json")
-                if not isinstance(record, dict):
-                    raise RecordProblem("wrong_type", f"{key}.json is not an object")
-                if json_fields is not None:  # a shard of ours: shaped by its sketch
-                    record = restore(record, json_fields)
-            if "txt" in by_ext and not any(k in record for k in ("texts", "text", "caption", "captions")):
-                record["texts"] = [decode_text(by_ext["txt"], f"{key}.txt")]
+            record = record_from_sidecars(by_ext.get("json"), by_ext.get("txt"), key)
+            if json_fields is not None and "json" in by_ext:  # a shard of ours: shaped by its sketch
+                record = restore(record, json_fields)
         except RecordProblem as exc:
             return broken_pair(fallback_id, exc.reason, str(exc), origin)
         image_ext = next((e for e in by_ext if f".{e}" in IMAGE_EXTS), None)

@@ -1,7 +1,7 @@
 """The alt-text re-aligning captioner (after "Altogether", built on ClipCap).
 
 A frozen CLIP image encoder gives one pooled, L2-normalised embedding per image (made by
-``recaption.stages.scoring.CachedImageEmbeddings``, so that training and captioning see the
+``recaption.models.embedding_cache.CachedImageEmbeddings``, so that training and captioning see the
 same preprocessing). A mapping network turns it into ``visual_tokens`` vectors in the
 decoder's word-embedding space. The decoder (any Hugging Face causal LM) reads:
 

@@ -9,11 +9,16 @@ writes, and a writer waits for another instead of failing.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from recaption.imaging import decode_for_model, input_side
+from recaption.record import Pair
 
 
 class EmbeddingCache:
@@ -52,3 +57,43 @@ class EmbeddingCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+def default_cache_folder() -> Path:
+    return Path(os.environ.get("RECAPTION_CACHE") or Path.home() / ".cache" / "recaption") / "image-embeddings"
+
+
+def cache_folder_of(cache: str | bool | None) -> Path | None:
+    """``auto`` ($RECAPTION_CACHE or ~/.cache/recaption), a folder, or none/false: no cache."""
+    if cache in (None, False, "none", "false"):
+        return None
+    return default_cache_folder() if cache == "auto" else Path(str(cache))
+
+
+class CachedImageEmbeddings:
+    """A CLIP-like model's L2-normalised image embeddings of pairs, read from the side cache
+    where it has them. Images are decoded at the model's input side (JPEG draft decoding), the
+    same way wherever an embedding is made: scoring, training the captioner, and captioning."""
+
+    def __init__(self, scorer: Any, cache_folder: Path | None) -> None:
+        self.scorer = scorer
+        self.cache = EmbeddingCache(cache_folder, scorer.model_hash) if cache_folder else None
+        self.decode_side = input_side(scorer.processor.image_processor)
+
+    def of(self, pairs: list[Pair], rejected_by: str) -> tuple[list[Pair], np.ndarray]:
+        """The pairs whose image could be embedded, and their embeddings (one row each); a
+        pair whose image does not decode is rejected as ``rejected_by/unreadable_image``."""
+        keys = [self.cache.key(p.image_id, p.scores.get("sha256")) if self.cache else "" for p in pairs]
+        cached = self.cache.get_many(keys) if self.cache else {}
+        todo = [p for p, k in zip(pairs, keys) if k not in cached]
+        decoded, images = decode_for_model(todo, self.decode_side, rejected_by)
+        fresh = dict(zip([id(p) for p in decoded], self.scorer.embed_images(images))) if images else {}
+        if self.cache and fresh:
+            self.cache.put_many({k: fresh[id(p)] for p, k in zip(pairs, keys) if id(p) in fresh})
+        kept, rows = [], []
+        for pair, key in zip(pairs, keys):
+            vector = cached.get(key) if key in cached else fresh.get(id(pair))
+            if vector is not None:
+                kept.append(pair)
+                rows.append(vector)
+        return kept, np.stack(rows) if rows else np.zeros((0, 1), np.float32)

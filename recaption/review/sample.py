@@ -60,7 +60,7 @@ def pair_score(pair: Pair, key: str) -> float | None:
 
 
 def disagreement(pair: Pair) -> float:
-    from recaption.eval.captioning import tokenize  # noqa: PLC0415
+    from recaption.eval.reference_metrics import tokenize  # noqa: PLC0415
     from recaption.eval.sources import current_captions  # noqa: PLC0415
 
     words = [set(tokenize(cap.text).split()) for _, cap in current_captions(pair).values()]

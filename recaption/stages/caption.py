@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from recaption.imaging import decode_for_model
 from recaption.record import Caption, Pair
 from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, SystematicFailure, register
-from recaption.stages.tags import decode_batch, tag_values
+from recaption.stages.tags import tag_values
 from recaption.stages.text import SensitiveCheck
 from recaption.text.alt_context import split_alt_texts
 from recaption.text.clean import says_nothing
@@ -84,7 +85,7 @@ class ComposeCaption(Stage):
         self.count = clip_tokenizer().count
         # spaCy's parser: the articles, and (alt_context) the alt-texts that only name an occasion.
         # Without a spaCy pipeline, subjects stay as written and every alt-text is content.
-        from recaption.models.names import load_parser  # noqa: PLC0415 - spaCy, in the worker
+        from recaption.models.person_names import load_parser  # noqa: PLC0415 - spaCy, in the worker
 
         try:
             self.parser = load_parser()
@@ -263,7 +264,7 @@ class VlmCaption(Stage):
         from recaption.text.prompts import render  # noqa: PLC0415
         from recaption.text.vlm_output import tidy_generated  # noqa: PLC0415
 
-        pairs, images = decode_batch(self, batch, 224)
+        pairs, images = decode_for_model(batch, 224, self.name)
         if not pairs:
             return
         prompts = []
@@ -357,8 +358,8 @@ class AltogetherCaption(Stage):
 
         from recaption.models.altogether import AltogetherCaptioner, checkpoint_folder  # noqa: PLC0415
         from recaption.models.clip import ClipScorer  # noqa: PLC0415
+        from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of  # noqa: PLC0415
         from recaption.models.hf import ModelLoadError, checkpoint_hash, resolve_device, resolve_dtype  # noqa: PLC0415
-        from recaption.stages.scoring import CachedImageEmbeddings, cache_folder_of  # noqa: PLC0415
 
         try:
             folder = checkpoint_folder(self.checkpoint)
@@ -382,7 +383,7 @@ class AltogetherCaption(Stage):
         self.checker.setup()
 
     def process(self, batch: list[Pair]) -> None:
-        pairs, embeddings = self.images.of(self, batch)
+        pairs, embeddings = self.images.of(batch, self.name)
         if not pairs:
             return
         import torch  # noqa: PLC0415

@@ -18,31 +18,15 @@ re-running with the same model scores only new captions, with another model all 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from recaption.imaging import input_side
+from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of
 from recaption.models.hf import ModelLoadError
 from recaption.record import Pair
 from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, register
-from recaption.stages.tags import decode_batch
 
 SCALES = {"100": (100.0, ""), "hessel": (2.5, "A photo depicts ")}
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
-
-
-def default_cache_folder() -> Path:
-    return Path(os.environ.get("RECAPTION_CACHE") or Path.home() / ".cache" / "recaption") / "image-embeddings"
-
-
-def cache_folder_of(cache: str | bool | None) -> Path | None:
-    """``auto`` ($RECAPTION_CACHE or ~/.cache/recaption), a folder, or none/false: no cache."""
-    if cache in (None, False, "none", "false"):
-        return None
-    return default_cache_folder() if cache == "auto" else Path(str(cache))
 
 
 def references_of(pair: Pair) -> list[str]:
@@ -52,37 +36,6 @@ def references_of(pair: Pair) -> list[str]:
 
 def scored_by(pair: Pair, scorer: str) -> dict:
     return (pair.meta.get("scored_by") or {}).get(scorer) or {}
-
-
-class CachedImageEmbeddings:
-    """A CLIP-like model's L2-normalised image embeddings of pairs, read from the side cache
-    where it has them. Images are decoded at the model's input side (JPEG draft decoding), the
-    same way wherever an embedding is made: scoring, training the captioner, and captioning."""
-
-    def __init__(self, scorer: Any, cache_folder: Path | None) -> None:
-        from recaption.models.embedding_cache import EmbeddingCache  # noqa: PLC0415
-
-        self.scorer = scorer
-        self.cache = EmbeddingCache(cache_folder, scorer.model_hash) if cache_folder else None
-        self.decode_side = input_side(scorer.processor.image_processor)
-
-    def of(self, stage: Stage, pairs: list[Pair]) -> tuple[list[Pair], np.ndarray]:
-        """The pairs whose image could be embedded, and their embeddings (one row each); a
-        pair whose image does not decode is rejected by ``stage``."""
-        keys = [self.cache.key(p.image_id, p.scores.get("sha256")) if self.cache else "" for p in pairs]
-        cached = self.cache.get_many(keys) if self.cache else {}
-        todo = [p for p, k in zip(pairs, keys) if k not in cached]
-        decoded, images = decode_batch(stage, todo, self.decode_side)
-        fresh = dict(zip([id(p) for p in decoded], self.scorer.embed_images(images))) if images else {}
-        if self.cache and fresh:
-            self.cache.put_many({k: fresh[id(p)] for p, k in zip(pairs, keys) if id(p) in fresh})
-        kept, rows = [], []
-        for pair, key in zip(pairs, keys):
-            vector = cached.get(key) if key in cached else fresh.get(id(pair))
-            if vector is not None:
-                kept.append(pair)
-                rows.append(vector)
-        return kept, np.stack(rows) if rows else np.zeros((0, 1), np.float32)
 
 
 @register
@@ -135,7 +88,7 @@ class ClipScore(Stage):
                 todo.append((pair, captions))
         if not todo:
             return
-        pairs, image_vectors = self.images.of(self, [p for p, _ in todo])
+        pairs, image_vectors = self.images.of([p for p, _ in todo], self.name)
         by_pair = {id(p): v for p, v in zip(pairs, image_vectors)}
         texts = [prefix + c.text for p, caps in todo if id(p) in by_pair for c in caps]
         refs = [prefix + r for p, _ in todo if id(p) in by_pair for r in references_of(p)]
@@ -143,7 +96,7 @@ class ClipScore(Stage):
         ref_vectors = iter(self.scorer.embed_texts(refs)) if refs else iter(())
         for pair, captions in todo:
             if id(pair) not in by_pair:
-                continue  # rejected as unreadable by decode_batch
+                continue  # rejected as unreadable by decode_for_model
             image = by_pair[id(pair)]
             references = [next(ref_vectors) for _ in references_of(pair)]
             for cap in captions:

@@ -11,21 +11,9 @@ from typing import Any
 
 from PIL import Image
 
-from recaption.imaging import load_rgb
+from recaption.imaging import decode_for_model
 from recaption.record import Pair
 from recaption.stages.base import Filter, Needs, Stage, StageError, register
-
-
-def decode_batch(stage: Stage, batch: list[Pair], min_side: int) -> tuple[list[Pair], list[Image.Image]]:
-    """Decode every pair's image for a model; a pair whose image will not decode is rejected."""
-    pairs, images = [], []
-    for pair in batch:
-        try:
-            images.append(load_rgb(pair.image, min_side))  # type: ignore[arg-type]
-            pairs.append(pair)
-        except (OSError, ValueError, SyntaxError) as exc:
-            pair.reject_with(stage.name, "unreadable_image", f"{type(exc).__name__}: {exc}"[:200])
-    return pairs, images
 
 
 def store_tags(pair: Pair, tagger: str, model_hash: str, value: Any) -> None:
@@ -80,7 +68,7 @@ class Classify(Stage):
         self.labels = imagenet_labels()
 
     def process(self, batch: list[Pair]) -> None:
-        pairs, images = decode_batch(self, batch, self.model.size)
+        pairs, images = decode_for_model(batch, self.model.size, self.name)
         if not pairs:
             return
         probs = self.model.predict(images)
@@ -125,7 +113,7 @@ class Ocr(Stage):
 
     def process(self, batch: list[Pair]) -> None:
         # Detection works at up to ``max_side`` on the long side: decode no larger than that.
-        for pair, image in zip(*decode_batch(self, batch, self.max_side // 2)):
+        for pair, image in zip(*decode_for_model(batch, self.max_side // 2, self.name)):
             if max(image.size) > self.max_side:
                 image.thumbnail((self.max_side, self.max_side), Image.Resampling.BILINEAR)
             lines = [line for line in self.reader.read(image) if line.confidence >= self.min_confidence]
@@ -159,7 +147,7 @@ class Nsfw(Stage):
         self.detector = NsfwDetector(self.face_min_score, self.threads)
 
     def process(self, batch: list[Pair]) -> None:
-        for pair, image in zip(*decode_batch(self, batch, 320)):
+        for pair, image in zip(*decode_for_model(batch, 320, self.name)):
             result = self.detector.detect(image)
             store_tags(pair, self.name, self.detector.model_hash, result.detections)
             pair.scores["nsfw"] = round(result.nsfw, 4)

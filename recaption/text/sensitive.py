@@ -10,7 +10,7 @@ Colour and mood words are only removed where they describe a person ("a smiling 
 "an Asian man", "with blonde hair"); "a black cat", "a white house" and "a happy meal" are
 untouched.
 
-People's names come from a named-entity model (``recaption.models.names``) and are replaced
+People's names come from a named-entity model (``recaption.models.person_names``) and are replaced
 by what the guideline allows: "a person", "two people" for a pair, or nothing after a role
 ("the astronaut Eileen Collins" -> "the astronaut") or "by" ("a painting by Monet" -> "a
 painting"); a title goes with the name ("Dr."). The

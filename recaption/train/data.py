@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -100,16 +99,15 @@ def training_set(kind: str, data: str, image_root: str | None, encoder: Any, cac
     """Read the examples and embed their images with ``encoder`` (a ``ClipScorer``)."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    from recaption.stages.scoring import CachedImageEmbeddings  # noqa: PLC0415
+    from recaption.models.embedding_cache import CachedImageEmbeddings  # noqa: PLC0415
 
     found, skipped = (pretraining_pairs if kind == "pretrain" else finetuning_pairs)(data, image_root)
     images = CachedImageEmbeddings(encoder, cache_folder)
-    rejecter = SimpleNamespace(name="train_captioner")  # the name an unreadable image is rejected under
     examples, rows = [], []
     bar = tqdm(total=len(found), desc="embedding images", unit="img", disable=not progress)
     for start in range(0, len(found), EMBED_BATCH):
         chunk = found[start : start + EMBED_BATCH]
-        kept, vectors = images.of(rejecter, [p for p, _ in chunk])  # type: ignore[arg-type]
+        kept, vectors = images.of([p for p, _ in chunk], "train_captioner")  # the name an unreadable image is rejected under
         by_pair = {id(p): v for p, v in zip(kept, vectors)}
         for pair, example in chunk:
             if id(pair) in by_pair:

@@ -104,8 +104,8 @@ def train_captioner(config: TrainConfig, progress: bool = True, overwrite: bool 
     from tqdm import tqdm  # noqa: PLC0415
 
     from recaption.models.clip import ClipScorer  # noqa: PLC0415
+    from recaption.models.embedding_cache import cache_folder_of  # noqa: PLC0415
     from recaption.models.hf import resolve_device  # noqa: PLC0415
-    from recaption.stages.scoring import cache_folder_of  # noqa: PLC0415
     from recaption.train.data import training_set  # noqa: PLC0415
 
     output = Path(config.output)

