@@ -69,7 +69,37 @@ class Pair:
 
     @property
     def alt_text(self) -> str:
+        """The original alt-text, as it came in (never rewritten)."""
         return self.texts[0] if self.texts else ""
+
+    # -- captions ------------------------------------------------------------------------
+    def cleaned_alt_index(self) -> int | None:
+        """Index of the first alt-text caption (the alt-text as the text stages took it in)."""
+        return next((i for i, c in enumerate(self.captions) if c.source == "alt-text"), None)
+
+    def selected_alt_index(self) -> int | None:
+        """Index of the selected alt-text caption: what a caption writer re-aligns or edits, or
+        None where no alt-text is selected (it cleaned to nothing, or said only context)."""
+        return next((i for i, c in enumerate(self.captions) if c.selected and c.source == "alt-text"), None)
+
+    def selected_index(self) -> int | None:
+        return next((i for i, c in enumerate(self.captions) if c.selected), None)
+
+    def selected(self) -> Caption | None:
+        """The caption training uses, or None where none is selected."""
+        i = self.selected_index()
+        return self.captions[i] if i is not None else None
+
+    def select(self, index: int | None) -> None:
+        """Make caption ``index`` the selected one (None: none), every other unselected."""
+        for i, cap in enumerate(self.captions):
+            cap.selected = i == index
+
+    def current(self) -> list[int]:
+        """Indices of the captions no edit has replaced (an edit is a child of the same source)."""
+        caps = self.captions
+        replaced = {c.parent for c in caps if c.parent is not None and 0 <= c.parent < len(caps) and caps[c.parent].source == c.source}
+        return [i for i in range(len(caps)) if i not in replaced]
 
     # -- serialisation -------------------------------------------------------------------
     def to_dict(self, include_image_bytes: bool = False) -> dict[str, Any]:

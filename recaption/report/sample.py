@@ -61,8 +61,9 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
 
 
 def _pair_view(pair: Pair) -> dict[str, Any]:
-    original = pair.captions[0] if pair.captions else None
-    selected = next((c for c in pair.captions if c.selected), None)
+    first = pair.cleaned_alt_index()
+    original = pair.captions[first] if first is not None else None
+    selected = pair.selected()
     return {
         "image_id": shown(pair.image_id, 120),
         "texts": [shown(t) for t in pair.texts[:3]],
@@ -101,10 +102,11 @@ class ReportSampler:
 
     def kept(self, pair: Pair) -> None:
         self._observe_scores(pair)
-        first = pair.captions[0] if pair.captions else None
+        i = pair.cleaned_alt_index()
+        first = pair.captions[i] if i is not None else None
         if first is not None and "clip_tokens" in first.scores:
             self.tokens_before[int(first.scores["clip_tokens"])] += 1
-        selected = next((c for c in pair.captions if c.selected), None)
+        selected = pair.selected()
         if selected is not None and "clip_tokens" in selected.scores:
             self.tokens_after[int(selected.scores["clip_tokens"])] += 1
         for cap in pair.captions:

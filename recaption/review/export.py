@@ -49,8 +49,7 @@ def apply_decisions(session: ReviewSession) -> tuple[list[Pair], dict[str, Any]]
             distances.append(distance)
             if d.action == "accept" and parent is not None:
                 accepted[source_key(pair.captions[parent])] += 1
-            for cap in pair.captions:
-                cap.selected = False
+            pair.select(None)
             pair.captions.append(Caption(
                 d.text, "human", round=session.round, parent=parent, selected=True,
                 params={"action": d.action, "reviewer": d.reviewer, "edit_distance": distance, "decided_at": d.at},

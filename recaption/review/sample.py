@@ -54,7 +54,7 @@ def pair_score(pair: Pair, key: str) -> float | None:
     """A pair-level score, else the selected caption's score of that name."""
     if isinstance(pair.scores.get(key), (int, float)):
         return float(pair.scores[key])
-    selected = next((c for c in pair.captions if c.selected), None)
+    selected = pair.selected()
     value = selected.scores.get(key) if selected else None
     return float(value) if isinstance(value, (int, float)) else None
 

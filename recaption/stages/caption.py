@@ -22,7 +22,8 @@ VARIANTS = ("short", "long")
 
 def evidence_of(pair: Pair) -> Evidence:
     """What the earlier stages learnt about a pair, in the form the writer takes."""
-    alt = next((c.text for c in pair.captions if c.selected and c.source == "alt-text"), "")
+    i = pair.selected_alt_index()
+    alt = pair.captions[i].text if i is not None else ""
     return Evidence(
         alt_text=alt,
         labels=[Label(t["label"], t["noun"], float(t["p"]), t.get("kind", ""), t.get("class")) for t in tag_values(pair, "classify")],
@@ -122,7 +123,7 @@ class ComposeCaption(Stage):
         if not ev.alt_text and not ev.labels and not ev.ocr and not ev.faces:
             return False
         pair.scores["tag_agreement"] = tag_agreement(ev)
-        parent = next((i for i, c in enumerate(pair.captions) if c.selected and c.source == "alt-text"), None)
+        parent = pair.selected_alt_index()
         models = sorted({v["model"] for v in (pair.meta.get("tags") or {}).values() if isinstance(v, dict) and "model" in v})
         for variant in self.variants:
             max_tags, max_tokens, ocr_words = self.limits[variant]
@@ -135,8 +136,7 @@ class ComposeCaption(Stage):
             if not made.says_anything:
                 return variant != self.variants[0]  # "a photo" alone: no variant would say more
             if variant == self.select:
-                for cap in pair.captions:
-                    cap.selected = False
+                pair.select(None)
             pair.captions.append(
                 Caption(
                     text=made.text,
@@ -283,7 +283,7 @@ class VlmCaption(Stage):
             if isinstance(texts, Exception):  # the server refused this record's request alone
                 pair.reject_with(self.name, "refused_by_server", str(texts)[:300])
                 continue
-            parent = next((i for i, c in enumerate(pair.captions) if c.selected and c.source == "alt-text"), None)
+            parent = pair.selected_alt_index()
             first = len(pair.captions)
             for j, raw in enumerate(texts):
                 text = tidy_generated(raw, prompt, self.starting_prompt)
@@ -295,9 +295,7 @@ class VlmCaption(Stage):
             pair.captions[first:] = [c for c in pair.captions[first:] if c.text]
             pair.scores["vlm_candidates"] = len(pair.captions) - first
             if self.select and len(pair.captions) > first:
-                for cap in pair.captions:
-                    cap.selected = False
-                pair.captions[first].selected = True
+                pair.select(first)
         # The guideline's checker on every candidate now, so a selection never sees a raw one.
         self.checker.process(pairs)
 
@@ -389,7 +387,7 @@ class AltogetherCaption(Stage):
         import torch  # noqa: PLC0415
 
         vectors = torch.from_numpy(embeddings)
-        alt = [next((i for i, c in enumerate(p.captions) if c.selected and c.source == "alt-text"), None) for p in pairs]
+        alt = [p.selected_alt_index() for p in pairs]
         parents = [a if self.alt_text else None for a in alt]
         inputs = [p.captions[a].text if a is not None else "" for p, a in zip(pairs, parents)]
         params = {"alt_text": self.alt_text, **{k: v for k, v in self.sampling.items() if v is not None}}
@@ -409,6 +407,4 @@ class AltogetherCaption(Stage):
                     inputs[i] = pair.captions[parents[i]].text
         for pair, last in zip(pairs, parents):
             if self.select and last is not None and pair.captions[last].source == self.source:
-                for cap in pair.captions:
-                    cap.selected = False
-                pair.captions[last].selected = True
+                pair.select(last)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import re
 
-from recaption.record import Caption, Pair
+from recaption.record import Pair
 from recaption.stages.base import Stage, StageError, register
 
 _WORD = re.compile(r"\w+")
@@ -30,12 +30,6 @@ def word_set(text: str) -> frozenset[str]:
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
-
-
-def current(captions: list[Caption]) -> list[int]:
-    """Indices of captions that no edit (a child of the same source) has replaced."""
-    replaced = {c.parent for c in captions if c.parent is not None and captions[c.parent].source == c.source}
-    return [i for i in range(len(captions)) if i not in replaced]
 
 
 @register
@@ -54,7 +48,7 @@ class Select(Stage):
     def process(self, batch: list[Pair]) -> None:
         for pair in batch:
             caps = pair.captions
-            scored = [i for i in current(caps) if self.score in caps[i].scores]
+            scored = [i for i in pair.current() if self.score in caps[i].scores]
             if not scored:
                 continue
             alt = next((i for i in scored if caps[i].source == "alt-text" and caps[i].selected), None)
