@@ -262,12 +262,26 @@ def check_ray_placement(name: str, placement: dict[str, Any], specs: list[StageS
 
 
 def validate_build(recipe: Recipe) -> None:
-    """Build every stage once so that bad values and missing needs fail before any work."""
+    """Build every stage once so that bad values and missing needs fail before any work, and
+    refuse a stage placed before the stage that makes what it reads."""
+    built = []
     for spec in recipe.stages:
         try:
-            STAGES[spec.name](**spec.args)
+            built.append(STAGES[spec.name](**spec.args))
         except StageError as exc:
             raise RecipeError(f"{spec.where}: {exc}") from exc
+    made: set[str] = set()
+    for i, (spec, stage) in enumerate(zip(recipe.stages, built)):
+        for group in stage.facts_needed():
+            if group & made:
+                continue
+            # Made by no stage before it: the input may hold it (a run's output read again),
+            # unless a stage after it makes it, which is the recipe's order gone wrong.
+            later = next((s for s in built[i + 1 :] if group & s.facts_made()), None)
+            if later is not None:
+                what = " or ".join(sorted(group))
+                raise RecipeError(f"{spec.where}: {spec.name} reads {what}, which {later.name} makes later in the recipe: put {spec.name} after {later.name}")
+        made |= stage.facts_made()
 
 
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:

@@ -62,3 +62,22 @@ def test_set_overrides_arguments_and_is_validated():
         load_recipe("default", ["min_side=3"])
     with pytest.raises(RecipeError, match="did you mean 'token_budget'"):
         load_recipe("default", ["token_budgets.max_tokens=3"])
+
+
+@pytest.mark.parametrize("stages,message", [
+    ("  - compose_caption:\n  - image_check:\n  - clean_text:\n", r"line 2: compose_caption reads .*captions:alt-text.*, which clean_text makes later in the recipe: put compose_caption after clean_text"),
+    ("  - nsfw_filter:\n  - nsfw:\n", r"nsfw_filter reads score:nsfw, which nsfw makes later"),
+    ("  - clean_text:\n  - select:\n  - clip_score:\n", r"select reads caption_score:clip_score, which clip_score makes later"),
+    ("  - dedup:\n  - image_check:\n", r"dedup reads score:sha256, which image_check makes later"),
+    ("  - score_filter:\n      score: nsfw\n      max: 0.5\n  - nsfw:\n", r"score_filter reads score:nsfw, which nsfw makes later"),
+])
+def test_a_stage_before_the_one_that_makes_what_it_reads_is_refused(tmp_path, stages, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write(tmp_path, "stages:\n" + stages))
+
+
+def test_what_no_stage_of_the_recipe_makes_may_come_from_the_input(tmp_path):
+    # Score once, decide many times: a run's output already holds its scores.
+    recipe = load_recipe(write(tmp_path, "stages:\n  - select:\n  - score_filter:\n      score: width\n      min: 64\n  - dedup:\n"))
+    assert [s.name for s in recipe.build()] == ["select", "score_filter", "dedup"]
+    assert load_recipe(write(tmp_path, "stages:\n  - dedup:\n      exact_image: false\n      near_image: false\n  - image_check:\n"))  # no image dedup: no order

@@ -29,6 +29,8 @@ from recaption.errors import RecaptionError
 from recaption.record import Pair
 
 STAGES: dict[str, type[Stage]] = {}
+# Any stage that writes captions: what the caption checks and scorers read.
+CAPTION_FACTS = ("captions:alt-text", "captions:rules", "captions:vlm", "captions:altogether")
 
 
 class StageError(RecaptionError):
@@ -97,6 +99,11 @@ class Stage(ABC):
     # Holds a neural network that is costly to load (a captioner, CLIP, OCR, a detector).
     # The Ray runner runs such stages in actor pools, so the model loads once per actor.
     loads_model: ClassVar[bool] = False
+    # What the stage writes and reads, as facts ("score:nsfw", "captions:alt-text", "tags:ocr"),
+    # so that the recipe check refuses a stage placed before the one that makes what it reads.
+    # Each group of ``requires`` is met by any one of its facts.
+    provides: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def __init__(self) -> None:
         self.counters = StageCounters()
@@ -113,6 +120,14 @@ class Stage(ABC):
     @abstractmethod
     def process(self, batch: list[Pair]) -> None:
         """Fill in captions / scores, or call ``pair.reject_with(self.name, ...)``."""
+
+    def facts_made(self) -> set[str]:
+        """What this stage, as configured, writes (``provides`` unless it depends on arguments)."""
+        return set(self.provides)
+
+    def facts_needed(self) -> list[set[str]]:
+        """What it reads, as groups of which any one fact will do."""
+        return [set(group) for group in self.requires]
 
     # -- the part every stage shares ------------------------------------------------------
     def check_needs(self) -> None:

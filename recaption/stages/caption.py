@@ -50,6 +50,8 @@ class ComposeCaption(Stage):
     """
 
     name = "compose_caption"
+    provides = ("captions:rules", "score:tag_agreement")
+    requires = (("captions:alt-text", "tags:ocr", "tags:classify", "tags:nsfw"),)  # something to write from
     batch_size = 256
 
     def __init__(
@@ -166,6 +168,7 @@ class VlmCaption(Stage):
     """
 
     name = "vlm_caption"
+    provides = ("captions:vlm", "score:vlm_candidates")
     loads_model = True
     batch_size = 8
     needs = HF_MODEL_NEEDS
@@ -315,6 +318,7 @@ class AltogetherCaption(Stage):
     """
 
     name = "altogether_caption"
+    provides = ("captions:altogether",)
     loads_model = True
     batch_size = 16
     needs = HF_MODEL_NEEDS

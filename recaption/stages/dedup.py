@@ -250,6 +250,11 @@ class Dedup(GlobalStage):
     """Reject repeated ids and duplicate images; flag (or reject) captions shared by images."""
 
     name = "dedup"
+    provides = ("score:text_dup_count",)
+    requires = (("score:sha256",),)  # the image check's hashes: image duplicates are found from them
+
+    def facts_needed(self) -> list[set[str]]:
+        return super().facts_needed() if self.exact_image or self.near_image else []
     AGREEMENT_CHUNK = 65_536
 
     def __init__(

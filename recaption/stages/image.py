@@ -116,6 +116,8 @@ class ImageCheck(Stage):
     """Validate, standardise and describe each image."""
 
     name = "image_check"
+    provides = ("image:checked", "score:bytes", "score:sha256", "score:width", "score:height", "score:aspect_ratio",
+                "score:colourfulness", "score:white_border", "score:flat_share", "score:phash")
     batch_size = 32
 
     def __init__(

@@ -23,7 +23,7 @@ import numpy as np
 from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of
 from recaption.models.hf import ModelLoadError
 from recaption.record import Pair
-from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, register
+from recaption.stages.base import CAPTION_FACTS, HF_MODEL_NEEDS, Stage, StageError, register
 
 SCALES = {"100": (100.0, ""), "hessel": (2.5, "A photo depicts ")}
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
@@ -43,6 +43,8 @@ class ClipScore(Stage):
     """Score every caption against its image with a CLIP-like model; cache image embeddings."""
 
     name = "clip_score"
+    provides = ("caption_score:clip_score", "caption_score:clip_chunks", "caption_score:refclip_score")
+    requires = (CAPTION_FACTS,)
     loads_model = True
     batch_size = 32
     needs = HF_MODEL_NEEDS

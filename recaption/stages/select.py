@@ -1,4 +1,7 @@
-"""``select``: keep the best captions of each pair by a stored score (strategy C's re-ranking).
+"""Decisions on stored scores: ``select`` keeps the best captions of each pair by a score
+(strategy C's re-ranking); ``score_filter`` keeps the pairs whose score is in a range.
+
+``select``:
 
 Among a pair's current captions (those no edit has replaced), near-identical ones are
 collapsed first, the best-scored of each group standing for it (the homogeneity guard:
@@ -19,7 +22,7 @@ import itertools
 import re
 
 from recaption.record import Pair
-from recaption.stages.base import Stage, StageError, register
+from recaption.stages.base import Filter, Stage, StageError, register
 
 _WORD = re.compile(r"\w+")
 
@@ -35,6 +38,7 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 @register
 class Select(Stage):
     name = "select"
+    provides = ("score:select_margin", "score:candidate_diversity", "score:candidates_distinct", "caption_score:margin_vs_alt")
     batch_size = 256
 
     def __init__(self, *, k: int = 2, score: str = "clip_score", collapse: float = 0.9, keep_alt_text: bool = True) -> None:
@@ -44,6 +48,9 @@ class Select(Stage):
         if not 0 < collapse <= 1:
             raise StageError("select.collapse must be in (0, 1]: the word-set Jaccard at which two captions count as one")
         self.k, self.score, self.collapse, self.keep_alt_text = k, score, collapse, keep_alt_text
+
+    def facts_needed(self) -> list[set[str]]:
+        return [{f"caption_score:{self.score}"}]
 
     def process(self, batch: list[Pair]) -> None:
         for pair in batch:
@@ -78,3 +85,52 @@ class Select(Stage):
                 for i in ranked:
                     caps[i].scores["margin_vs_alt"] = round(caps[i].scores[self.score] - base, 4)
                 pair.scores["select_margin"] = round(max(caps[chosen[0]].scores[self.score] - base, 0.0), 4)
+
+
+@register
+class ScoreFilter(Filter):
+    """Reject pairs whose stored ``score`` is below ``min`` or above ``max``: any score the
+    report's what-if table shows (``nsfw``, ``text_area_share``, ``imagenet_top1_p``,
+    ``tag_agreement``, ``aspect_ratio``, ...) on the pair (``on: pair``), or a caption score
+    (``clip_score``, ``clip_tokens``, ...) of the selected caption (``on: selected``). Scores are
+    made once; thresholds can change in a re-run of this stage alone.
+
+    A pair without the score is rejected as ``not_scored`` (``missing: keep`` keeps it)."""
+
+    name = "score_filter"
+    batch_size = 256
+
+    def __init__(self, *, score: str = "", min: float | None = None, max: float | None = None, on: str = "pair", missing: str = "reject") -> None:  # noqa: A002 - the recipe's own words
+        super().__init__()
+        if not score:
+            raise StageError("score_filter.score names the score to filter on, e.g. nsfw or clip_score")
+        if on not in ("pair", "selected"):
+            raise StageError("score_filter.on must be 'pair' (pair scores) or 'selected' (the selected caption's scores)")
+        if missing not in ("reject", "keep"):
+            raise StageError("score_filter.missing must be 'reject' or 'keep'")
+        if min is None and max is None:
+            raise StageError("score_filter needs min, max or both")
+        if min is not None and max is not None and min > max:
+            raise StageError(f"score_filter.min ({min}) is above max ({max})")
+        self.score, self.min, self.max, self.on, self.missing = score, min, max, on, missing
+        self._reason = re.sub(r"[^a-z0-9_]+", "_", score.lower()).strip("_") or "score"
+
+    def facts_needed(self) -> list[set[str]]:
+        return [{f"{'score' if self.on == 'pair' else 'caption_score'}:{self.score}"}]
+
+    def check(self, pair: Pair) -> tuple[str, str] | None:
+        if self.on == "pair":
+            value = pair.scores.get(self.score)
+        else:
+            selected = pair.selected()
+            value = selected.scores.get(self.score) if selected is not None else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if self.missing == "keep":
+                return None
+            where = "the pair" if self.on == "pair" else "the selected caption"
+            return ("not_scored", f"{where} has no {self.score} score: is the stage that makes it before score_filter?")
+        if self.min is not None and value < self.min:
+            return (f"{self._reason}_below_min", f"{self.score} {value:g} < {self.min:g}")
+        if self.max is not None and value > self.max:
+            return (f"{self._reason}_above_max", f"{self.score} {value:g} > {self.max:g}")
+        return None

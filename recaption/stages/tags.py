@@ -30,6 +30,7 @@ class Classify(Stage):
     """ImageNet-1k labels (EfficientNet-Lite0, bundled weights): the top-k above ``min_prob``."""
 
     name = "classify"
+    provides = ("tags:classify", "score:imagenet_top1_p")
     loads_model = True
     batch_size = 16
     needs = Needs(
@@ -94,6 +95,7 @@ class Ocr(Stage):
     """
 
     name = "ocr"
+    provides = ("tags:ocr", "score:text_area_share")
     loads_model = True
     batch_size = 8
     needs = Needs(packages={"rapidocr_onnxruntime": "rapidocr-onnxruntime"})
@@ -133,6 +135,7 @@ class Nsfw(Stage):
     """
 
     name = "nsfw"
+    provides = ("tags:nsfw", "score:nsfw", "score:faces")
     loads_model = True
     batch_size = 16
     needs = Needs(packages={"nudenet": "nudenet", "onnxruntime": "onnxruntime"})
@@ -163,6 +166,7 @@ class NsfwFilter(Filter):
     """
 
     name = "nsfw_filter"
+    requires = (("score:nsfw",),)
     batch_size = 256
 
     def __init__(self, *, threshold: float = 0.6) -> None:

@@ -12,7 +12,7 @@ import importlib.util
 
 from recaption.models.person_names import DEFAULT_MODEL as DEFAULT_NAMES_MODEL
 from recaption.record import Caption, Pair
-from recaption.stages.base import Stage, StageError, register
+from recaption.stages.base import CAPTION_FACTS, Stage, StageError, register
 from recaption.text.clean import AltTextRules, says_nothing
 from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
 from recaption.text.fit import fit_to_budget
@@ -24,6 +24,7 @@ class CleanText(Stage):
     """Clean every original text by the guideline's rules; reject pairs left with no text."""
 
     name = "clean_text"
+    provides = ("captions:alt-text",)
     batch_size = 256
 
     def __init__(self, *, disable: list[str] | None = None, keep_empty: bool = False, min_chars: int = 3) -> None:
@@ -76,6 +77,8 @@ class TokenBudget(Stage):
     """Count CLIP tokens on every caption; fit over-long selected ones into the budget."""
 
     name = "token_budget"
+    provides = ("caption_score:clip_tokens",)
+    requires = (CAPTION_FACTS,)
     batch_size = 256
 
     def __init__(self, *, max_tokens: int = CONTEXT_LENGTH, fit: bool = True) -> None:
@@ -120,6 +123,8 @@ class SensitiveCheck(Stage):
     """
 
     name = "sensitive_check"
+    provides = ("caption_score:sensitive_removed",)
+    requires = (CAPTION_FACTS,)
     batch_size = 256
 
     def __init__(self, *, names: bool = True, names_model: str = DEFAULT_NAMES_MODEL) -> None:
