@@ -1,13 +1,23 @@
-"""Readers and writers, one module per format, and the detection of an input's format."""
+"""Readers and writers, one module per format, and the detection of an input's format.
+
+Every module of this package is imported here, so a format registers itself by being a file
+in it (``@register_reader`` / ``@register_writer``): a new format is one new module.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
-from recaption.io import imagefolder, img2dataset, jsonl, parquet, webdataset  # noqa: F401 - registers formats
 from recaption.io.base import READERS, WRITERS, InputError, Reader, ReaderOptions, Writer
-from recaption.io.img2dataset import looks_like_img2dataset
-from recaption.record import Pair
+
+for _module in pkgutil.iter_modules(__path__):  # sorted by name: the registries' order is stable
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+from recaption.io import img2dataset  # noqa: E402 - after the formats registered themselves
+from recaption.io.img2dataset import looks_like_img2dataset  # noqa: E402
+from recaption.record import Pair  # noqa: E402
 
 OUTPUT_FORMATS = tuple(WRITERS)
 

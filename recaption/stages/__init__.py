@@ -1,6 +1,12 @@
-"""Stages: one small class each on the contract in base.py. Importing this package registers them."""
+"""Stages: one small class each on the contract in base.py. Importing this package registers
+them: every module in it is imported, so a new stage is a class in a file here (``@register``)."""
 
-from recaption.stages import caption, dedup, image, scoring, select, tags, text  # noqa: F401 - registers the stages
+import importlib
+import pkgutil
+
 from recaption.stages.base import STAGES, Decision, Filter, GlobalStage, Needs, Stage, StageError
+
+for _module in pkgutil.iter_modules(__path__):  # sorted by name: the registry's order is stable
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["STAGES", "Decision", "Filter", "GlobalStage", "Needs", "Stage", "StageError"]
