@@ -93,6 +93,46 @@ def _timing(seconds: dict[str, float], progress: bool, name: str) -> Iterator[No
             print(f"recaption eval: {name} done in {took:.1f} s", file=sys.stderr, flush=True)
 
 
+@dataclass
+class EvalContext:
+    """What every metric family reads: the pairs, the rows to fill (``keys``), each source's
+    texts by pair index, the references, and what an earlier family left for a later one."""
+
+    pairs: list[Pair]
+    settings: EvalSettings
+    keys: list[str]
+    current: list[dict[str, tuple[int, Any]]]
+    items: dict[str, list[tuple[int, Any]]]
+    texts: dict[str, dict[str, str]]
+    references: dict[str, list[str]]
+    ref_name: str | None
+    timed: Any
+    shared: dict[str, Any] = field(default_factory=dict)  # e.g. the noun chunker, for the CLIP family
+
+
+class MetricFamily:
+    """One family of metrics: the columns it adds to the rows, and how it computes them. Where
+    it cannot run (no references, no model), ``unavailable`` says why, and that goes into
+    ``result.missing`` under the family's name instead."""
+
+    name: str = ""
+    columns: tuple[str, ...] = ()
+
+    def unavailable(self, ctx: EvalContext) -> str | None:
+        return None
+
+    def compute(self, ctx: EvalContext, result: EvalResult) -> None:
+        raise NotImplementedError
+
+
+METRIC_FAMILIES: list[type[MetricFamily]] = []  # in the order they run: later ones may read what earlier ones left
+
+
+def metric_family(cls: type[MetricFamily]) -> type[MetricFamily]:
+    METRIC_FAMILIES.append(cls)
+    return cls
+
+
 def evaluate(pairs: list[Pair], settings: EvalSettings) -> EvalResult:
     current = [current_captions(p) for p in pairs]
     order: list[str] = ["alt-text"]
@@ -109,20 +149,35 @@ def evaluate(pairs: list[Pair], settings: EvalSettings) -> EvalResult:
     texts = {k: {str(i): cap.text for i, cap in v} for k, v in items.items()}
     result = EvalResult({k: {"n": float(len(items[k]))} for k in keys}, {}, ref_name if references else None)
     timed = functools.partial(_timing, result.seconds, settings.progress)
-
-    _text_metrics(result, keys, texts, settings, timed)
-    _reference_metrics(result, keys, texts, references, ref_name, timed)
-    nlp = _noun_phrase_metrics(result, keys, texts, references, ref_name, current, timed)
-    if settings.clip:
-        _clip_metrics(result, pairs, keys, items, references, nlp, settings, timed)
-    else:
-        result.missing["clip"] = "CLIPScore, RefCLIPScore, the hallucination proxy and retrieval need a CLIP model: --clip ID_OR_PATH"
-    _round_metrics(result, pairs, keys, items)
+    ctx = EvalContext(pairs, settings, keys, current, items, texts, references, ref_name, timed)
+    for family in (cls() for cls in METRIC_FAMILIES):
+        why = family.unavailable(ctx)
+        if why is not None:
+            result.missing[family.name] = why
+            continue
+        family.compute(ctx, result)
     return result
 
 
-def _text_metrics(result: EvalResult, keys: list[str], texts: dict[str, dict[str, str]], settings: EvalSettings, timed: Any) -> None:
-    from recaption.eval.fluency import load_fluency  # noqa: PLC0415
+@metric_family
+class TextStatistics(MetricFamily):
+    name = "text_statistics"
+    columns = ("words", "clip_tokens", "distinct_1", "distinct_2", "self_bleu", "boilerplate", "sensitive")
+
+    def compute(self, ctx: EvalContext, result: EvalResult) -> None:
+        _text_statistics(result, ctx.keys, ctx.texts, ctx.settings, ctx.timed)
+
+
+@metric_family
+class FluencyMetrics(MetricFamily):
+    name = "fluency"
+    columns = ("perplexity", "oov_rate")
+
+    def compute(self, ctx: EvalContext, result: EvalResult) -> None:
+        _fluency(result, ctx.keys, ctx.texts, ctx.settings, ctx.timed)
+
+
+def _text_statistics(result: EvalResult, keys: list[str], texts: dict[str, dict[str, str]], settings: EvalSettings, timed: Any) -> None:
     from recaption.eval.text_stats import text_stats  # noqa: PLC0415
     from recaption.text.clip_tokens import clip_tokenizer  # noqa: PLC0415
     from recaption.text.sensitive import SensitiveAttributeFilter  # noqa: PLC0415
@@ -139,6 +194,11 @@ def _text_metrics(result: EvalResult, keys: list[str], texts: dict[str, dict[str
         count = clip_tokenizer().count
         for k in keys:
             result.rows[k].update(text_stats(list(texts[k].values()), count, SensitiveAttributeFilter(), entities))
+
+
+def _fluency(result: EvalResult, keys: list[str], texts: dict[str, dict[str, str]], settings: EvalSettings, timed: Any) -> None:
+    from recaption.eval.fluency import load_fluency  # noqa: PLC0415
+
     try:
         with timed("fluency"):
             model = load_fluency(settings.fluency_model)
@@ -157,10 +217,21 @@ def _text_metrics(result: EvalResult, keys: list[str], texts: dict[str, dict[str
         result.missing["fluency"] = str(exc)
 
 
+@metric_family
+class ReferenceFamily(MetricFamily):
+    name = "references"
+    columns = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
+
+    def unavailable(self, ctx: EvalContext) -> str | None:
+        if not ctx.references:
+            return "no references (a 'references' field or a 'human' caption source): BLEU, METEOR, ROUGE-L, CIDEr and NP metrics left out"
+        return None
+
+    def compute(self, ctx: EvalContext, result: EvalResult) -> None:
+        _reference_metrics(result, ctx.keys, ctx.texts, ctx.references, ctx.ref_name, ctx.timed)
+
+
 def _reference_metrics(result: EvalResult, keys: list[str], texts: dict[str, dict[str, str]], references: dict[str, list[str]], ref_name: str | None, timed: Any) -> None:
-    if not references:
-        result.missing["references"] = "no references (a 'references' field or a 'human' caption source): BLEU, METEOR, ROUGE-L, CIDEr and NP metrics left out"
-        return
     from recaption.eval.reference_metrics import ReferenceMetrics  # noqa: PLC0415
 
     metrics = ReferenceMetrics()
@@ -172,6 +243,39 @@ def _reference_metrics(result: EvalResult, keys: list[str], texts: dict[str, dic
     result.missing.update(metrics.missing)
     for k, row in scored.items():
         result.rows[k].update(row)
+
+
+@metric_family
+class NounPhraseFamily(MetricFamily):
+    name = "noun_phrases"
+    columns = ("np_f1", "np_precision", "np_recall", "alt_retention")
+
+    def compute(self, ctx: EvalContext, result: EvalResult) -> None:
+        ctx.shared["nlp"] = _noun_phrase_metrics(result, ctx.keys, ctx.texts, ctx.references, ctx.ref_name, ctx.current, ctx.timed)
+
+
+@metric_family
+class ClipFamily(MetricFamily):
+    name = "clip"
+    columns = ("clip_score", "refclip_score", "hallucination", "t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10")
+
+    def unavailable(self, ctx: EvalContext) -> str | None:
+        if not ctx.settings.clip:
+            return "CLIPScore, RefCLIPScore, the hallucination proxy and retrieval need a CLIP model: --clip ID_OR_PATH"
+        return None
+
+    def compute(self, ctx: EvalContext, result: EvalResult) -> None:
+        _clip_metrics(result, ctx.pairs, ctx.keys, ctx.items, ctx.references, ctx.shared.get("nlp"), ctx.settings, ctx.timed)
+
+
+@metric_family
+class RoundFamily(MetricFamily):
+    """The rounds table (not a column of the main one): per round, length, edit distance, CLIPScore."""
+
+    name = "rounds"
+
+    def compute(self, ctx: EvalContext, result: EvalResult) -> None:
+        _round_metrics(result, ctx.pairs, ctx.keys, ctx.items)
 
 
 def _noun_phrase_metrics(result, keys, texts, references, ref_name, current, timed) -> Any:

@@ -134,3 +134,12 @@ def test_a_model_asked_for_that_cannot_load_fails_fast_with_the_fix(tmp_path, ca
     err = capsys.readouterr().err
     assert "cannot be reached from here" in err and "huggingface-cli download openai/clip-vit-base-patch32" in err
     hf.hub_reachable.cache_clear()
+
+
+def test_every_metric_family_is_registered_with_columns_the_table_shows():
+    from recaption.eval.evaluate import COLUMNS, METRIC_FAMILIES
+
+    names = [cls.name for cls in METRIC_FAMILIES]
+    assert names == ["text_statistics", "fluency", "references", "noun_phrases", "clip", "rounds"]  # the order they run in
+    shown = {key for key, _ in COLUMNS}
+    assert all(set(cls.columns) <= shown for cls in METRIC_FAMILIES)
