@@ -75,6 +75,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--clip-steps", type=int, default=800, help="steps of the world's CLIP (default 800)")
     r.add_argument("--steps", type=int, default=1500, help="captioner training steps (default 1500)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2): the same seed and threads give the same table")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(handler=cmd_bench)
 
@@ -339,7 +340,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from recaption.bench.realign import RealignSettings, run_realign  # noqa: PLC0415
 
     output = _new_folder(Path(args.output))
-    settings = RealignSettings(args.train, args.test, args.clip_steps, args.steps, seed=args.seed, progress=not args.no_progress)
+    if args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    settings = RealignSettings(args.train, args.test, args.clip_steps, args.steps, seed=args.seed, progress=not args.no_progress, threads=args.threads)
     result = run_realign(output, settings)
     print((output / "table.md").read_text())
     print(f"recaption: table in {output / 'table.md'} and {output / 'table.json'} ({result['seconds']:.0f} s)")

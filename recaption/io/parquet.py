@@ -125,7 +125,7 @@ _FIELDS = [
     *((name, pa.string()) for name in NESTED),
     ("extras", pa.list_(pa.struct([("ext", pa.string()), ("bytes", pa.binary())]))),  # carried WebDataset members
 ]
-# The staging schema (also the intermediates' between segments): nested fields as JSON text.
+# The staging schema: nested fields as JSON text, before a shard's shape is known.
 SCHEMA = with_hf_features(pa.schema(_FIELDS))
 
 
@@ -138,25 +138,21 @@ def typed_schema(sketches: dict[str, tuple]) -> pa.Schema:
 
 @register_writer
 class ParquetWriter(Writer):
-    """Kept pairs as Parquet; ``typed`` (the output) makes the nested fields typed columns in a
-    second pass over the shard, ``embed_images`` stores every image's bytes (a dataset that
-    travels without its image folder)."""
+    """Kept pairs as Parquet, the nested fields typed columns (made in a second pass over the
+    shard); ``embed_images`` stores every image's bytes (a dataset that travels without its
+    image folder)."""
 
     format = "parquet"
     suffix = ".parquet"
     row_group_size = 256  # rows held in memory before a row group is written
 
-    def __init__(self, out_dir: str | Path, embed_images: bool = False, typed: bool = True) -> None:
+    def __init__(self, out_dir: str | Path, embed_images: bool = False) -> None:
         super().__init__(out_dir)
-        self.embed_images, self.typed = embed_images, typed
+        self.embed_images = embed_images
 
     @contextmanager
     def open_shard(self, shard: str) -> Iterator[Callable[[Pair], None]]:
         with atomic_path(self.target(shard)) as tmp:
-            if not self.typed:
-                with _rows_to(tmp, SCHEMA, self.row_group_size) as put:
-                    yield lambda pair: put(parquet_row(pair, self.embed_images, as_json=True))
-                return
             staging = tmp.with_name(tmp.name + ".staging.tmp")
             sketches = dict.fromkeys(NESTED, NULL)
             try:
@@ -250,9 +246,9 @@ def plain_records(table: pa.Table, sketches: dict[str, tuple]) -> Iterator[dict 
         yield record
 
 
-def parquet_row(pair: Pair, embed_images: bool = False, as_json: bool = False) -> dict:
+def parquet_row(pair: Pair, embed_images: bool = False) -> dict:
     has_bytes = isinstance(pair.image, (bytes, bytearray))
-    rec = record_from_pair(pair, image_path=None if has_bytes else pair.image, nested_as_json=as_json, holds_extras=True)
+    rec = record_from_pair(pair, image_path=None if has_bytes else pair.image, holds_extras=True)
     rec["extras"] = [{"ext": ext, "bytes": data} for ext, data in pair.extras.items()] or None
     local = isinstance(pair.image, str) and "://" not in pair.image  # a URL is no file datasets can open
     if has_bytes:

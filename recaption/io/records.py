@@ -23,7 +23,7 @@ from recaption.io.base import (
     first_present,
     texts_from,
 )
-from recaption.io.safejson import RecordProblem, check_value, decode_text, dumps, load_record, parse_record
+from recaption.io.safejson import RecordProblem, check_value, decode_text, load_record, parse_record
 from recaption.limits import INT_LIMIT, MAX_EXTRAS, MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TEXTS
 from recaption.record import Caption, Pair
 
@@ -249,7 +249,7 @@ def training_text(pair: Pair) -> str:
     return pair.alt_text if not pair.captions and "cleaning" not in pair.meta else ""
 
 
-def record_from_pair(pair: Pair, image_path: str | None = None, nested_as_json: bool = False, holds_extras: bool = False) -> dict[str, Any]:
+def record_from_pair(pair: Pair, image_path: str | None = None, holds_extras: bool = False) -> dict[str, Any]:
     """The flat record every writer stores (image bytes and extras are the writer's business;
     a writer whose format cannot hold extras says so, and the record names what was left out)."""
     d = pair.to_dict()
@@ -262,7 +262,7 @@ def record_from_pair(pair: Pair, image_path: str | None = None, nested_as_json: 
     out["texts"] = d["texts"]
     out["caption"] = training_text(pair)
     for key in ("captions", "scores", "meta", "origin"):
-        out[key] = dumps(d[key]) if nested_as_json else d[key]
+        out[key] = d[key]
     if d["reject"] is not None:
-        out["reject"] = dumps(d["reject"]) if nested_as_json else d["reject"]
+        out["reject"] = d["reject"]
     return out

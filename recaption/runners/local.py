@@ -32,7 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from recaption.io import Reader, Writer, open_reader
-from recaption.io.base import READ_STAGE, InputShard, ReaderOptions
+from recaption.io.base import InputShard, ReaderOptions
 from recaption.recipe import Recipe, recipe_from_dict
 from recaption.runners.driver import RunDriver
 from recaption.runners.shards import (
@@ -51,7 +51,7 @@ from recaption.runners.shards import (
     record_key,
     worker_recipe,
 )
-from recaption.stages.base import StageCounters, StageError
+from recaption.stages.base import StageError
 
 
 @dataclass
@@ -102,36 +102,25 @@ def run_shard(ctx: WorkerContext, seg_index: int, shard_dict: dict[str, Any]) ->
     start = time.perf_counter()
     source, decisions = read_segment_source(layout, seg_index, shard, ctx.reader)
 
-    read_counts = StageCounters()
     n_in = 0
-    for stage in seg.stages + ([seg.entry] if seg.entry else []):
-        stage.reset_counters()
+    timed = seg.stages + ([seg.entry] if seg.entry else [])
+    for stage in timed:
+        stage.take_seconds()  # what an earlier shard left
     batch_size = max([s.batch_size for s in seg.stages] or [64])
     sink = ShardSink(layout, seg, last, shard, ctx.writer, ctx.recipe, ctx.n_shards)
     with sink.open():
         for batch in batches(source, batch_size):
-            if seg_index == 0:
-                read_counts.seen += len(batch)
-                for p in batch:
-                    if p.reject is not None:
-                        read_counts.rejected[p.reject.key] += 1
-                    else:
-                        read_counts.kept += 1
             if seg.entry is not None:
                 seg.entry.apply(batch, [record_key(shard.index, n_in + i) for i in range(len(batch))], decisions)
             n_in += len(batch)
             for stage in seg.stages:
-                for start_i in range(0, len(batch), stage.batch_size):
-                    stage(batch[start_i : start_i + stage.batch_size])
+                stage(batch)
             for pair in batch:
                 sink.put(pair)
             if ctx.progress is not None:
                 ctx.progress.put(len(batch))
 
-    stage_counts = {s.name: s.counters.to_dict() for s in ([seg.entry] if seg.entry else []) + seg.stages}
-    if seg_index == 0:
-        stage_counts = {READ_STAGE: read_counts.to_dict(), **stage_counts}
-    return sink.finish(n_in, stage_counts, time.perf_counter() - start)
+    return sink.finish({s.name: s.take_seconds() for s in timed}, time.perf_counter() - start)
 
 
 class LocalRunner:

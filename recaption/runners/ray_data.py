@@ -20,9 +20,9 @@ So both runners write the same records, and resume is by shard: a shard with a d
 marker is not redone, whichever runner wrote it. OUTPUT (and the input, and image paths)
 must be on storage every node can reach.
 
-Every row carries one pickled ``Carried``: the pair, which stage (if any) rejected it and
-the seconds each stage spent on it, from which the commit rebuilds the per-stage counts
-that the local runner keeps in its stage objects.
+Every row carries one pickled ``Carried``: the pair and the seconds each stage spent on it.
+The commit's ``ShardSink`` counts the stages from where each record ended, as in the local
+runner; the seconds are the stages' time.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from recaption.io import open_reader
-from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, atomic_path
+from recaption.io.base import InputShard, ReaderOptions, atomic_path
 from recaption.recipe import Recipe, recipe_from_dict
 from recaption.record import Pair
 from recaption.runners.driver import RunDriver
@@ -66,9 +66,10 @@ from recaption.runners.shards import (
     read_json,
     read_segment_source,
     record_key,
+    stage_order,
     worker_recipe,
 )
-from recaption.stages.base import Stage, StageCounters
+from recaption.stages.base import Stage
 
 ROWS = pa.schema([("shard", pa.string()), ("pos", pa.int64()), ("total", pa.int64()), ("item", pa.large_binary())])
 READ_CHUNK = 64  # rows per table the read step yields: small blocks keep the object store flowing
@@ -96,13 +97,7 @@ class Carried:
     """One record on its way through a segment's pipeline."""
 
     pair: Pair
-    rejected_at: int | None = None  # position, in the segment's stage order, of the stage that rejected it
     seconds: dict[int, float] = field(default_factory=dict)  # that stage order -> its share of the batch time
-
-
-def stage_order(seg: Segment) -> list[str]:
-    """The stage names a segment's records pass, as counted in its done marker."""
-    return ([READ_STAGE] if seg.index == 0 else []) + ([seg.entry.name] if seg.entry else []) + [s.name for s in seg.stages]
 
 
 def first_stage_position(seg: Segment) -> int:
@@ -133,17 +128,15 @@ def _reader(settings_json: str) -> Any:
 
 
 def _run_stage(position: int, items: list[Carried], work: Callable[[list[Pair]], Any], stage: Stage) -> None:
-    """Run one stage over some records, noting who it rejected and its time per record."""
+    """Run one stage over some records, noting its time per record (the commit counts the rest)."""
     live = [it for it in items if it.pair.reject is None]
     if not live:
         return
-    stage.reset_counters()
+    stage.take_seconds()
     work([it.pair for it in live])
-    share = stage.counters.seconds / len(live)
+    share = stage.take_seconds() / len(live)
     for it in live:
         it.seconds[position] = it.seconds.get(position, 0.0) + share
-        if it.pair.reject is not None:
-            it.rejected_at = position
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -157,7 +150,7 @@ def read_shard(shard_json: str, settings_json: str, recipe_json: str, output: st
     source, decisions = read_segment_source(OutputLayout(Path(output)), seg_index, shard, _reader(settings_json) if seg_index == 0 else None)
     pos = 0
     for pairs in batches(source, READ_CHUNK):
-        items = [Carried(p, 0 if p.reject is not None else None) for p in pairs]
+        items = [Carried(p) for p in pairs]
         if seg.entry is not None:
             _apply_decisions(seg, shard, pos, items, decisions)
         yield _table([{"shard": shard.name, "pos": pos + i, "total": -1, "item": pickle.dumps(it)} for i, it in enumerate(items)])
@@ -214,8 +207,7 @@ def _apply(seg: Segment, indices: list[int], batch: pa.Table) -> pa.Table:
     base = first_stage_position(seg)
     for i in indices:
         stage = seg.stages[i]
-        for start in range(0, len(carried), stage.batch_size):  # the stage's own batch size, as locally
-            _run_stage(base + i, carried[start : start + stage.batch_size], stage, stage)
+        _run_stage(base + i, carried, stage, stage)  # the stage runs in its own batch size
     for row, it in zip(rows, items):
         if it is not None:
             row["item"] = pickle.dumps(it)
@@ -271,27 +263,16 @@ def commit_shard(settings: dict[str, Any], recipe_json: str, output: str, seg_in
     last = seg_index == len(segments) - 1
     layout = OutputLayout(Path(output))
     order = stage_order(seg)
-    counters = [StageCounters() for _ in order]
     writer = output_writer(settings, layout) if last else None
     sink = ShardSink(layout, seg, last, shard, writer, _recipe(recipe_json), n_shards)
-    n_in = 0
-    stage_seconds = 0.0
+    seconds = dict.fromkeys(order, 0.0)
     folder = Path(parts) / shard.name
     with sink.open():
         for it in _merged_parts(folder):
-            n_in += 1
-            end = len(order) if it.rejected_at is None else it.rejected_at
-            for c in counters[: end + 1]:
-                c.seen += 1
-            for c in counters[:end]:
-                c.kept += 1
-            if it.rejected_at is not None:
-                counters[it.rejected_at].rejected[it.pair.reject.key] += 1
-            for position, seconds in it.seconds.items():
-                counters[position].seconds += seconds
-                stage_seconds += seconds
+            for position, spent in it.seconds.items():
+                seconds[order[position]] += spent
             sink.put(it.pair)
-    marker = sink.finish(n_in, {name: c.to_dict() for name, c in zip(order, counters)}, stage_seconds + time.perf_counter() - start)
+    marker = sink.finish(seconds, sum(seconds.values()) + time.perf_counter() - start)
     shutil.rmtree(folder, ignore_errors=True)
     return marker
 

@@ -36,12 +36,12 @@ from typing import Any
 from recaption import __version__
 from recaption.errors import Interrupted, RecaptionError
 from recaption.io import open_writer
-from recaption.io.base import InputShard, ReaderOptions, Writer, atomic_path
+from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, Writer, atomic_path
 from recaption.io.jsonl import write_jsonl
-from recaption.io.parquet import ParquetReader, ParquetWriter
 from recaption.recipe import Recipe
 from recaption.record import Pair
 from recaption.report.sample import ReportSampler
+from recaption.runners.intermediate import IntermediateWriter, read_intermediate
 from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES, Decision, GlobalStage, Stage
 
 WRITE_STAGE = "write"
@@ -213,6 +213,39 @@ def batches(pairs: Any, size: int) -> Any:
         yield batch
 
 
+def stage_order(seg: Segment) -> list[str]:
+    """The stage names a segment's records pass, in order, as its done marker counts them."""
+    return ([READ_STAGE] if seg.index == 0 else []) + ([seg.entry.name] if seg.entry else []) + [s.name for s in seg.stages]
+
+
+class ShardCounts:
+    """A shard's per-stage counts, derived from where each record ended: one rejected at stage
+    k was seen by stages 0..k and kept by 0..k-1; one no stage rejected (kept, or refused by
+    the writer) was seen and kept by all. The stages add only their time."""
+
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+        self.position = {name: i for i, name in enumerate(order)}
+        self.passed = 0
+        self.rejected: Counter[tuple[int, str]] = Counter()
+        self.seconds = dict.fromkeys(order, 0.0)
+
+    def add(self, pair: Pair) -> None:
+        at = self.position.get(pair.reject.stage) if pair.reject is not None else None
+        if at is None:
+            self.passed += 1
+        else:
+            self.rejected[(at, pair.reject.key)] += 1  # type: ignore[union-attr]
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(self.order):
+            here = {key: n for (at, key), n in self.rejected.items() if at == i}
+            beyond = self.passed + sum(n for (at, _), n in self.rejected.items() if at > i)
+            out[name] = {"seen": beyond + sum(here.values()), "kept": beyond, "rejected": here, "seconds": self.seconds[name]}
+        return out
+
+
 class ShardSink:
     """Where the records of one (segment, shard) task go, whichever runner ran the stages.
 
@@ -225,13 +258,16 @@ class ShardSink:
     def __init__(self, layout: OutputLayout, seg: Segment, last: bool, shard: InputShard, writer: Any, recipe: Recipe, n_shards: int) -> None:
         self.layout, self.seg, self.shard = layout, seg, shard
         self.last = last
-        self.sink_writer = writer if last else ParquetWriter(layout.intermediate(seg.index), typed=False)
+        self.sink_writer = writer if last else IntermediateWriter(layout.intermediate(seg.index))
         self.sampler = ReportSampler(  # reject examples from every segment, the gallery from the last
             gallery=gallery_share(recipe.report.get("gallery", 48), n_shards),
             examples_per_reason=recipe.report.get("examples_per_reason", 3),
         )
         self.rejects: list[dict[str, Any]] = []
         self.signatures: list[list[Any]] = []
+        self.counts = ShardCounts(stage_order(seg))
+        self.rejected_by: Counter[str] = Counter()
+        self.n_in = 0
         self.n_out = 0
         self._add: Any = None
 
@@ -243,6 +279,7 @@ class ShardSink:
         self._add = None
 
     def put(self, pair: Pair) -> None:
+        self.n_in += 1
         if pair.reject is None:
             try:
                 # The writers make everything they store before writing a byte, so a record
@@ -253,7 +290,9 @@ class ShardSink:
                 if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
                     raise
                 pair.reject_with(WRITE_STAGE, "unwritable", f"{type(exc).__name__}: {exc}"[:300])
+        self.counts.add(pair)
         if pair.reject is not None:
+            self.rejected_by[pair.reject.key] += 1
             self.rejects.append(pair.to_dict())
             self.sampler.rejected(pair)
             return
@@ -263,7 +302,12 @@ class ShardSink:
             self.sampler.kept(pair)
         self.n_out += 1
 
-    def finish(self, n_in: int, stage_counts: dict[str, Any], seconds: float) -> dict[str, Any]:
+    def finish(self, stage_seconds: dict[str, float], seconds: float) -> dict[str, Any]:
+        """The shard's files, then its done marker; ``stage_seconds``: each stage's time on it."""
+        n_in = self.n_in
+        for name, spent in stage_seconds.items():
+            self.counts.seconds[name] = self.counts.seconds.get(name, 0.0) + spent
+        stage_counts = self.counts.to_dict()
         seg, layout = self.seg, self.layout
         write_jsonl(layout.rejects_file(seg.index, self.shard.name, seg.entry), self.rejects)
         if seg.exit is not None:
@@ -273,7 +317,7 @@ class ShardSink:
             "shard": self.shard.name,
             "input": n_in if seg.index == 0 else 0,
             "kept": self.n_out,
-            "rejected": dict(Counter(r["reject"]["stage"] + "/" + r["reject"]["reason"] for r in self.rejects)),
+            "rejected": dict(self.rejected_by),
             "stages": stage_counts,
             "seconds": seconds,
             "report": self.sampler.to_dict(),
@@ -287,8 +331,7 @@ def read_segment_source(layout: OutputLayout, seg_index: int, shard: InputShard,
     segment's intermediate (and the global stage's decisions for it) for the others."""
     if seg_index == 0:
         return reader.read(shard), {}
-    inter = layout.intermediate(seg_index - 1) / f"{shard.name}.parquet"
-    source = ParquetReader(inter).read(InputShard(0, shard.name, {"file": str(inter), "row_groups": row_groups(inter)}))
+    source = read_intermediate(layout.intermediate(seg_index - 1) / f"{shard.name}.parquet")
     decisions = {k: Decision(**d) for k, d in read_json(layout.decisions(seg_index, shard.name)).items()}
     return source, decisions
 
@@ -297,12 +340,6 @@ def record_key(shard_index: int, position: int) -> str:
     """The key a global stage files a record's signature and decision under: its shard and
     its position among the shard's kept records (which the next segment reads in order)."""
     return f"{shard_index}:{position}"
-
-
-def row_groups(path: Path) -> list[int]:
-    import pyarrow.parquet as pq  # noqa: PLC0415 - only segments after a global stage need it
-
-    return list(range(pq.ParquetFile(path).metadata.num_row_groups))
 
 
 def describe(seg: Segment, segments: list[Segment]) -> str:

@@ -2,9 +2,10 @@
 
 A stage takes a batch of Pairs and returns it with captions, scores or rejects filled in.
 The base class owns everything that is the same for every stage: it skips records that an
-earlier stage rejected, counts what it saw, kept and rejected (by reason), times itself,
-and checks its declared needs (packages, GPU) when it is built, not half way through a
-job. A subclass only answers its own question.
+earlier stage rejected, isolates a record that makes it fail, times itself, and checks its
+declared needs (packages, GPU) when it is built, not half way through a job. What it saw,
+kept and rejected is counted from the records themselves, once per shard, by the runner.
+A subclass only answers its own question.
 
 Two kinds of stage:
 
@@ -77,6 +78,8 @@ def register(cls: type[Stage]) -> type[Stage]:
 
 @dataclass
 class StageCounters:
+    """One stage's counts, as the done markers hold them and the run's stats add them up."""
+
     seen: int = 0
     kept: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -106,7 +109,9 @@ class Stage(ABC):
     requires: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def __init__(self) -> None:
-        self.counters = StageCounters()
+        # Only time is kept here: what a stage saw, kept and rejected follows from where each
+        # record ended, and is counted once, per shard (runners.shards.ShardCounts).
+        self.seconds = 0.0
         self._ready = False
         self.stop_after_failures = DEFAULT_STOP_AFTER_FAILURES  # the recipe sets its own
         self._succeeded = False  # has any record ever passed through without an error?
@@ -147,7 +152,11 @@ class Stage(ABC):
                 raise StageError(f"stage '{self.name}' needs a GPU and none is visible (CUDA unavailable)")
 
     def __call__(self, batch: list[Pair]) -> list[Pair]:
-        return self._run(batch, self.process)
+        """Run the stage over ``batch``, in runs of its own ``batch_size`` (whatever size of
+        batch the runner reads in, a model sees the batches it was tuned for)."""
+        for start in range(0, len(batch), self.batch_size):
+            self._run(batch[start : start + self.batch_size], self.process)
+        return batch
 
     def _run(self, batch: list[Pair], work: Callable[[list[Pair]], None]) -> list[Pair]:
         if not self._ready:
@@ -168,13 +177,7 @@ class Stage(ABC):
                     pair.captions, pair.scores, pair.meta, pair.image, pair.image_ext = captions, scores, meta, image, ext
                     pair.reject = None
                 self._isolate_failure(live, work)
-        self.counters.seconds += time.perf_counter() - start
-        self.counters.seen += len(live)
-        for p in live:
-            if p.reject is None:
-                self.counters.kept += 1
-            else:
-                self.counters.rejected[p.reject.key] += 1
+        self.seconds += time.perf_counter() - start
         return batch
 
     def _isolate_failure(self, live: list[Pair], work: Callable[[list[Pair]], None]) -> None:
@@ -207,8 +210,9 @@ class Stage(ABC):
                 "(finished shards are kept; --stop-after-failures 0 rejects such records instead)"
             ) from exc
 
-    def reset_counters(self) -> StageCounters:
-        done, self.counters = self.counters, StageCounters()
+    def take_seconds(self) -> float:
+        """The time spent since the last call (a runner reads it once per shard)."""
+        done, self.seconds = self.seconds, 0.0
         return done
 
 
