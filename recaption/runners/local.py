@@ -106,6 +106,7 @@ def run_shard(ctx: WorkerContext, seg_index: int, shard_dict: dict[str, Any]) ->
     timed = seg.stages + ([seg.entry] if seg.entry else [])
     for stage in timed:
         stage.take_seconds()  # what an earlier shard left
+        stage.take_metrics()
     batch_size = max([s.batch_size for s in seg.stages] or [64])
     sink = ShardSink(layout, seg, last, shard, ctx.writer, ctx.recipe, ctx.n_shards)
     with sink.open():
@@ -120,7 +121,7 @@ def run_shard(ctx: WorkerContext, seg_index: int, shard_dict: dict[str, Any]) ->
             if ctx.progress is not None:
                 ctx.progress.put(len(batch))
 
-    return sink.finish({s.name: s.take_seconds() for s in timed}, time.perf_counter() - start)
+    return sink.finish({s.name: s.take_seconds() for s in timed}, time.perf_counter() - start, {s.name: s.take_metrics() for s in timed})
 
 
 class LocalRunner:

@@ -98,6 +98,9 @@ class Carried:
 
     pair: Pair
     seconds: dict[int, float] = field(default_factory=dict)  # that stage order -> its share of the batch time
+    # What a stage counted of its own over a batch rides on the batch's first record: exact over
+    # the run, and per shard as near as batches that span two shards allow.
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 def first_stage_position(seg: Segment) -> int:
@@ -133,10 +136,16 @@ def _run_stage(position: int, items: list[Carried], work: Callable[[list[Pair]],
     if not live:
         return
     stage.take_seconds()
+    stage.take_metrics()
     work([it.pair for it in live])
     share = stage.take_seconds() / len(live)
     for it in live:
         it.seconds[position] = it.seconds.get(position, 0.0) + share
+    found = stage.take_metrics()
+    if found:
+        mine = live[0].metrics.setdefault(position, {})
+        for name, value in found.items():
+            mine[name] = mine.get(name, 0) + value
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -266,13 +275,17 @@ def commit_shard(settings: dict[str, Any], recipe_json: str, output: str, seg_in
     writer = output_writer(settings, layout) if last else None
     sink = ShardSink(layout, seg, last, shard, writer, _recipe(recipe_json), n_shards)
     seconds = dict.fromkeys(order, 0.0)
+    metrics: dict[str, dict[str, float]] = {name: {} for name in order}
     folder = Path(parts) / shard.name
     with sink.open():
         for it in _merged_parts(folder):
             for position, spent in it.seconds.items():
                 seconds[order[position]] += spent
+            for position, found in it.metrics.items():
+                for name, value in found.items():
+                    metrics[order[position]][name] = metrics[order[position]].get(name, 0) + value
             sink.put(it.pair)
-    marker = sink.finish(seconds, sum(seconds.values()) + time.perf_counter() - start)
+    marker = sink.finish(seconds, sum(seconds.values()) + time.perf_counter() - start, metrics)
     shutil.rmtree(folder, ignore_errors=True)
     return marker
 

@@ -229,6 +229,7 @@ class ShardCounts:
         self.passed = 0
         self.rejected: Counter[tuple[int, str]] = Counter()
         self.seconds = dict.fromkeys(order, 0.0)
+        self.metrics: dict[str, Counter[str]] = {name: Counter() for name in order}
 
     def add(self, pair: Pair) -> None:
         at = self.position.get(pair.reject.stage) if pair.reject is not None else None
@@ -243,6 +244,8 @@ class ShardCounts:
             here = {key: n for (at, key), n in self.rejected.items() if at == i}
             beyond = self.passed + sum(n for (at, _), n in self.rejected.items() if at > i)
             out[name] = {"seen": beyond + sum(here.values()), "kept": beyond, "rejected": here, "seconds": self.seconds[name]}
+            if self.metrics[name]:
+                out[name]["metrics"] = dict(self.metrics[name])
         return out
 
 
@@ -302,11 +305,14 @@ class ShardSink:
             self.sampler.kept(pair)
         self.n_out += 1
 
-    def finish(self, stage_seconds: dict[str, float], seconds: float) -> dict[str, Any]:
-        """The shard's files, then its done marker; ``stage_seconds``: each stage's time on it."""
+    def finish(self, stage_seconds: dict[str, float], seconds: float, stage_metrics: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+        """The shard's files, then its done marker; ``stage_seconds`` and ``stage_metrics``: each
+        stage's time on it and what it counted of its own."""
         n_in = self.n_in
         for name, spent in stage_seconds.items():
             self.counts.seconds[name] = self.counts.seconds.get(name, 0.0) + spent
+        for name, found in (stage_metrics or {}).items():
+            self.counts.metrics.setdefault(name, Counter()).update(found)
         stage_counts = self.counts.to_dict()
         seg, layout = self.seg, self.layout
         write_jsonl(layout.rejects_file(seg.index, self.shard.name, seg.entry), self.rejects)

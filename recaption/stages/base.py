@@ -84,15 +84,20 @@ class StageCounters:
     kept: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    metrics: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seen": self.seen, "kept": self.kept, "rejected": dict(self.rejected), "seconds": self.seconds}
+        out = {"seen": self.seen, "kept": self.kept, "rejected": dict(self.rejected), "seconds": self.seconds}
+        if self.metrics:
+            out["metrics"] = dict(self.metrics)
+        return out
 
     def add(self, other: dict[str, Any]) -> None:
         self.seen += other["seen"]
         self.kept += other["kept"]
         self.rejected.update(other["rejected"])
         self.seconds += other["seconds"]
+        self.metrics.update(other.get("metrics", {}))
 
 
 class Stage(ABC):
@@ -112,6 +117,7 @@ class Stage(ABC):
         # Only time is kept here: what a stage saw, kept and rejected follows from where each
         # record ended, and is counted once, per shard (runners.shards.ShardCounts).
         self.seconds = 0.0
+        self.metrics: Counter[str] = Counter()  # what the stage counts of its own (``stat``)
         self._ready = False
         self.stop_after_failures = DEFAULT_STOP_AFTER_FAILURES  # the recipe sets its own
         self._succeeded = False  # has any record ever passed through without an error?
@@ -213,6 +219,15 @@ class Stage(ABC):
     def take_seconds(self) -> float:
         """The time spent since the last call (a runner reads it once per shard)."""
         done, self.seconds = self.seconds, 0.0
+        return done
+
+    def stat(self, name: str, value: int | float = 1) -> None:
+        """Count something of the stage's own (captions edited, alt-texts contradicted...): it
+        is summed per shard into the done marker and over the run into stats.json and the report."""
+        self.metrics[name] += value
+
+    def take_metrics(self) -> dict[str, int | float]:
+        done, self.metrics = dict(self.metrics), Counter()
         return done
 
 

@@ -105,6 +105,7 @@ class ComposeCaption(Stage):
                 pair.meta["alt_context"] = parts.context
             if not parts.names_content:
                 cap.selected = False
+                self.stat("alt_text_only_context")
 
     def process(self, batch: list[Pair]) -> None:
         self._set_context_aside(batch)
@@ -113,6 +114,7 @@ class ComposeCaption(Stage):
             for cap in pair.captions:  # "Image!" is never a training caption
                 if cap.selected and says_nothing(cap.text):
                     cap.selected = False
+                    self.stat("content_free_unselected")
             if self.no_evidence == "reject" and not wrote and not any(c.selected for c in pair.captions):
                 left = [n["left"] for n in (pair.meta.get("cleaning") or {}).get("nothing_left", []) if n.get("left")]
                 left += pair.meta.get("alt_context", [])
@@ -133,6 +135,7 @@ class ComposeCaption(Stage):
             if made.contradicted:  # the classifier is sure the alt-text names what is not there
                 pair.meta["alt_contradicted"] = made.contradicted
                 if parent is not None:
+                    self.stat("alt_text_contradicted")
                     pair.captions[parent].selected = False
                     parent = None
             if not made.says_anything:

@@ -103,7 +103,9 @@ class TokenBudget(Stage):
                     continue
                 fitted = fit_to_budget(cap.text, count, self.max_tokens)
                 if not fitted:
+                    self.stat("selected_over_budget")  # nothing shorter keeps a whole word: left as it is
                     continue
+                self.stat("captions_fitted")
                 pair.captions.append(cap.edited(fitted, index, {"clip_tokens": count(fitted)}, fit_to_tokens=self.max_tokens))
 
 
@@ -152,5 +154,8 @@ class SensitiveCheck(Stage):
             cap.scores["sensitive_removed"] = sum(len(v) for v in result.removed.values())
             if not result.changed or not result.text:
                 continue
+            self.stat("captions_edited")
+            for category, removed in result.removed.items():
+                self.stat(f"removed_{category}", len(removed))
             params = {"names_model": self.entities.model_hash} if "names" in result.removed and self.entities else {}
             pair.captions.append(cap.edited(result.text, index, {"sensitive_removed": 0}, sensitive_removed=result.removed, **params))

@@ -97,3 +97,27 @@ def test_a_stage_error_rejects_only_the_record_that_caused_it():
     assert "ValueError: cannot handle this one" in pairs[1].reject.detail
     assert pairs[0].scores == {"seen": 1} and pairs[2].scores == {"seen": 1}
     assert pairs[0].captions == ["partial"] and pairs[2].captions == ["partial"]
+
+
+def test_a_stage_counts_what_it_likes_and_the_run_adds_it_up(tmp_path):
+    from recaption.cli import main
+    from tests.conftest import make_pairs_dataset
+
+    class Counting(Stage):
+        name = "counting"
+
+        def process(self, batch):
+            for pair in batch:
+                self.stat("looked_at")
+                self.stat("text_chars", len(pair.texts[0]) if pair.texts else 0)
+
+    stage = Counting()
+    stage([Pair("a", None, texts=["abc"]), Pair("b", None, texts=["de"])])
+    assert stage.take_metrics() == {"looked_at": 2, "text_chars": 5} and stage.take_metrics() == {}
+    # Through a real run: sensitive_check and token_budget count their edits into stats.json.
+    data = make_pairs_dataset(tmp_path / "in", 3, texts=["a smiling blonde woman " + "with a red umbrella and a very long coat. " * 15])
+    assert main(["run", str(data), str(tmp_path / "out"), "--no-progress", "--recipe", "clean", "--workers", "2", "--shard-size", "1"]) == 0
+    stats = __import__("json").loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["stages"]["sensitive_check"]["metrics"]["captions_edited"] == 3
+    assert stats["stages"]["token_budget"]["metrics"]["captions_fitted"] == 3
+    assert "captions edited 3" in (tmp_path / "out" / "report.html").read_text()
