@@ -56,74 +56,91 @@ def export(pairs: list[Pair], output: Path, fmt: str, policy: CaptionPolicy, sha
         raise ValueError(f"--to must be one of {FORMATS}")
     output.mkdir(parents=True, exist_ok=True)
     skipped: list[dict] = []
-    written = 0
     samples = _samples(pairs, policy, skipped)
     if fmt == "open_clip":
-        tar = None
-        sizes: dict[str, int] = {}  # open_clip's --train-num-samples comes from sizes.json
-        for n, (pair, data, ext, text) in enumerate(samples):
-            if n % shard_size == 0:
-                if tar is not None:
-                    tar.close()
-                name = f"{n // shard_size:05d}.tar"
-                tar = tarfile.open(output / name, "w")
-                sizes[name] = 0
-            sizes[name] += 1
-            key = f"{n:09d}"
-            _add(tar, f"{key}.{ext}", data)
-            _add(tar, f"{key}.txt", text.encode())
-            _add(tar, f"{key}.json", json.dumps({"image_id": pair.image_id, "caption": text}).encode())
-            written += 1
-        if tar is not None:
-            tar.close()
-        (output / "sizes.json").write_text(json.dumps(sizes, indent=1) + "\n")
-    elif fmt in ("llava", "diffusers", "open_clip_csv"):
-        folder = output / ("train" if fmt == "diffusers" else "images")
-        folder.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for n, (pair, data, ext, text) in enumerate(samples):
-            name = f"{n:09d}.{ext}"
-            source = Path(pair.image) if isinstance(pair.image, str) else None
-            if source is not None and source.is_file():
-                shutil.copyfile(source, folder / name)
-            else:
-                (folder / name).write_bytes(data)
-            if fmt == "llava":
-                rows.append({"id": pair.image_id, "image": name, "conversations": [{"from": "human", "value": LLAVA_PROMPT}, {"from": "gpt", "value": text}]})
-            elif fmt == "open_clip_csv":
-                rows.append({"filepath": str((folder / name).resolve()), "title": text})
-            else:
-                rows.append({"file_name": name, "text": text, "image_id": pair.image_id})
-            written += 1
-        if fmt == "llava":
-            (output / "llava.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
-        elif fmt == "open_clip_csv":
-            # open_clip's CsvDataset reads it with pandas, sep="\t"; quoting keeps any caption whole.
-            with open(output / "train.csv", "w", encoding="utf-8", newline="") as fh:
-                writer = csv.writer(fh, delimiter="\t")
-                writer.writerow(["filepath", "title"])
-                writer.writerows([row["filepath"], row["title"]] for row in rows)
-        else:
-            with open(folder / "metadata.jsonl", "w", encoding="utf-8") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        written = _open_clip_shards(samples, output, shard_size)
+    elif fmt == "hf":
+        written = _hf_parquet(samples, output, shard_size)
     else:
-        import pyarrow as pa  # noqa: PLC0415
-        import pyarrow.parquet as pq  # noqa: PLC0415
-
-        from recaption.io.parquet import IMAGE_STRUCT, with_hf_features  # noqa: PLC0415
-
-        schema = with_hf_features(pa.schema([("image", IMAGE_STRUCT), ("text", pa.string()), ("image_id", pa.string())]))
-        data_dir = output / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        rows = [{"image": {"bytes": data, "path": f"{pair.image_id}.{ext}"}, "text": text, "image_id": pair.image_id} for pair, data, ext, text in samples]
-        parts = -(-len(rows) // shard_size)
-        for part in range(parts):
-            chunk = rows[part * shard_size : (part + 1) * shard_size]
-            pq.write_table(pa.Table.from_pylist(chunk, schema=schema), data_dir / f"train-{part:05d}-of-{parts:05d}.parquet")
-        written = len(rows)
+        written = _image_folder(samples, output, fmt)
     if skipped:
         with open(output / "skipped.jsonl", "w", encoding="utf-8") as fh:
             for row in skipped:
                 fh.write(json.dumps(row) + "\n")
     return {"format": fmt, "written": written, "skipped": len(skipped), "policy": policy.__dict__}
+
+
+def _open_clip_shards(samples: Iterator[tuple[Pair, bytes, str, str]], output: Path, shard_size: int) -> int:
+    """WebDataset shards open_clip trains from, and sizes.json (its --train-num-samples)."""
+    tar = None
+    sizes: dict[str, int] = {}
+    written = 0
+    for n, (pair, data, ext, text) in enumerate(samples):
+        if n % shard_size == 0:
+            if tar is not None:
+                tar.close()
+            name = f"{n // shard_size:05d}.tar"
+            tar = tarfile.open(output / name, "w")
+            sizes[name] = 0
+        sizes[name] += 1
+        key = f"{n:09d}"
+        _add(tar, f"{key}.{ext}", data)
+        _add(tar, f"{key}.txt", text.encode())
+        _add(tar, f"{key}.json", json.dumps({"image_id": pair.image_id, "caption": text}).encode())
+        written += 1
+    if tar is not None:
+        tar.close()
+    (output / "sizes.json").write_text(json.dumps(sizes, indent=1) + "\n")
+    return written
+
+
+def _image_folder(samples: Iterator[tuple[Pair, bytes, str, str]], output: Path, fmt: str) -> int:
+    """The layouts that are a folder of images and one index: LLaVA's JSON, diffusers'
+    metadata.jsonl, open_clip's tab-separated CSV."""
+    folder = output / ("train" if fmt == "diffusers" else "images")
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n, (pair, data, ext, text) in enumerate(samples):
+        name = f"{n:09d}.{ext}"
+        source = Path(pair.image) if isinstance(pair.image, str) else None
+        if source is not None and source.is_file():
+            shutil.copyfile(source, folder / name)
+        else:
+            (folder / name).write_bytes(data)
+        if fmt == "llava":
+            rows.append({"id": pair.image_id, "image": name, "conversations": [{"from": "human", "value": LLAVA_PROMPT}, {"from": "gpt", "value": text}]})
+        elif fmt == "open_clip_csv":
+            rows.append({"filepath": str((folder / name).resolve()), "title": text})
+        else:
+            rows.append({"file_name": name, "text": text, "image_id": pair.image_id})
+    if fmt == "llava":
+        (output / "llava.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    elif fmt == "open_clip_csv":
+        # open_clip's CsvDataset reads it with pandas, sep="\t"; quoting keeps any caption whole.
+        with open(output / "train.csv", "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, delimiter="\t")
+            writer.writerow(["filepath", "title"])
+            writer.writerows([row["filepath"], row["title"]] for row in rows)
+    else:
+        with open(folder / "metadata.jsonl", "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return len(rows)
+
+
+def _hf_parquet(samples: Iterator[tuple[Pair, bytes, str, str]], output: Path, shard_size: int) -> int:
+    """Parquet with the datasets Image feature, train-NNNNN-of-MMMMM files."""
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    from recaption.io.parquet import IMAGE_STRUCT, with_hf_features  # noqa: PLC0415
+
+    schema = with_hf_features(pa.schema([("image", IMAGE_STRUCT), ("text", pa.string()), ("image_id", pa.string())]))
+    data_dir = output / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"image": {"bytes": data, "path": f"{pair.image_id}.{ext}"}, "text": text, "image_id": pair.image_id} for pair, data, ext, text in samples]
+    parts = -(-len(rows) // shard_size)
+    for part in range(parts):
+        chunk = rows[part * shard_size : (part + 1) * shard_size]
+        pq.write_table(pa.Table.from_pylist(chunk, schema=schema), data_dir / f"train-{part:05d}-of-{parts:05d}.parquet")
+    return len(rows)

@@ -161,12 +161,48 @@ class ImageCheck(Stage):
         for pair in batch:
             self._check_one(pair)
 
-    # One function per outcome would scatter the order of checks; keep it readable top-down.
+    # The checks in the order they run: read, decode, standardise, shape, describe, write.
     def _check_one(self, pair: Pair) -> None:
         data = self._read_bytes(pair)
         if data is None:
             return
-        scores: dict[str, Any] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        decoded = self._decode(pair, data)
+        if decoded is None:
+            return
+        img, fmt, size, orientation, passes_through = decoded
+        rewritten: list[str] = []
+        original_mode = img.mode
+        rgb = self._standardise(pair, img, orientation, rewritten)
+        if rgb is None:
+            return
+        w, h = size if passes_through else rgb.size  # a drafted JPEG's pixels are 1/8 scale; upright otherwise
+        scores: dict[str, Any] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "width": w, "height": h}
+        pair.meta.update({"image_format": fmt, "image_mode": original_mode})
+        if getattr(img, "n_frames", 1) > 1:
+            pair.meta["image_frames"] = img.n_frames
+        if not self._shape_ok(pair, w, h, scores):
+            return
+        if self.resize != "none":
+            resized = _resize(rgb, self.resize, self.size, self.resize_only_if_bigger, self.border_color)  # type: ignore[arg-type]
+            if resized.size != rgb.size:
+                rewritten.append(f"resize_{self.resize}")
+                rgb = resized
+                scores.update({"width": rgb.size[0], "height": rgb.size[1]})
+        if fmt not in PASS_THROUGH_FORMATS or fmt not in self.keep_formats:
+            rewritten.append(f"format_{fmt}")
+        pair.scores.update(scores)
+        pair.scores.update(self._describe(rgb))
+        if rewritten:
+            buf = io.BytesIO()
+            rgb.save(buf, "JPEG", quality=self.jpeg_quality)
+            pair.image, pair.image_ext = buf.getvalue(), "jpg"
+            pair.meta["image_rewritten"] = rewritten
+        elif isinstance(pair.image, (bytes, bytearray)):
+            pair.image_ext = PASS_THROUGH_FORMATS[fmt]
+
+    def _decode(self, pair: Pair, data: bytes) -> tuple[Image.Image, str, tuple[int, int], int, bool] | None:
+        """(image, format, size, EXIF orientation, passes through untouched), fully decoded (at
+        1/8 scale for a JPEG that will not be re-encoded); None where the pair is rejected."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -175,10 +211,10 @@ class ImageCheck(Stage):
                 w, h = img.size
                 if w * h > self.max_pixels:
                     pair.reject_with(self.name, "decompression_bomb", f"{w}x{h} = {w * h} pixels > {self.max_pixels}")
-                    return
+                    return None
                 if w == 0 or h == 0:
                     pair.reject_with(self.name, "empty_image", f"{w}x{h}")
-                    return
+                    return None
                 orientation = _orientation(img)
                 passes_through = fmt == "JPEG" and img.mode == "RGB" and orientation == 1 and self.resize == "none"
                 if passes_through:
@@ -190,16 +226,18 @@ class ImageCheck(Stage):
                 img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             pair.reject_with(self.name, "decompression_bomb", str(exc)[:200])
-            return
+            return None
         except UnidentifiedImageError:
             pair.reject_with(self.name, "not_an_image", f"{len(data)} bytes that no image decoder recognises")
-            return
+            return None
         except (OSError, SyntaxError, ValueError) as exc:  # PIL signals truncation as OSError
             reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
             pair.reject_with(self.name, reason, str(exc)[:200])
-            return
+            return None
+        return img, fmt, (w, h), orientation, passes_through
 
-        rewritten: list[str] = []
+    def _standardise(self, pair: Pair, img: Image.Image, orientation: int, rewritten: list[str]) -> Image.Image | None:
+        """Upright 8-bit RGB (alpha on ``background``); what changed goes into ``rewritten``."""
         if orientation != 1:
             img = ImageOps.exif_transpose(img)
             rewritten.append(f"exif_orientation_{orientation}")
@@ -208,46 +246,32 @@ class ImageCheck(Stage):
             rgb = to_rgb(img, self.background)  # type: ignore[arg-type]
         except (OSError, ValueError) as exc:
             pair.reject_with(self.name, "unsupported_mode", f"mode {original_mode}: {exc}"[:200])
-            return
+            return None
         if original_mode != "RGB":
             rewritten.append(f"mode_{original_mode}")
-        if not passes_through:
-            w, h = rgb.size  # upright, as written
-        scores.update({"width": w, "height": h})
-        pair.meta.update({"image_format": fmt, "image_mode": original_mode})
-        if getattr(img, "n_frames", 1) > 1:
-            pair.meta["image_frames"] = img.n_frames
+        return rgb
+
+    def _shape_ok(self, pair: Pair, w: int, h: int, scores: dict[str, Any]) -> bool:
+        """The size and aspect checks; a refused pair keeps the scores made so far."""
         if min(w, h) < self.min_side:
             pair.scores.update(scores)
             pair.reject_with(self.name, "too_small", f"{w}x{h}, min side {self.min_side}")
-            return
+            return False
         aspect = max(w, h) / min(w, h)
         scores["aspect_ratio"] = round(aspect, 4)
         if aspect > self.max_aspect_ratio:
             pair.scores.update(scores)
             pair.reject_with(self.name, "aspect_ratio", f"{w}x{h}, ratio {aspect:.2f} > {self.max_aspect_ratio}")
-            return
-        if self.resize != "none":
-            resized = _resize(rgb, self.resize, self.size, self.resize_only_if_bigger, self.border_color)  # type: ignore[arg-type]
-            if resized.size != rgb.size:
-                rewritten.append(f"resize_{self.resize}")
-                rgb = resized
-                scores.update({"width": rgb.size[0], "height": rgb.size[1]})
-        if fmt not in PASS_THROUGH_FORMATS or fmt not in self.keep_formats:
-            rewritten.append(f"format_{fmt}")
+            return False
+        return True
+
+    def _describe(self, rgb: Image.Image) -> dict[str, Any]:
+        """What the caption writer and dedup read of the image: its look, flat share and hash."""
         small = thumbnail32(rgb)
-        scores.update(look_scores(small))
-        scores["flat_share"] = flat_share(rgb)
+        found: dict[str, Any] = {**look_scores(small), "flat_share": flat_share(rgb)}
         if self.phash:
-            scores["phash"] = perceptual_hash(rgb, small)
-        pair.scores.update(scores)
-        if rewritten:
-            buf = io.BytesIO()
-            rgb.save(buf, "JPEG", quality=self.jpeg_quality)
-            pair.image, pair.image_ext = buf.getvalue(), "jpg"
-            pair.meta["image_rewritten"] = rewritten
-        elif isinstance(pair.image, (bytes, bytearray)):
-            pair.image_ext = PASS_THROUGH_FORMATS[fmt]
+            found["phash"] = perceptual_hash(rgb, small)
+        return found
 
     def _read_bytes(self, pair: Pair) -> bytes | None:
         src = pair.image
