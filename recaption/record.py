@@ -95,6 +95,29 @@ class Pair:
         for i, cap in enumerate(self.captions):
             cap.selected = i == index
 
+    # -- what stages derived, and with which model ----------------------------------------
+    # Stored in ``meta`` (``tags``, ``scored_by``) so that every format carries them; stages and
+    # readers go through these accessors, never through the dicts.
+    def set_tags(self, tagger: str, model_hash: str, value: Any) -> None:
+        """What tagger ``tagger`` (a stage name) saw, with the hash of the model that saw it."""
+        self.meta.setdefault("tags", {})[tagger] = {"model": model_hash, "value": value}
+
+    def tags(self, tagger: str) -> Any:
+        """What ``tagger`` stored, or [] where it did not run."""
+        found = (self.meta.get("tags") or {}).get(tagger)
+        return (found.get("value") if isinstance(found, dict) else None) or []
+
+    def tag_models(self) -> list[str]:
+        """The hashes of every model whose tags the pair holds."""
+        return sorted({v["model"] for v in (self.meta.get("tags") or {}).values() if isinstance(v, dict) and "model" in v})
+
+    def scored_by(self, scorer: str) -> dict[str, Any]:
+        """What made the scores ``scorer`` stored (model hash, scale), or {}."""
+        return (self.meta.get("scored_by") or {}).get(scorer) or {}
+
+    def set_scored_by(self, scorer: str, provenance: dict[str, Any]) -> None:
+        self.meta.setdefault("scored_by", {})[scorer] = provenance
+
     def current(self) -> list[int]:
         """Indices of the captions no edit has replaced (an edit is a child of the same source)."""
         caps = self.captions

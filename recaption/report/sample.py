@@ -20,7 +20,6 @@ from PIL import Image
 from recaption.imaging import ImageFileError, read_image_file
 from recaption.limits import MAX_IMAGE_BYTES
 from recaption.record import Pair
-from recaption.stages.tags import tag_values
 
 THUMB_SIDE = 160
 # Scores in [0, 1] that filters threshold: the report shows what each threshold would keep.
@@ -74,8 +73,8 @@ def _pair_view(pair: Pair) -> dict[str, Any]:
         "fitted": bool(selected and "fit_to_tokens" in selected.params),
         "size": [pair.scores.get("width"), pair.scores.get("height")],
         "text_dup_count": pair.scores.get("text_dup_count"),
-        "tags": [t["label"] for t in tag_values(pair, "classify")][:3],
-        "ocr": [shown(t["text"], 120) for t in tag_values(pair, "ocr")][:4],
+        "tags": [t["label"] for t in pair.tags("classify")][:3],
+        "ocr": [shown(t["text"], 120) for t in pair.tags("ocr")][:4],
         "nsfw": pair.scores.get("nsfw"),
     }
 

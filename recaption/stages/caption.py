@@ -9,7 +9,6 @@ from dataclasses import asdict
 from recaption.imaging import decode_for_model
 from recaption.record import Caption, Pair
 from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, SystematicFailure, register
-from recaption.stages.tags import tag_values
 from recaption.stages.text import SensitiveCheck
 from recaption.text.alt_context import split_alt_texts
 from recaption.text.clean import says_nothing
@@ -26,8 +25,8 @@ def evidence_of(pair: Pair) -> Evidence:
     alt = pair.captions[i].text if i is not None else ""
     return Evidence(
         alt_text=alt,
-        labels=[Label(t["label"], t["noun"], float(t["p"]), t.get("kind", ""), t.get("class")) for t in tag_values(pair, "classify")],
-        ocr=[t["text"] for t in tag_values(pair, "ocr")],
+        labels=[Label(t["label"], t["noun"], float(t["p"]), t.get("kind", ""), t.get("class")) for t in pair.tags("classify")],
+        ocr=[t["text"] for t in pair.tags("ocr")],
         colourfulness=pair.scores.get("colourfulness"),
         white_border=pair.scores.get("white_border"),
         faces=int(pair.scores.get("faces") or 0),
@@ -128,7 +127,7 @@ class ComposeCaption(Stage):
             return False
         pair.scores["tag_agreement"] = tag_agreement(ev)
         parent = pair.selected_alt_index()
-        models = sorted({v["model"] for v in (pair.meta.get("tags") or {}).values() if isinstance(v, dict) and "model" in v})
+        models = pair.tag_models()
         for variant in self.variants:
             max_tags, max_tokens, ocr_words = self.limits[variant]
             made = compose(ev, self.count, max_tokens, max_tags, ocr_words, self.confident, self.hedge_min, self.parser)

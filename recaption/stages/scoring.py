@@ -34,10 +34,6 @@ def references_of(pair: Pair) -> list[str]:
     return [r for r in pair.meta.get("references") or [] if isinstance(r, str)]
 
 
-def scored_by(pair: Pair, scorer: str) -> dict:
-    return (pair.meta.get("scored_by") or {}).get(scorer) or {}
-
-
 @register
 class ClipScore(Stage):
     """Score every caption against its image with a CLIP-like model; cache image embeddings."""
@@ -84,7 +80,7 @@ class ClipScore(Stage):
         provenance = {"model": self.scorer.model_hash, "scale": self.scale, "decode": f"min_side {self.decode_side}"}
         todo = []
         for pair in batch:
-            same = scored_by(pair, self.name) == provenance
+            same = pair.scored_by(self.name) == provenance
             captions = [c for c in pair.captions if not (same and "clip_score" in c.scores)]
             if captions:
                 todo.append((pair, captions))
@@ -113,4 +109,4 @@ class ClipScore(Stage):
                     clip_term = cap.scores["clip_score"]
                     total = clip_term + ref_term
                     cap.scores["refclip_score"] = round(2 * clip_term * ref_term / total, 4) if total > 0 else 0.0
-            pair.meta.setdefault("scored_by", {})[self.name] = provenance
+            pair.set_scored_by(self.name, provenance)

@@ -1,28 +1,17 @@
 """Tagging stages: what offline models see in the image, stored for captions and filters.
 
 Each tagger decodes the image at the size its model needs (JPEGs at a reduced DCT scale),
-runs batched, and stores its tags under ``pair.meta["tags"][NAME]`` together with the hash
+runs batched, and stores its tags with ``pair.set_tags(NAME, ...)`` (``meta["tags"][NAME]``) together with the hash
 of the model and preprocessing that made them ("score once, decide many times").
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from PIL import Image
 
 from recaption.imaging import decode_for_model
 from recaption.record import Pair
 from recaption.stages.base import Filter, Needs, Stage, StageError, register
-
-
-def store_tags(pair: Pair, tagger: str, model_hash: str, value: Any) -> None:
-    pair.meta.setdefault("tags", {})[tagger] = {"model": model_hash, "value": value}
-
-
-def tag_values(pair: Pair, tagger: str) -> list[dict[str, Any]]:
-    """What ``tagger`` stored on the pair, or [] when it did not run."""
-    return (pair.meta.get("tags") or {}).get(tagger, {}).get("value") or []
 
 
 @register
@@ -80,7 +69,7 @@ class Classify(Stage):
                 for i in top
                 if p[i] >= self.min_prob
             ]
-            store_tags(pair, self.name, self.model.model_hash, tags)
+            pair.set_tags(self.name, self.model.model_hash, tags)
             pair.scores["imagenet_top1_p"] = round(float(p[top[0]]), 4)
 
 
@@ -120,7 +109,7 @@ class Ocr(Stage):
                 image.thumbnail((self.max_side, self.max_side), Image.Resampling.BILINEAR)
             lines = [line for line in self.reader.read(image) if line.confidence >= self.min_confidence]
             area = image.size[0] * image.size[1]
-            store_tags(pair, self.name, self.reader.model_hash, [
+            pair.set_tags(self.name, self.reader.model_hash, [
                 {"text": line.text, "confidence": round(line.confidence, 4), "box": [[round(x) for x in p] for p in line.box]}
                 for line in lines
             ])
@@ -152,7 +141,7 @@ class Nsfw(Stage):
     def process(self, batch: list[Pair]) -> None:
         for pair, image in zip(*decode_for_model(batch, 320, self.name)):
             result = self.detector.detect(image)
-            store_tags(pair, self.name, self.detector.model_hash, result.detections)
+            pair.set_tags(self.name, self.detector.model_hash, result.detections)
             pair.scores["nsfw"] = round(result.nsfw, 4)
             pair.scores["faces"] = result.faces
 
