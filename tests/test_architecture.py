@@ -1,0 +1,56 @@
+"""ARCHITECTURE.md's examples of adding a stage, an input format, a VLM family and a metric
+are code: each block runs here, registers itself, and works; then the registries are put back."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from recaption.eval.evaluate import COLUMNS, METRIC_FAMILIES, EvalSettings, evaluate
+from recaption.io import open_reader
+from recaption.io.base import READERS, ReaderOptions
+from recaption.models.vlm import FAMILIES, family_of
+from recaption.record import Caption, Pair
+from recaption.stages.base import STAGES
+
+MAP = Path(__file__).resolve().parents[1] / "ARCHITECTURE.md"
+
+
+def blocks() -> list[str]:
+    text = MAP.read_text(encoding="utf-8")
+    section = text[text.index("## Adding a piece") :]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+@pytest.fixture
+def registries():
+    saved = (dict(STAGES), dict(READERS), dict(FAMILIES), list(METRIC_FAMILIES), list(COLUMNS))
+    yield
+    STAGES.clear(), STAGES.update(saved[0])
+    READERS.clear(), READERS.update(saved[1])
+    FAMILIES.clear(), FAMILIES.update(saved[2])
+    METRIC_FAMILIES[:] = saved[3]
+    COLUMNS[:] = saved[4]
+
+
+def test_each_example_is_one_block_that_works(registries, tmp_path):
+    stage, reader, family, metric = blocks()
+    for code in (stage, reader, family, metric):
+        exec(compile(code, str(MAP), "exec"), {})  # noqa: S102 - our own documentation
+
+    narrow, wide = Pair("a", None), Pair("b", None)
+    narrow.scores["width"], wide.scores["width"] = 100, 900
+    STAGES["min_width"](min_width=256)([narrow, wide])
+    assert (narrow.reject.key, wide.reject) == ("min_width/too_narrow", None)
+
+    (tmp_path / "a.tsv").write_text("x.jpg\ta red car\ny.jpg\ta blue boat\n")
+    pairs = [p for r in [open_reader(tmp_path, "tsv", ReaderOptions())] for s in r.plan() for p in r.read(s)]
+    assert [(p.texts, Path(p.image).name) for p in pairs] == [(["a red car"], "x.jpg"), (["a blue boat"], "y.jpg")]
+
+    paligemma = family_of("paligemma")
+    assert not paligemma.chat and paligemma.format_prompt("describe", None) == "caption en"
+
+    COLUMNS.append(("chars", "characters"))
+    pair = Pair("p", None, texts=["abcd"], captions=[Caption("abcd", "alt-text", selected=True)])
+    result = evaluate([pair], EvalSettings(names=False, progress=False))
+    assert result.rows["alt-text"]["chars"] == 4.0
