@@ -131,62 +131,76 @@ def _pair_from_record(
     fallback_id: str,
     image_bytes: bytes | None,
 ) -> Pair:
+    """The Pair of a record; RecordProblem (made a reject by ``pair_from_record``) where it does not fit."""
     if not isinstance(record, dict):
-        return broken_pair(fallback_id, "wrong_type", f"a record must be an object, not {type(record).__name__}", origin)
-    id_key = first_present(record, options.id_field, ID_FIELDS)
-    if options.id_field and id_key is None:
-        return broken_pair(fallback_id, "missing_field", f"no field {options.id_field!r} (--id-field)", origin)
-    raw_id = record.get(id_key) if id_key else None
-    if raw_id is not None and not isinstance(raw_id, (str, int)):
-        return broken_pair(fallback_id, "wrong_type", f"{id_key} is a {type(raw_id).__name__}", origin)
+        raise RecordProblem("wrong_type", f"a record must be an object, not {type(record).__name__}")
+    image_id, id_key = _image_id_of(record, options, fallback_id)
     record = check_value(record)
-    image_id = str(raw_id) if raw_id not in (None, "") else fallback_id
-    if len(image_id) > MAX_ID_CHARS:
-        return broken_pair(fallback_id, "id_too_long", f"{id_key} has {len(image_id)} characters > {MAX_ID_CHARS}", origin)
-
-    text_key = first_present(record, options.text_field, TEXT_FIELDS)
-    if options.text_field and text_key is None:
-        return broken_pair(image_id, "missing_field", f"no field {options.text_field!r} (--text-field)", origin)
-    texts = texts_from(record.get(text_key)) if text_key else []
-    if isinstance(texts, str):
-        return broken_pair(image_id, "wrong_type", f"{text_key}: {texts}", origin)
-    if len(texts) > MAX_TEXTS:
-        return broken_pair(image_id, "too_many_texts", f"{text_key} holds {len(texts)} texts > {MAX_TEXTS}", origin)
-    longest = max(map(len, texts), default=0)
-    if longest > MAX_TEXT_CHARS:
-        return broken_pair(image_id, "text_too_long", f"{text_key} holds a text of {longest} characters > {MAX_TEXT_CHARS}", origin)
-
-    image: str | bytes | None = image_bytes
-    used = {id_key, text_key}
-    if image is None:
-        bytes_key = first_present(record, options.image_field, IMAGE_BYTES_FIELDS)
-        value = record.get(bytes_key) if bytes_key else None
-        struct_path = None
-        if isinstance(value, dict):  # Hugging Face datasets' Image feature: {"bytes", "path"}
-            struct_path = value.get("path") if isinstance(value.get("path"), str) else None
-            value = value.get("bytes") or struct_path
-        if isinstance(value, (bytes, bytearray)):
-            image, used = bytes(value), used | {bytes_key}
-        else:
-            path_key = first_present(record, options.image_field, IMAGE_PATH_FIELDS)
-            path_value = record.get(path_key) if path_key else (value if isinstance(value, str) else None)
-            if isinstance(path_value, dict) and path_key == bytes_key:  # a path-only Image struct under any name
-                path_value = struct_path
-            if path_value is not None and not isinstance(path_value, str):
-                return broken_pair(image_id, "wrong_type", f"{path_key} is a {type(path_value).__name__}", origin)
-            if path_value:
-                root = Path(options.image_root) if options.image_root else base_dir
-                image = str((root / path_value) if root and not Path(path_value).is_absolute() else Path(path_value))
-                used |= {path_key, bytes_key}
-            else:
-                url_key = first_present(record, None, URL_FIELDS)
-                if url_key and isinstance(record.get(url_key), str):
-                    image = record[url_key]
-
+    texts, text_key = _texts_of(record, options)
+    image, used = (image_bytes, set()) if image_bytes is not None else _image_of(record, options, base_dir)
     # A record recaption wrote keeps the origin it had when it first came in (intermediate
     # files between passes, or an earlier run's output, are not where it came from).
-    saved_origin = _nested(record, "origin", dict)
-    pair = Pair(image_id=image_id, image=image, texts=texts, origin=saved_origin or origin)
+    pair = Pair(image_id=image_id, image=image, texts=texts, origin=_nested(record, "origin", dict) or origin)
+    _take_own_fields(pair, record)
+    _carry_the_rest(pair, record, used | {id_key, text_key})
+    return pair
+
+
+def _image_id_of(record: dict[str, Any], options: ReaderOptions, fallback_id: str) -> tuple[str, str | None]:
+    id_key = first_present(record, options.id_field, ID_FIELDS)
+    if options.id_field and id_key is None:
+        raise RecordProblem("missing_field", f"no field {options.id_field!r} (--id-field)")
+    raw_id = record.get(id_key) if id_key else None
+    if raw_id is not None and not isinstance(raw_id, (str, int)):
+        raise RecordProblem("wrong_type", f"{id_key} is a {type(raw_id).__name__}")
+    image_id = str(raw_id) if raw_id not in (None, "") else fallback_id
+    if len(image_id) > MAX_ID_CHARS:
+        raise RecordProblem("id_too_long", f"{id_key} has {len(image_id)} characters > {MAX_ID_CHARS}")
+    return image_id, id_key
+
+
+def _texts_of(record: dict[str, Any], options: ReaderOptions) -> tuple[list[str], str | None]:
+    text_key = first_present(record, options.text_field, TEXT_FIELDS)
+    if options.text_field and text_key is None:
+        raise RecordProblem("missing_field", f"no field {options.text_field!r} (--text-field)")
+    texts = texts_from(record.get(text_key)) if text_key else []
+    if isinstance(texts, str):
+        raise RecordProblem("wrong_type", f"{text_key}: {texts}")
+    if len(texts) > MAX_TEXTS:
+        raise RecordProblem("too_many_texts", f"{text_key} holds {len(texts)} texts > {MAX_TEXTS}")
+    longest = max(map(len, texts), default=0)
+    if longest > MAX_TEXT_CHARS:
+        raise RecordProblem("text_too_long", f"{text_key} holds a text of {longest} characters > {MAX_TEXT_CHARS}")
+    return texts, text_key
+
+
+def _image_of(record: dict[str, Any], options: ReaderOptions, base_dir: Path | None) -> tuple[str | bytes | None, set[str | None]]:
+    """The image (bytes, a path resolved against the image root, or a URL) and the fields it came from."""
+    bytes_key = first_present(record, options.image_field, IMAGE_BYTES_FIELDS)
+    value = record.get(bytes_key) if bytes_key else None
+    struct_path = None
+    if isinstance(value, dict):  # Hugging Face datasets' Image feature: {"bytes", "path"}
+        struct_path = value.get("path") if isinstance(value.get("path"), str) else None
+        value = value.get("bytes") or struct_path
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value), {bytes_key}
+    path_key = first_present(record, options.image_field, IMAGE_PATH_FIELDS)
+    path_value = record.get(path_key) if path_key else (value if isinstance(value, str) else None)
+    if isinstance(path_value, dict) and path_key == bytes_key:  # a path-only Image struct under any name
+        path_value = struct_path
+    if path_value is not None and not isinstance(path_value, str):
+        raise RecordProblem("wrong_type", f"{path_key} is a {type(path_value).__name__}")
+    if path_value:
+        root = Path(options.image_root) if options.image_root else base_dir
+        return str((root / path_value) if root and not Path(path_value).is_absolute() else Path(path_value)), {path_key, bytes_key}
+    url_key = first_present(record, None, URL_FIELDS)
+    if url_key and isinstance(record.get(url_key), str):
+        return record[url_key], set()
+    return None, set()
+
+
+def _take_own_fields(pair: Pair, record: dict[str, Any]) -> None:
+    """What recaption itself wrote into a record: captions, scores, meta, image_ext, extras."""
     captions = _nested(record, "captions", list)
     if len(captions) > MAX_TEXTS:
         raise RecordProblem("too_many_texts", f"captions holds {len(captions)} captions > {MAX_TEXTS}")
@@ -202,12 +216,15 @@ def _pair_from_record(
     if isinstance(ext, str) and SAFE_EXT.fullmatch(ext.lower()):  # it travels into output file names
         pair.image_ext = ext.lower()
     pair.extras = _extras(record.get("extras"))
+
+
+def _carry_the_rest(pair: Pair, record: dict[str, Any], used: set[str | None]) -> None:
+    """Every other field of the record goes into meta, unchanged (bytes excepted)."""
     for key, value in record.items():
         if value is None and key in _IMAGE_FIELDS:  # an empty image column (ours: image_path beside bytes) says nothing
             continue
         if key not in used and key not in OWN_FIELDS and key not in pair.meta and not isinstance(value, (bytes, bytearray)):
             pair.meta[key] = value
-    return pair
 
 
 def record_from_sidecars(json_raw: bytes | None, txt_raw: bytes | None, where: str, base: dict[str, Any] | None = None) -> dict[str, Any]:
