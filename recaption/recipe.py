@@ -162,7 +162,26 @@ def _parse_overrides(overrides: list[str]) -> list[tuple[str, str, Any, str]]:
 
 
 def load_recipe(name_or_path: str = "default", overrides: list[str] | None = None) -> Recipe:
+    """A recipe by shipped name or YAML path, with ``--set`` overrides, checked before any work:
+    every error names the file and line (or the --set) and what to do."""
     text, source = _read_text(name_or_path)
+    data, nodes, at = _parse_yaml(text, source)
+    specs = _stage_specs(data["stages"], nodes["stages"].value, at)
+    ray = _ray_section(data.get("ray"), nodes.get("ray"), specs, at)
+    _apply_overrides(overrides or [], specs, ray)
+    report = data.get("report") or {}
+    if not isinstance(report, dict):
+        raise RecipeError(f"{at(nodes['report'])}: 'report' must be a mapping")
+    for key, value in report.items():
+        if key not in REPORT_KEYS or not isinstance(value, REPORT_KEYS[key]):
+            raise RecipeError(f"{at(nodes['report'])}: report.{key} is unknown or not {REPORT_KEYS.get(key, int).__name__}")
+    recipe = Recipe(str(data.get("name") or Path(source).stem), str(data.get("description") or ""), specs, report, source, ray)
+    validate_build(recipe)
+    return recipe
+
+
+def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, yaml.Node], Any]:
+    """The recipe's data, its top-level YAML nodes (for line numbers), and ``at(node)``."""
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -172,7 +191,6 @@ def load_recipe(name_or_path: str = "default", overrides: list[str] | None = Non
         raise RecipeError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
     if not isinstance(data, dict) or root is None:
         raise RecipeError(f"{source}: a recipe is a mapping with a 'stages' list")
-    nodes = {k.value: v for k, v in root.value}
 
     def at(node: yaml.Node) -> str:
         return f"{source} line {node.start_mark.line + 1}"
@@ -180,11 +198,15 @@ def load_recipe(name_or_path: str = "default", overrides: list[str] | None = Non
     for key, _ in root.value:
         if key.value not in TOP_LEVEL_KEYS:
             raise RecipeError(f"{at(key)}: unknown key {key.value!r}{_suggest(key.value, list(TOP_LEVEL_KEYS))}")
-    stages_node = nodes.get("stages")
-    if not isinstance(stages_node, yaml.SequenceNode) or not stages_node.value:
+    nodes = {k.value: v for k, v in root.value}
+    if not isinstance(nodes.get("stages"), yaml.SequenceNode) or not nodes["stages"].value:
         raise RecipeError(f"{source}: 'stages' must be a non-empty list")
+    return data, nodes, at
+
+
+def _stage_specs(items: list[Any], item_nodes: list[yaml.Node], at: Any) -> list[StageSpec]:
     specs: list[StageSpec] = []
-    for item, item_node in zip(data["stages"], stages_node.value):
+    for item, item_node in zip(items, item_nodes):
         where = at(item_node)
         if isinstance(item, str):
             item = {item: None}
@@ -200,9 +222,11 @@ def load_recipe(name_or_path: str = "default", overrides: list[str] | None = Non
             raise RecipeError(f"{where}: the arguments of {name!r} must be a mapping, not {args!r}")
         check_stage_args(name, args, where)
         specs.append(StageSpec(name, dict(args), where))
+    return specs
 
-    ray_node = nodes.get("ray")
-    ray = data.get("ray") or {}
+
+def _ray_section(ray: Any, ray_node: yaml.Node | None, specs: list[StageSpec], at: Any) -> dict[str, dict[str, Any]]:
+    ray = ray or {}
     if not isinstance(ray, dict):
         raise RecipeError(f"{at(ray_node)}: 'ray' must be a mapping of stage name to placement")
     ray = {str(name): placement for name, placement in ray.items()}
@@ -212,8 +236,12 @@ def load_recipe(name_or_path: str = "default", overrides: list[str] | None = Non
         elif not isinstance(placement, dict):
             raise RecipeError(f"{at(ray_node)}: ray.{name} must be a mapping of {', '.join(RAY_KEYS)}")
         check_ray_placement(name, ray[name], specs, at(ray_node))
+    return ray
 
-    for stage, arg, value, where in _parse_overrides(overrides or []):
+
+def _apply_overrides(overrides: list[str], specs: list[StageSpec], ray: dict[str, dict[str, Any]]) -> None:
+    """``--set STAGE.ARG=VALUE`` (every stage of that name) and ``--set ray.STAGE.KEY=VALUE``."""
+    for stage, arg, value, where in _parse_overrides(overrides):
         if stage == "ray":
             target, dot, key = arg.partition(".")
             if not dot:
@@ -229,16 +257,6 @@ def load_recipe(name_or_path: str = "default", overrides: list[str] | None = Non
             check_stage_args(stage, {arg: value}, where)
             spec.args[arg] = value
             spec.where = where if spec.where.startswith("--set") else f"{spec.where} ({where})"
-
-    report = data.get("report") or {}
-    if not isinstance(report, dict):
-        raise RecipeError(f"{at(nodes['report'])}: 'report' must be a mapping")
-    for key, value in report.items():
-        if key not in REPORT_KEYS or not isinstance(value, REPORT_KEYS[key]):
-            raise RecipeError(f"{at(nodes['report'])}: report.{key} is unknown or not {REPORT_KEYS.get(key, int).__name__}")
-    recipe = Recipe(str(data.get("name") or Path(source).stem), str(data.get("description") or ""), specs, report, source, ray)
-    validate_build(recipe)
-    return recipe
 
 
 def check_ray_placement(name: str, placement: dict[str, Any], specs: list[StageSpec], where: str) -> None:
