@@ -103,17 +103,10 @@ def train_captioner(config: TrainConfig, progress: bool = True, overwrite: bool 
     import torch  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from recaption.models.clip import ClipScorer  # noqa: PLC0415
-    from recaption.models.embedding_cache import cache_folder_of  # noqa: PLC0415
     from recaption.models.hf import resolve_device  # noqa: PLC0415
-    from recaption.train.data import training_set  # noqa: PLC0415
 
     output = Path(config.output)
-    if overwrite and output.exists():
-        if not (output / "train_config.yaml").exists():
-            raise TrainError(f"--overwrite refuses to delete {output}: it holds no captioner training run")
-        shutil.rmtree(output)
-    if (output / "model" / "altogether.json").exists():
+    if _already_trained(output, overwrite):
         print(f"recaption: {output / 'model'} is already trained (use --overwrite to train again)")
         return output / "model"
     output.mkdir(parents=True, exist_ok=True)
@@ -125,16 +118,7 @@ def train_captioner(config: TrainConfig, progress: bool = True, overwrite: bool 
         captioner = AltogetherCaptioner.load(config.init)
         captioner.config.train_decoder = config.model.train_decoder
         config.model = captioner.config
-    encoder = ClipScorer(config.model.encoder, device, "float32")
-    cache = cache_folder_of(config.cache)
-    data: TrainingSet = training_set(config.kind, config.data, config.image_root, encoder, cache, progress)
-    with open(output / "skipped.jsonl", "w", encoding="utf-8") as fh:
-        for row in data.skipped:
-            fh.write(json.dumps(row) + "\n")
-    if not data.examples:
-        raise TrainError(f"no usable training examples in {config.data} ({len(data.skipped)} skipped: see {output / 'skipped.jsonl'})")
-    encoder_hash = encoder.model_hash
-    del encoder  # frozen and done with: its embeddings are all that training needs
+    data, encoder_hash = _embedded_examples(config, output, device, progress)
 
     resume = newest_checkpoint(output)
     if resume is not None:
@@ -149,19 +133,8 @@ def train_captioner(config: TrainConfig, progress: bool = True, overwrite: bool 
     steps = total_steps(config, len(data.examples))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.warmup, steps, config.min_lr_ratio))
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    step = 0
+    step = _restore_trainer(resume, device, optimizer, scheduler, scaler) if resume is not None else 0
     if resume is not None:
-        # weights_only: a trainer state is tensors and numbers; a planted file that asks to run
-        # code on load is refused rather than run.
-        try:
-            state = torch.load(resume / STATE_FILE, map_location=device, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-            raise TrainError(f"{resume / STATE_FILE} is not a trainer state this version wrote ({str(exc).splitlines()[0][:200]}); "
-                             "remove that checkpoint folder to resume from the one before") from None
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
         print(f"recaption: resuming from {resume} (step {step} of {steps})")
 
     embeddings = torch.from_numpy(data.embeddings)
@@ -209,6 +182,49 @@ def train_captioner(config: TrainConfig, progress: bool = True, overwrite: bool 
     final = captioner.save(output / "model")
     (final / "training.json").write_text(json.dumps({"name": config.name, "kind": config.kind, "steps": steps, "examples": len(data.examples), "config": asdict(config)}, indent=2, default=str))
     return final
+
+
+def _already_trained(output: Path, overwrite: bool) -> bool:
+    """Whether OUTPUT holds a finished model; with ``overwrite``, an earlier run (only one) is deleted first."""
+    if overwrite and output.exists():
+        if not (output / "train_config.yaml").exists():
+            raise TrainError(f"--overwrite refuses to delete {output}: it holds no captioner training run")
+        shutil.rmtree(output)
+    return (output / "model" / "altogether.json").exists()
+
+
+def _embedded_examples(config: TrainConfig, output: Path, device: str, progress: bool) -> tuple[TrainingSet, str]:
+    """The training examples with their frozen-encoder image embeddings (and the encoder's hash);
+    what could not be used is listed in OUTPUT/skipped.jsonl."""
+    from recaption.models.clip import ClipScorer  # noqa: PLC0415
+    from recaption.models.embedding_cache import cache_folder_of  # noqa: PLC0415
+    from recaption.train.data import training_set  # noqa: PLC0415
+
+    encoder = ClipScorer(config.model.encoder, device, "float32")
+    data = training_set(config.kind, config.data, config.image_root, encoder, cache_folder_of(config.cache), progress)
+    with open(output / "skipped.jsonl", "w", encoding="utf-8") as fh:
+        for row in data.skipped:
+            fh.write(json.dumps(row) + "\n")
+    if not data.examples:
+        raise TrainError(f"no usable training examples in {config.data} ({len(data.skipped)} skipped: see {output / 'skipped.jsonl'})")
+    return data, encoder.model_hash  # the encoder is done with: its embeddings are all training needs
+
+
+def _restore_trainer(resume: Path, device: str, optimizer: Any, scheduler: Any, scaler: Any) -> int:
+    """The optimizer, schedule and scaler of a checkpoint; returns its step."""
+    import torch  # noqa: PLC0415
+
+    # weights_only: a trainer state is tensors and numbers; a planted file that asks to run
+    # code on load is refused rather than run.
+    try:
+        state = torch.load(resume / STATE_FILE, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise TrainError(f"{resume / STATE_FILE} is not a trainer state this version wrote ({str(exc).splitlines()[0][:200]}); "
+                         "remove that checkpoint folder to resume from the one before") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    return int(state["step"])
 
 
 def save_checkpoint(output: Path, captioner: AltogetherCaptioner, optimizer: Any, scheduler: Any, scaler: Any, step: int) -> Path:
