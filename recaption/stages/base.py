@@ -164,10 +164,23 @@ class Stage(ABC):
             self._run(batch[start : start + self.batch_size], self.process)
         return batch
 
-    def _run(self, batch: list[Pair], work: Callable[[list[Pair]], None]) -> list[Pair]:
+    def prepare(self) -> None:
+        """Set the stage up once (``setup``), before its first batch or when its host sets up."""
         if not self._ready:
             self.setup()
             self._ready = True
+
+    def run_for(self, host: Stage, batch: list[Pair]) -> None:
+        """Run this stage inside ``host`` (a caption writer runs the sensitive check on what it
+        wrote): a record that makes it fail is isolated here and rejected as ``host``'s, and what
+        it counts of its own (``stat``) is added to ``host``'s."""
+        for start in range(0, len(batch), self.batch_size):
+            self._run(batch[start : start + self.batch_size], self.process, rejected_as=host.name)
+        for name, value in self.take_metrics().items():
+            host.stat(name, value)
+
+    def _run(self, batch: list[Pair], work: Callable[[list[Pair]], None], rejected_as: str | None = None) -> list[Pair]:
+        self.prepare()
         live = [p for p in batch if p.reject is None]
         start = time.perf_counter()
         if live:
@@ -182,11 +195,11 @@ class Stage(ABC):
                 for pair, (captions, scores, meta, image, ext) in zip(live, saved):
                     pair.captions, pair.scores, pair.meta, pair.image, pair.image_ext = captions, scores, meta, image, ext
                     pair.reject = None
-                self._isolate_failure(live, work)
+                self._isolate_failure(live, work, rejected_as or self.name)
         self.seconds += time.perf_counter() - start
         return batch
 
-    def _isolate_failure(self, live: list[Pair], work: Callable[[list[Pair]], None]) -> None:
+    def _isolate_failure(self, live: list[Pair], work: Callable[[list[Pair]], None], rejected_as: str) -> None:
         """Re-run a failed batch one record at a time; reject only the records that fail.
 
         A stage bug or an input nobody foresaw must not stop a billion-pair job; the records
@@ -196,7 +209,7 @@ class Stage(ABC):
             try:
                 work([pair])
             except Exception as exc:  # noqa: BLE001
-                pair.reject_with(self.name, "error", f"{type(exc).__name__}: {exc}"[:300])
+                pair.reject_with(rejected_as, "error", f"{type(exc).__name__}: {exc}"[:300])
                 self._count_failure(exc)
             else:
                 self._succeeded = True

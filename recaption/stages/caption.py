@@ -246,7 +246,7 @@ class VlmCaption(Stage):
         self._check_context()
         self.source = "vlm:" + self.model_name.rstrip("/").split("/")[-1]
         self.checker = SensitiveCheck(names=self.names)
-        self.checker.setup()
+        self.checker.prepare()  # a names model that will not load stops the run here, not per record
 
     def _check_context(self) -> None:
         """Refuse a prompt (with its image, before any alt-text) and answer that cannot fit the
@@ -302,7 +302,7 @@ class VlmCaption(Stage):
             if self.select and len(pair.captions) > first:
                 pair.select(first)
         # The guideline's checker on every candidate now, so a selection never sees a raw one.
-        self.checker.process(pairs)
+        self.checker.run_for(self, pairs)
 
 
 @register
@@ -384,7 +384,7 @@ class AltogetherCaption(Stage):
         self.source = f"altogether:{name}"
         self.model_hash = checkpoint_hash(str(folder), SimpleNamespace(), {"encoder": encoder.model_hash, "dtype": self.dtype})
         self.checker = SensitiveCheck(names=self.names)
-        self.checker.setup()
+        self.checker.prepare()  # a names model that will not load stops the run here, not per record
 
     def process(self, batch: list[Pair]) -> None:
         pairs, embeddings = self.images.of(batch, self.name)
@@ -406,7 +406,7 @@ class AltogetherCaption(Stage):
                 made.append(len(pair.captions) - 1 if text else None)
             # The guideline's checker runs before the next round reads a caption: where it
             # edits one (names, sensitive attributes), the edited copy is what goes on.
-            self.checker.process(pairs)
+            self.checker.run_for(self, pairs)
             for i, (pair, k) in enumerate(zip(pairs, made)):
                 if k is not None:
                     parents[i] = next((j for j in range(k + 1, len(pair.captions)) if pair.captions[j].parent == k), k)

@@ -134,11 +134,9 @@ def test_each_image_is_one_request_with_the_stages_sampling_and_a_seed_of_its_ow
 
 
 def test_requests_run_concurrently_up_to_the_bound(stub):
-    stub.delay = 0.2
-    start = time.perf_counter()
+    stub.delay = 0.2  # each request is held long enough for the others to arrive
     stage(stub, concurrency=4, batch_size=8)(pairs(8))
-    assert stub.max_in_flight == 4
-    assert time.perf_counter() - start < 8 * 0.2  # not one after the other
+    assert stub.max_in_flight == 4  # four at once, never more (no wall-clock bound: these machines are shared)
 
 
 def test_rate_limits_and_server_errors_are_retried(stub):
