@@ -31,21 +31,25 @@ from recaption.models.hf import (
 
 @dataclass(frozen=True)
 class Sampling:
+    """How a captioner decodes, for every captioner (the VLMs and the re-aligning captioner)."""
+
     n: int = 1
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     repetition_penalty: float = 1.0
-    max_new_tokens: int = 60
+    max_new_tokens: int | None = 60  # None: the model's own limit (the re-aligning captioner's caption length)
     seed: int = 0
 
     def check(self) -> None:
         if self.n < 1:
             raise ValueError("n must be at least 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be 0 (greedy) or more")
         if self.n > 1 and self.temperature <= 0:
             raise ValueError("n > 1 candidates need sampling: set temperature > 0 (greedy decoding gives one answer)")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
-        if self.max_new_tokens < 1:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
 
 

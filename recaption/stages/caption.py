@@ -349,10 +349,14 @@ class AltogetherCaption(Stage):
         if kv_cache not in ("auto", "dynamic", "static"):
             raise StageError(f"altogether_caption.kv_cache must be auto, dynamic or static, not {kv_cache!r}")
         self.kv_cache = kv_cache
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise StageError("altogether_caption needs temperature >= 0 and 0 < top_p <= 1")
+        from recaption.models.vlm import Sampling  # noqa: PLC0415 - light; torch loads in setup
+
+        self.sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+        try:
+            self.sampling.check()
+        except ValueError as exc:
+            raise StageError(f"altogether_caption: {exc}") from exc
         self.checkpoint, self.alt_text, self.rounds = checkpoint, alt_text, rounds
-        self.sampling = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed}
         self.batch_size, self.device, self.dtype, self.select, self.names = batch_size, device, dtype, select, names
         self.cache_setting = cache
 
@@ -396,9 +400,11 @@ class AltogetherCaption(Stage):
         alt = [p.selected_alt_index() for p in pairs]
         parents = [a if self.alt_text else None for a in alt]
         inputs = [p.captions[a].text if a is not None else "" for p, a in zip(pairs, parents)]
-        params = {"alt_text": self.alt_text, **{k: v for k, v in self.sampling.items() if v is not None}}
+        s = self.sampling  # one caption per image: n and repetition_penalty do not apply
+        decoding = {"temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens, "seed": s.seed}
+        params = {"alt_text": self.alt_text, **{k: v for k, v in decoding.items() if v is not None}}
         for round_ in range(1, self.rounds + 1):
-            texts = self.captioner.generate(vectors, inputs, **self.sampling, kv_cache=self.kv_cache_used)
+            texts = self.captioner.generate(vectors, inputs, **decoding, kv_cache=self.kv_cache_used)
             made: list[int | None] = []
             for pair, text, parent in zip(pairs, texts, parents):
                 if text:  # an empty answer is no caption: the next round re-reads this round's input
