@@ -221,8 +221,12 @@ def _summary(stats: dict, output: Path, seconds: float) -> str:
     ]
     if stats["rejects_by_reason"]:
         lines.append("  rejected because:")
-        for key, n in sorted(stats["rejects_by_reason"].items(), key=lambda kv: -kv[1])[:12]:
+        reasons = sorted(stats["rejects_by_reason"].items(), key=lambda kv: -kv[1])
+        for key, n in reasons[:12]:
             lines.append(f"    {n:>8}  {key}")
+        if len(reasons) > 12:
+            rest = reasons[12:]
+            lines.append(f"    {sum(n for _, n in rest):>8}  in {len(rest)} more reasons (all in stats.json and report.html)")
     timed = sorted(((name, c) for name, c in stats.get("stages", {}).items() if c.get("seconds", 0) > 0), key=lambda nc: -nc[1]["seconds"])
     if timed:
         # Where the time went, with each stage's own rate per worker: the taggers dominate.

@@ -70,3 +70,12 @@ def test_overwrite_starts_afresh_but_never_deletes_foreign_folders(tmp_path, cap
 def test_console_script_and_recipes_listing():
     result = subprocess.run([sys.executable, "-m", "recaption.cli", "recipes"], capture_output=True, text=True, check=True)
     assert "clean: image_check > clean_text > sensitive_check > token_budget > dedup" in result.stdout
+
+
+def test_the_summary_says_how_many_reject_reasons_it_leaves_out():
+    from recaption.cli import _summary
+
+    stats = {"input": 30, "output": 0, "rejected": 30, "rejects_by_reason": {f"s/r{i}": i + 1 for i in range(15)},
+             "stages": {}, "output_format": "jsonl"}
+    text = _summary(stats, __import__("pathlib").Path("out"), 1.0)
+    assert "s/r14" in text and "s/r0" not in text and "6  in 3 more reasons" in text  # r0..r2: 1 + 2 + 3

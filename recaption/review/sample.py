@@ -59,6 +59,17 @@ def pair_score(pair: Pair, key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def score_names(pairs: list[Pair]) -> list[str]:
+    """Every numeric score a pair or its selected caption holds, for --by."""
+    names: set[str] = set()
+    for pair in pairs:
+        names |= {k for k, v in pair.scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        selected = pair.selected()
+        if selected is not None:
+            names |= {k for k, v in selected.scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return sorted(names)
+
+
 def disagreement(pair: Pair) -> float:
     from recaption.eval.reference_metrics import tokenize  # noqa: PLC0415
     from recaption.eval.sources import current_captions  # noqa: PLC0415
@@ -78,6 +89,9 @@ def choose(pairs: list[Pair], settings: SampleSettings) -> tuple[list[int], dict
     why: dict[int, dict] = {}
     scores = [pair_score(p, settings.by) for p in pairs]
     scored = [i for i, s in enumerate(scores) if s is not None]
+    if pairs and not scored and (settings.mode == "stratified" or settings.lowest):
+        # Every pair would land in an "unscored" band and --lowest would add nothing: say so.
+        raise ValueError(f"no pair has a score named {settings.by!r}; the scores present are: {', '.join(score_names(pairs)) or 'none'}")
     if settings.lowest:
         for i in sorted(scored, key=lambda i: (scores[i], i))[: settings.lowest]:
             why[i] = {"reason": "lowest", "score": scores[i]}

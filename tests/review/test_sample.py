@@ -44,6 +44,12 @@ def test_stratified_sample_covers_every_band_and_the_must_sees():
 def test_bad_settings_are_errors():
     with pytest.raises(ValueError, match="rate"):
         choose(pairs(), SampleSettings(rate=0))
+    # A score no pair has would put every pair in an "unscored" band: refused, naming those there.
+    with pytest.raises(ValueError, match="no pair has a score named 'nsfw'; the scores present are: clip_score"):
+        choose(pairs(), SampleSettings(mode="stratified", by="nsfw"))
+    with pytest.raises(ValueError, match="no pair has a score named 'nsfw'"):
+        choose(pairs(), SampleSettings(by="nsfw", lowest=3))
+    assert choose(pairs(), SampleSettings(by="nsfw"))[0]  # uniform draws need no score
 
 
 def test_the_cli_writes_a_dataset_like_any_other(tmp_path, capsys):
