@@ -195,6 +195,7 @@ class _Columns:
         c = self.CHUNK
         self._chunks.append({
             "sha": np.zeros(c, np.uint64), "phash": np.zeros(c, np.uint64), "has_phash": np.zeros(c, bool),
+            "mirror": np.zeros(c, np.uint64), "has_mirror": np.zeros(c, bool),
             "pixels": np.zeros(c, np.int64), "text": np.zeros(c, np.uint64), "minhash": np.zeros((c, self.num_perm), np.uint32),
         })
         self._fill = 0
@@ -209,6 +210,9 @@ class _Columns:
         if sig.get("phash"):
             chunk["phash"][row] = int(sig["phash"], 16)
             chunk["has_phash"][row] = True
+        if sig.get("phash_mirror"):
+            chunk["mirror"][row] = int(sig["phash_mirror"], 16)
+            chunk["has_mirror"][row] = True
         chunk["pixels"][row] = sig.get("pixels", 0)
         chunk["text"][row] = sig.get("text", 0)
         if self.num_perm and sig.get("minhash"):
@@ -292,6 +296,7 @@ class Dedup(GlobalStage):
             "id": pair.image_id,
             "sha": (pair.scores.get("sha256") or "")[:16],  # 64 bits: collisions are not a concern here
             "phash": pair.scores.get("phash"),
+            "phash_mirror": pair.scores.get("phash_mirror"),
             "pixels": int(pair.scores.get("width", 0)) * int(pair.scores.get("height", 0)),
             "text": _text_hash(text) if text else 0,
         }
@@ -337,8 +342,14 @@ class Dedup(GlobalStage):
             reject_groups(members, sha[members], "exact_image")
         if self.near_image:
             members = np.flatnonzero(alive & cols.column("has_phash"))
-            pairs = near_hash_pairs(cols.column("phash")[members], self.phash_radius)
-            reject_groups(members, _components(len(members), pairs), "near_image")
+            phash, mirror, has_mirror = cols.column("phash")[members], cols.column("mirror")[members], cols.column("has_mirror")[members]
+            # Each record stands in the search with its hash and its mirror's: a left-right
+            # flipped copy's hash is near the original's mirror hash (and the other way round).
+            local = np.arange(len(members))
+            owners = np.concatenate([local, local[has_mirror]])
+            links = owners[near_hash_pairs(np.concatenate([phash, mirror[has_mirror]]), self.phash_radius)]
+            links = links[links[:, 0] != links[:, 1]]
+            reject_groups(members, _components(len(members), links), "near_image")
         if self.exact_text or self.near_text:
             self._text_groups(cols, alive, decisions)
         return decisions

@@ -48,8 +48,23 @@ def thumbnail32(img: Image.Image) -> Image.Image:
 
 def perceptual_hash(img: Image.Image, small: Image.Image | None = None) -> str:
     """64-bit DCT hash (the pHash of imagehash): low 8x8 frequencies against their median."""
+    return perceptual_hashes(img, small)[0]
+
+
+# Mirroring an image left to right flips the sign of every DCT coefficient of odd horizontal
+# frequency: the mirror's hash comes from the same transform, with no second thumbnail.
+_MIRROR_SIGNS = np.array([(-1.0) ** v for v in range(8)])[None, :]
+
+
+def perceptual_hashes(img: Image.Image, small: Image.Image | None = None) -> tuple[str, str]:
+    """The image's perceptual hash and its left-right mirror's (for dedup: a flipped copy's
+    hash is near the original's mirror hash)."""
     pixels = np.asarray((small or thumbnail32(img)).convert("L"), dtype=np.float64)
     low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8]
+    return _bits_of(low), _bits_of(low * _MIRROR_SIGNS)
+
+
+def _bits_of(low: np.ndarray) -> str:
     bits = (low > np.median(low)).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
 
@@ -117,7 +132,7 @@ class ImageCheck(Stage):
 
     name = "image_check"
     provides = ("image:checked", "score:bytes", "score:sha256", "score:width", "score:height", "score:aspect_ratio",
-                "score:colourfulness", "score:white_border", "score:flat_share", "score:phash")
+                "score:colourfulness", "score:white_border", "score:flat_share", "score:phash", "score:phash_mirror")
     batch_size = 32
 
     def __init__(
@@ -270,7 +285,7 @@ class ImageCheck(Stage):
         small = thumbnail32(rgb)
         found: dict[str, Any] = {**look_scores(small), "flat_share": flat_share(rgb)}
         if self.phash:
-            found["phash"] = perceptual_hash(rgb, small)
+            found["phash"], found["phash_mirror"] = perceptual_hashes(rgb, small)
         return found
 
     def _read_bytes(self, pair: Pair) -> bytes | None:

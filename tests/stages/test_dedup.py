@@ -1,5 +1,8 @@
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from recaption.record import Pair
 from recaption.stages.dedup import Dedup, _UnionFind, near_hash_pairs
@@ -122,3 +125,54 @@ def test_decide_takes_a_stream_and_scales_to_many_records():
 
     decisions = Dedup().decide(stream())
     assert len(decisions) < n * 0.01  # random hashes and distinct texts: almost nothing to decide
+
+
+def planted_copies() -> tuple[list[Pair], dict[str, str]]:
+    """Distinct photo tiles (scikit-image's real photos cut in pieces) and copies of some, each
+    made by one kind of edit; returns the pairs and copy id -> kind."""
+    from PIL import ImageDraw, ImageEnhance, ImageOps
+
+    from tests.conftest import encode, photo
+
+    tiles = []
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry"):
+        img = photo(name).convert("RGB")
+        w, h = img.size
+        for i in range(3):
+            for j in range(2):
+                tiles.append(img.crop((i * w // 3, j * h // 2, (i + 1) * w // 3, (j + 1) * h // 2)).resize((160, 160)))
+    edits = {
+        "exact": lambda t: t,
+        "reencode": lambda t: Image.open(io.BytesIO(encode(t, quality=60))),
+        "resize": lambda t: t.resize((96, 96)),
+        "brightness": lambda t: ImageEnhance.Brightness(t).enhance(1.15),
+        "flip": ImageOps.mirror,
+        "watermark": lambda t: _watermarked(t, ImageDraw),
+    }
+    pairs = [Pair(f"tile{k}", encode(t), texts=[f"tile {k}"]) for k, t in enumerate(tiles)]
+    kinds = {}
+    for k, tile in enumerate(tiles[:24]):
+        kind = list(edits)[k % len(edits)]
+        copy_id = f"copy{k}-{kind}"
+        pairs.append(Pair(copy_id, encode(edits[kind](tile).convert("RGB")), texts=[f"copy {k}"]))
+        kinds[copy_id] = kind
+    return pairs, kinds
+
+
+def _watermarked(tile, image_draw):
+    marked = tile.copy()
+    image_draw.Draw(marked).text((8, 140), "(c) stock", fill=(255, 255, 255))
+    return marked
+
+
+def test_planted_copies_are_found_whatever_the_edit_and_no_distinct_tile_is_dropped():
+    from recaption.stages.image import ImageCheck
+
+    pairs, kinds = planted_copies()
+    ImageCheck(min_side=32)(pairs)
+    stage = Dedup(near_text=False, exact_text=False)
+    decisions = stage.decide((f"0:{i}", stage.signature(p)) for i, p in enumerate(pairs))
+    dropped = {pairs[int(k.split(":")[1])].image_id for k, d in decisions.items() if d.reject}
+    assert not {p.image_id for p in pairs if p.image_id.startswith("tile")} & dropped  # no distinct tile lost
+    found = {kind: sum(1 for c, k in kinds.items() if k == kind and c in dropped) for kind in set(kinds.values())}
+    assert found == {kind: 4 for kind in set(kinds.values())}, found  # flips too: the mirror's hash is searched
