@@ -64,6 +64,24 @@ def perceptual_hashes(img: Image.Image, small: Image.Image | None = None) -> tup
     return _bits_of(low), _bits_of(low * _MIRROR_SIGNS)
 
 
+# The windows whose hashes stand beside the whole image's, so that a copy cropped a little,
+# or given a border, is near one of them: the centre 90 %, and the image less 5 % on one
+# side or at one corner (left, top, right, bottom fractions cut away).
+CROP_WINDOWS = ((0.05, 0.05, 0.05, 0.05), (0.05, 0, 0, 0), (0, 0.05, 0, 0), (0, 0, 0.05, 0), (0, 0, 0, 0.05),
+                (0.05, 0.05, 0, 0), (0, 0.05, 0.05, 0), (0, 0, 0.05, 0.05), (0.05, 0, 0, 0.05))
+
+
+def window_hashes(img: Image.Image) -> list[str]:
+    """The perceptual hashes of ``CROP_WINDOWS`` of the image (from a 128-px copy: cheap)."""
+    base = img if max(img.size) <= 128 else img.resize((128, 128), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    w, h = base.size
+    hashes = []
+    for left, top, right, bottom in CROP_WINDOWS:
+        window = base.crop((round(w * left), round(h * top), w - round(w * right), h - round(h * bottom)))
+        hashes.append(perceptual_hash(window))
+    return hashes
+
+
 def _bits_of(low: np.ndarray) -> str:
     bits = (low > np.median(low)).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
@@ -132,7 +150,7 @@ class ImageCheck(Stage):
 
     name = "image_check"
     provides = ("image:checked", "score:bytes", "score:sha256", "score:width", "score:height", "score:aspect_ratio",
-                "score:colourfulness", "score:white_border", "score:flat_share", "score:phash", "score:phash_mirror")
+                "score:colourfulness", "score:white_border", "score:flat_share", "score:phash", "score:phash_mirror", "score:phash_windows")
     batch_size = 32
 
     def __init__(
@@ -286,6 +304,7 @@ class ImageCheck(Stage):
         found: dict[str, Any] = {**look_scores(small), "flat_share": flat_share(rgb)}
         if self.phash:
             found["phash"], found["phash_mirror"] = perceptual_hashes(rgb, small)
+            found["phash_windows"] = window_hashes(rgb)
         return found
 
     def _read_bytes(self, pair: Pair) -> bytes | None:

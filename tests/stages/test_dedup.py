@@ -127,20 +127,24 @@ def test_decide_takes_a_stream_and_scales_to_many_records():
     assert len(decisions) < n * 0.01  # random hashes and distinct texts: almost nothing to decide
 
 
-def planted_copies() -> tuple[list[Pair], dict[str, str]]:
-    """Distinct photo tiles (scikit-image's real photos cut in pieces) and copies of some, each
-    made by one kind of edit; returns the pairs and copy id -> kind."""
+PLANTED_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry")
+
+
+def planted_copies(photos: tuple[str, ...] = PLANTED_PHOTOS, grid: tuple[int, int] = (3, 2), copies: int = 30) -> tuple[list[Pair], dict[str, str]]:
+    """Distinct photo tiles (scikit-image's real photos cut in a grid) and ``copies`` copies of
+    the first tiles, each made by one kind of edit in turn; returns the pairs and copy id -> kind."""
     from PIL import ImageDraw, ImageEnhance, ImageOps
 
     from tests.conftest import encode, photo
 
     tiles = []
-    for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry"):
+    for name in photos:
         img = photo(name).convert("RGB")
         w, h = img.size
-        for i in range(3):
-            for j in range(2):
-                tiles.append(img.crop((i * w // 3, j * h // 2, (i + 1) * w // 3, (j + 1) * h // 2)).resize((160, 160)))
+        for i in range(grid[0]):
+            for j in range(grid[1]):
+                box = (i * w // grid[0], j * h // grid[1], (i + 1) * w // grid[0], (j + 1) * h // grid[1])
+                tiles.append(img.crop(box).resize((160, 160)))
     edits = {
         "exact": lambda t: t,
         "reencode": lambda t: Image.open(io.BytesIO(encode(t, quality=60))),
@@ -148,15 +152,41 @@ def planted_copies() -> tuple[list[Pair], dict[str, str]]:
         "brightness": lambda t: ImageEnhance.Brightness(t).enhance(1.15),
         "flip": ImageOps.mirror,
         "watermark": lambda t: _watermarked(t, ImageDraw),
+        "crop_side": lambda t: t.crop((8, 0, 160, 160)),  # 5 % off the left
+        "crop_corner": lambda t: t.crop((8, 8, 160, 160)),  # 5 % off the left and the top
+        "crop_all": lambda t: t.crop((8, 8, 152, 152)),  # 5 % off every side
+        "border": lambda t: ImageOps.expand(t, border=8, fill=(0, 0, 0)),
     }
     pairs = [Pair(f"tile{k}", encode(t), texts=[f"tile {k}"]) for k, t in enumerate(tiles)]
     kinds = {}
-    for k, tile in enumerate(tiles[:24]):
-        kind = list(edits)[k % len(edits)]
-        copy_id = f"copy{k}-{kind}"
-        pairs.append(Pair(copy_id, encode(edits[kind](tile).convert("RGB")), texts=[f"copy {k}"]))
+    for k in range(copies):  # tile k % n gets kinds in turn, so n * len(edits) copies give every tile every kind
+        t, turn = k % len(tiles), k // len(tiles)
+        kind = list(edits)[(t + turn) % len(edits)]
+        copy_id = f"copy{t}_{turn}-{kind}"
+        pairs.append(Pair(copy_id, encode(edits[kind](tiles[t]).convert("RGB")), texts=[f"copy {k}"]))
         kinds[copy_id] = kind
     return pairs, kinds
+
+
+def copies_found(decisions, pairs, kinds) -> tuple[dict[str, float], list[str]]:
+    """Per kind, the share of copies that ended in their tile's group; and the tiles that went
+    for another tile (a tile may go only for a copy of itself, one with more pixels)."""
+    survivor = {pairs[int(k.split(":")[1])].image_id: d.reject[1].split("'")[1] for k, d in decisions.items() if d.reject}
+
+    def group(image_id: str) -> str:
+        while image_id in survivor:  # a survivor of one pass may go in a later one
+            image_id = survivor[image_id]
+        return image_id
+
+    def tile_of(copy_id: str) -> str:
+        return "tile" + copy_id[4:].split("_")[0]
+
+    wrong = [t for t, kept in survivor.items() if t.startswith("tile") and not (kept == t or kept.startswith(f"copy{t[4:]}_"))]
+    found = {}
+    for kind in sorted(set(kinds.values())):
+        members = [c for c, k in kinds.items() if k == kind]
+        found[kind] = sum(group(c) == group(tile_of(c)) for c in members) / len(members)
+    return found, wrong
 
 
 def _watermarked(tile, image_draw):
@@ -170,9 +200,14 @@ def test_planted_copies_are_found_whatever_the_edit_and_no_distinct_tile_is_drop
 
     pairs, kinds = planted_copies()
     ImageCheck(min_side=32)(pairs)
-    stage = Dedup(near_text=False, exact_text=False)
+    stage = Dedup(near_text=False, exact_text=False, near_crops=True)
     decisions = stage.decide((f"0:{i}", stage.signature(p)) for i, p in enumerate(pairs))
-    dropped = {pairs[int(k.split(":")[1])].image_id for k, d in decisions.items() if d.reject}
-    assert not {p.image_id for p in pairs if p.image_id.startswith("tile")} & dropped  # no distinct tile lost
-    found = {kind: sum(1 for c, k in kinds.items() if k == kind and c in dropped) for kind in set(kinds.values())}
-    assert found == {kind: 4 for kind in set(kinds.values())}, found  # flips too: the mirror's hash is searched
+    found, wrong = copies_found(decisions, pairs, kinds)
+    assert wrong == []  # no distinct tile lost
+    # Flips through the mirror's hash, crops and borders through the windows' hashes.
+    assert len(found) == 10 and sum(found.values()) / len(found) >= 0.95, found
+    assert all(found[k] == 1.0 for k in ("exact", "flip", "crop_side", "crop_corner", "crop_all", "border")), found
+    # By default (no windows) flips are still found; crops and borders mostly are not.
+    stage = Dedup(near_text=False, exact_text=False)
+    found, wrong = copies_found(stage.decide((f"0:{i}", stage.signature(p)) for i, p in enumerate(pairs)), pairs, kinds)
+    assert wrong == [] and found["flip"] == 1.0 and found["border"] < 1.0
