@@ -235,8 +235,9 @@ class _Columns:
 
     def column(self, name: str) -> np.ndarray:
         """The whole column; its chunks are released, so ask for each column once."""
-        if not self._chunks:
-            return np.zeros((0, self.num_perm) if name == "minhash" else 0, np.uint64)
+        if not self._chunks:  # no record at all: an empty column of the right shape
+            width = {"minhash": self.num_perm, "windows": WINDOWS}.get(name)
+            return np.zeros((0, width) if width is not None else 0, np.uint64)
         parts = [c.pop(name) for c in self._chunks]
         parts[-1] = parts[-1][: self._fill]
         return np.concatenate(parts)

@@ -211,3 +211,8 @@ def test_planted_copies_are_found_whatever_the_edit_and_no_distinct_tile_is_drop
     stage = Dedup(near_text=False, exact_text=False)
     found, wrong = copies_found(stage.decide((f"0:{i}", stage.signature(p)) for i, p in enumerate(pairs)), pairs, kinds)
     assert wrong == [] and found["flip"] == 1.0 and found["border"] < 1.0
+
+
+def test_no_signature_at_all_decides_nothing():
+    for crops in (False, True):
+        assert Dedup(near_crops=crops).decide(iter(())) == {}
