@@ -9,6 +9,7 @@ id: a uniform sample that is the same whichever worker saw which shard.
 from __future__ import annotations
 
 import base64
+import heapq
 import io
 import warnings
 import zlib
@@ -147,21 +148,48 @@ class ReportSampler:
         }
 
 
-def merge_samples(samples: list[dict[str, Any]], gallery: int, examples_per_reason: int) -> dict[str, Any]:
-    merged: dict[str, Any] = {"gallery": [], "examples": {}}
-    for key in ("tokens_before", "tokens_after", "widths", "heights", "rules"):
-        total: Counter[Any] = Counter()
-        for s in samples:
-            total.update({(int(k) if key != "rules" else k): v for k, v in s.get(key, {}).items()})
-        merged[key] = dict(total)
-    score_bins: dict[str, Counter[int]] = {}
-    for s in samples:
-        for key, bins in s.get("score_bins", {}).items():
-            score_bins.setdefault(key, Counter()).update({int(k): v for k, v in bins.items()})
-    merged["score_bins"] = {key: dict(bins) for key, bins in score_bins.items()}
-    merged["gallery"] = sorted((g for s in samples for g in s.get("gallery", [])), key=lambda g: g["rank"])[:gallery]
-    for s in samples:
-        for reason, items in s.get("examples", {}).items():
-            bucket = merged["examples"].setdefault(reason, [])
-            bucket.extend(items[: max(0, examples_per_reason - len(bucket))])
-    return merged
+class SampleMerger:
+    """The run's report sample, merged one shard's sample at a time: histograms add up, the
+    gallery keeps the ``gallery`` smallest ranks (a heap), each reason its first examples.
+    Memory is bounded by those sizes and the histograms' keys, whatever the number of shards."""
+
+    HISTOGRAMS = ("tokens_before", "tokens_after", "widths", "heights", "rules")
+
+    def __init__(self, gallery: int, examples_per_reason: int) -> None:
+        self.gallery_size, self.examples_per_reason = gallery, examples_per_reason
+        self.histograms: dict[str, Counter[Any]] = {key: Counter() for key in self.HISTOGRAMS}
+        self.score_bins: dict[str, Counter[int]] = {}
+        self.gallery: list[tuple[float, int, dict[str, Any]]] = []  # a max-heap by rank (negated)
+        self.examples: dict[str, list[Any]] = {}
+        self._seen = 0
+
+    def add(self, sample: dict[str, Any]) -> None:
+        for key in self.HISTOGRAMS:
+            self.histograms[key].update({(int(k) if key != "rules" else k): v for k, v in sample.get(key, {}).items()})
+        for key, bins in sample.get("score_bins", {}).items():
+            self.score_bins.setdefault(key, Counter()).update({int(k): v for k, v in bins.items()})
+        for item in sample.get("gallery", []):
+            self._seen += 1  # ties in rank keep the earlier shard's item, as a stable sort would
+            entry = (-item["rank"], -self._seen, item)
+            if len(self.gallery) < self.gallery_size:
+                heapq.heappush(self.gallery, entry)
+            elif self.gallery_size and entry > self.gallery[0]:
+                heapq.heapreplace(self.gallery, entry)
+        for reason, items in sample.get("examples", {}).items():
+            bucket = self.examples.setdefault(reason, [])
+            bucket.extend(items[: max(0, self.examples_per_reason - len(bucket))])
+
+    def result(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {key: dict(total) for key, total in self.histograms.items()}
+        merged["score_bins"] = {key: dict(bins) for key, bins in self.score_bins.items()}
+        merged["gallery"] = [item for _, _, item in sorted(self.gallery, key=lambda e: (-e[0], -e[1]))]
+        merged["examples"] = self.examples
+        return merged
+
+
+def merge_samples(samples: Any, gallery: int, examples_per_reason: int) -> dict[str, Any]:
+    """The report sample of many shards' samples (an iterable: read one at a time)."""
+    merger = SampleMerger(gallery, examples_per_reason)
+    for sample in samples:
+        merger.add(sample)
+    return merger.result()

@@ -101,18 +101,27 @@ class RunDriver:
 
     def finish(self, settings: dict[str, Any], plan: list[InputShard], segments: list[Segment]) -> dict[str, Any]:
         from recaption.report.html import write_report  # noqa: PLC0415 - jinja2 only when a run ends
-        from recaption.report.sample import merge_samples  # noqa: PLC0415
+        from recaption.report.sample import SampleMerger  # noqa: PLC0415
 
-        markers = [read_json(self.layout.done(seg.index, s.name)) for seg in segments for s in plan]
+        report = self.config.recipe.report
+        # The done markers are read one at a time and folded in: the end of a run holds one
+        # marker and the totals, whatever the number of shards.
+        merger = SampleMerger(report.get("gallery", 48), report.get("examples_per_reason", 3))
         rejects_by_reason: Counter[str] = Counter()
         stage_totals: dict[str, StageCounters] = {}
-        for m in markers:
-            rejects_by_reason.update(m["rejected"])
-            for name, counts in m["stages"].items():
-                stage_totals.setdefault(name, StageCounters()).add(counts)
         last = len(segments) - 1
-        n_in = sum(m["input"] for m in markers)
-        n_out = sum(m["kept"] for m in markers if m["segment"] == last)
+        n_in = n_out = 0
+        shard_seconds = 0.0
+        for seg in segments:
+            for s in plan:
+                m = read_json(self.layout.done(seg.index, s.name))
+                rejects_by_reason.update(m["rejected"])
+                for name, counts in m["stages"].items():
+                    stage_totals.setdefault(name, StageCounters()).add(counts)
+                n_in += m["input"]
+                n_out += m["kept"] if m["segment"] == last else 0
+                shard_seconds += m["seconds"]
+                merger.add(m["report"])
         n_rej = sum(rejects_by_reason.values())
         decide_seconds = {
             seg.entry.name: read_json(self.layout.decided(seg.index))["seconds"] for seg in segments if seg.entry is not None
@@ -126,7 +135,7 @@ class RunDriver:
             "rejects_by_reason": dict(sorted(rejects_by_reason.items())),
             "stages": {name: c.to_dict() for name, c in stage_totals.items()},
             "shards": len(plan),
-            "seconds": sum(m["seconds"] for m in markers) + sum(decide_seconds.values()),
+            "seconds": shard_seconds + sum(decide_seconds.values()),
             "recipe": settings["recipe"]["name"],
             "input_path": settings["input"],
             "input_format": settings["resolved_input_format"],
@@ -136,8 +145,7 @@ class RunDriver:
             raise RunError(f"accounting does not add up: {n_in} read, {n_out} written + {n_rej} rejected; please report this")
         stats["output_notes"] = output_writer(settings, self.layout).finish_dataset()
         write_json(self.layout.stats, stats)
-        report = self.config.recipe.report
-        sample = merge_samples([m["report"] for m in markers], report.get("gallery", 48), report.get("examples_per_reason", 3))
+        sample = merger.result()
         write_report(self.layout.report, stats, sample, settings)
         if not self.config.keep_work:
             for seg in segments[:-1]:

@@ -41,3 +41,13 @@ def test_what_if_counts_every_scored_pair_kept_or_rejected():
     assert row["score"] == "nsfw" and row["scored"] == 5
     counts = [n for n, _ in row["at_or_above"]]  # thresholds 0.1 ... 0.9
     assert counts == [4, 4, 4, 3, 3, 3, 2, 2, 1]
+
+
+def test_merging_shard_samples_one_at_a_time_keeps_the_smallest_ranks():
+    from recaption.report.sample import merge_samples
+
+    shards = [{"gallery": [{"rank": r, "id": f"{s}:{r}"} for r in ranks], "examples": {"x/y": [s] * 5}, "widths": {"100": 1}}
+              for s, ranks in enumerate([[5, 1, 9], [3, 1, 7], [2, 8]])]
+    merged = merge_samples(iter(shards), 4, 3)  # an iterator: read once, one shard at a time
+    assert [g["id"] for g in merged["gallery"]] == ["0:1", "1:1", "2:2", "1:3"]  # ties keep the earlier shard
+    assert merged["examples"] == {"x/y": [0, 0, 0]} and merged["widths"] == {100: 3}
