@@ -14,6 +14,7 @@ import functools
 import math
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,7 +111,7 @@ class EvalContext:
     shared: dict[str, Any] = field(default_factory=dict)  # e.g. the noun chunker, for the CLIP family
 
 
-class MetricFamily:
+class MetricFamily(ABC):
     """One family of metrics: the columns it adds to the rows, and how it computes them. Where
     it cannot run (no references, no model), ``unavailable`` says why, and that goes into
     ``result.missing`` under the family's name instead."""
@@ -121,8 +122,9 @@ class MetricFamily:
     def unavailable(self, ctx: EvalContext) -> str | None:
         return None
 
+    @abstractmethod
     def compute(self, ctx: EvalContext, result: EvalResult) -> None:
-        raise NotImplementedError
+        """Fill this family's columns into ``result.rows`` (or its own table)."""
 
 
 METRIC_FAMILIES: list[type[MetricFamily]] = []  # in the order they run: later ones may read what earlier ones left

@@ -256,7 +256,10 @@ class VllmCaptioner:
         self.adapter = family_of(config.model_type)
         self.family = self.adapter.name
         # vLLM loads the model and its processor itself; only the prompt's chat template is needed here.
-        self.templater = self.adapter.templater(*self.adapter.load_processor(tf, model)[::2]) if self.adapter.chat else None
+        self.templater = None
+        if self.adapter.chat:
+            processor, _, tokenizer = self.adapter.load_processor(tf, model)
+            self.templater = self.adapter.templater(processor, tokenizer)
         options = {"limit_mm_per_prompt": {"image": 1}, **(engine or {})}
         try:
             self.llm = LLM(model=model, dtype=dtype, **options)
