@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from recaption.stages.dedup import Dedup, near_hash_pairs
+from recaption.dedup.hashes import near_hash_pairs
+from recaption.stages.dedup import Dedup
 
 
 def hashes_with_near_copies(n: int, seed: int = 0) -> np.ndarray:

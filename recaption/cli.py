@@ -226,7 +226,7 @@ def _summary(stats: dict, output: Path, seconds: float) -> str:
             lines.append(f"    {n:>8}  {key}")
         if len(reasons) > 12:
             rest = reasons[12:]
-            lines.append(f"    {sum(n for _, n in rest):>8}  in {len(rest)} more reasons (all in stats.json and report.html)")
+            lines.append(f"    {sum(n for _, n in rest):>8}  in {len(rest)} more reason{'s' if len(rest) > 1 else ''} (all in stats.json and report.html)")
     timed = sorted(((name, c) for name, c in stats.get("stages", {}).items() if c.get("seconds", 0) > 0), key=lambda nc: -nc[1]["seconds"])
     if timed:
         # Where the time went, with each stage's own rate per worker: the taggers dominate.
@@ -512,6 +512,69 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    from recaption.io import READERS  # noqa: PLC0415
+
+    p = sub.add_parser("index", help="reference indexes: what earlier runs kept, or evaluation images, for dedup to check against")
+    what = p.add_subparsers(dest="what", required=True)
+    b = what.add_parser(
+        "build", help="index the images of run outputs, datasets or image folders",
+        description="Write INDEX (one Parquet file) with the image hashes of every SOURCE: a `recaption run` output folder "
+        "(its stored hashes are read), or any input `recaption run` reads (images are decoded and hashed). "
+        "Name INDEX in a recipe's dedup.against (pairs kept before) or dedup.eval_sets (evaluation images).",
+    )
+    b.add_argument("sources", nargs="+", metavar="SOURCE", help="run output folders, datasets, image folders or other indexes")
+    b.add_argument("-o", "--output", required=True, metavar="INDEX", help="the index file to write (.parquet)")
+    b.add_argument("--name", action="append", default=[], help="a name for each SOURCE, in order, as rejects will name it (default: its folder name)")
+    b.add_argument("--kind", choices=("kept", "eval"), default="kept", help="what the sources are: pairs kept by earlier runs, or evaluation images (default kept)")
+    b.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format of the sources (default: detected)")
+    b.add_argument("--image-root", help="folder that image paths are relative to")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(handler=cmd_index_build)
+    i = what.add_parser("info", help="what an index holds")
+    i.add_argument("index", help="an index file")
+    i.set_defaults(handler=cmd_index_info)
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from recaption.dedup.index import ReferenceIndex, ReferenceIndexError, index_source  # noqa: PLC0415
+    from recaption.io.base import ReaderOptions  # noqa: PLC0415
+
+    if args.name and len(args.name) != len(args.sources):
+        raise UsageError(f"--name is given {len(args.name)} time(s) for {len(args.sources)} source(s); give one per SOURCE or none")
+    if not args.output.endswith(".parquet"):
+        raise UsageError(f"INDEX is a .parquet file, not {args.output!r}")
+    options = ReaderOptions(image_root=args.image_root)
+    names = args.name or [None] * len(args.sources)
+    try:
+        parts = [index_source(src, name, args.kind, args.input_format, options, not args.no_progress) for src, name in zip(args.sources, names)]
+    except ReferenceIndexError as exc:
+        raise RecaptionError(str(exc)) from None
+    index = ReferenceIndex.concat(parts)
+    if not len(index):
+        raise RecaptionError("nothing to index: no source holds a readable image; see the counts above")
+    index.save(args.output)
+    for s in index.sources:
+        skipped = sum(s["skipped"].values()) if "skipped" in s else 0
+        why = f" ({', '.join(f'{k}: {v}' for k, v in sorted(s['skipped'].items()))})" if skipped else ""
+        print(f"  {s['name']}: {s['records']} images indexed, {skipped} skipped{why}")
+    print(f"recaption: {len(index)} images indexed in {args.output}")
+    return 0
+
+
+def cmd_index_info(args: argparse.Namespace) -> int:
+    from recaption.dedup.index import ReferenceIndexError, read_index  # noqa: PLC0415
+
+    try:
+        index = read_index(args.index)
+    except ReferenceIndexError as exc:
+        raise RecaptionError(str(exc)) from None
+    print(f"{args.index}: {len(index)} images, {int(index.has_phash.sum())} with a perceptual hash")
+    for s in index.sources:
+        print(f"  {s['name']} ({s['kind']}): {s['records']} images from {s['path']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recaption", description="Turn raw image-text pairs into model-ready training data.")
     parser.add_argument("--version", action="version", version=f"recaption {__version__}")
@@ -524,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit(sub)
     _add_review(sub)
     _add_export(sub)
+    _add_index(sub)
     sub.add_parser("recipes", help="list the shipped recipes").set_defaults(handler=cmd_recipes)
     return parser
 

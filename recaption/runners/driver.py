@@ -97,7 +97,10 @@ class RunDriver:
             by_shard[names[key.split(":", 1)[0]]][key] = {k: v for k, v in vars(decision).items() if v}
         for name, items in by_shard.items():
             write_json(self.layout.decisions(seg.index, name), items)
-        write_json(self.layout.decided(seg.index), {"records": counted[0], "seconds": time.perf_counter() - start})
+        write_json(self.layout.decided(seg.index), {
+            "records": counted[0], "seconds": time.perf_counter() - start,
+            "metrics": seg.entry.take_metrics(), "findings": seg.entry.findings,
+        })
 
     def finish(self, settings: dict[str, Any], plan: list[InputShard], segments: list[Segment]) -> dict[str, Any]:
         from recaption.report.html import write_report  # noqa: PLC0415 - jinja2 only when a run ends
@@ -123,11 +126,17 @@ class RunDriver:
                 shard_seconds += m["seconds"]
                 merger.add(m["report"])
         n_rej = sum(rejects_by_reason.values())
-        decide_seconds = {
-            seg.entry.name: read_json(self.layout.decided(seg.index))["seconds"] for seg in segments if seg.entry is not None
-        }
-        for name, seconds in decide_seconds.items():
-            stage_totals[name].seconds += seconds
+        decide_seconds: dict[str, float] = {}
+        findings: dict[str, Any] = {}
+        for seg in segments:
+            if seg.entry is not None:
+                decided = read_json(self.layout.decided(seg.index))
+                name = seg.entry.name
+                decide_seconds[name] = decided["seconds"]
+                stage_totals[name].seconds += decided["seconds"]
+                stage_totals[name].metrics.update(decided.get("metrics", {}))
+                if decided.get("findings"):
+                    findings[name] = decided["findings"]
         stats = {
             "input": n_in,
             "output": n_out,
@@ -141,6 +150,8 @@ class RunDriver:
             "input_format": settings["resolved_input_format"],
             "output_format": settings["resolved_output_format"],
         }
+        if findings:
+            stats["findings"] = findings
         if n_in != n_out + n_rej:
             raise RunError(f"accounting does not add up: {n_in} read, {n_out} written + {n_rej} rejected; please report this")
         stats["output_notes"] = output_writer(settings, self.layout).finish_dataset()

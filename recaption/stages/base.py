@@ -268,7 +268,15 @@ class Decision:
 
 
 class GlobalStage(Stage):
-    """A stage that must see every record's signature before deciding about any of them."""
+    """A stage that must see every record's signature before deciding about any of them.
+
+    What ``decide`` counts (``stat``) joins the stage's counts; what it finds worth listing
+    (``findings``: evaluation images copied, what-if tables) goes into stats.json and the report.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.findings: dict[str, Any] = {}
 
     @abstractmethod
     def signature(self, pair: Pair) -> dict[str, Any]:

@@ -26,164 +26,72 @@ synthetic photos (benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
-import hashlib
-import re
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from recaption.dedup.groups import components, runs_of_equal
+from recaption.dedup.hashes import HOT_BUCKET, HotBuckets, near_hash_pairs
+from recaption.dedup.text import MinHasher, normalise_text, text_hash
 from recaption.record import Pair
 from recaption.stages.base import Decision, GlobalStage, StageError, register
 
-_NON_WORD = re.compile(r"[^\w]+")
-
-
-def normalise_text(text: str) -> str:
-    return _NON_WORD.sub(" ", text.lower()).strip()
-
-
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i: int, j: int) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:
-            self.parent[max(ri, rj)] = min(ri, rj)  # the root is always the earliest index
-
-    def groups(self) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for i in range(len(self.parent)):
-            out.setdefault(self.find(i), []).append(i)
-        return out
-
-
 WINDOWS = 9  # the image check's window hashes per record (stages.image.CROP_WINDOWS)
 WINDOW_RADIUS = 2  # measured on planted copies (benchmarks/bench_near_copies.py): 3 found no more, 1 fewer
-DIRECT_TABLE_BITS = 22  # blocks up to this wide are looked up in a table (4M entries), not searched
 
 
-def _blocks(n_blocks: int, bits: int = 64) -> list[tuple[int, int]]:
-    """(shift, width) of ``n_blocks`` disjoint bit blocks covering all bits."""
-    edges = np.linspace(0, bits, n_blocks + 1).round().astype(int)
-    return [(int(lo), int(hi - lo)) for lo, hi in zip(edges[:-1], edges[1:])]
+def _paths(option: str, value: Any) -> list[str]:
+    """A list of paths that exist, checked when the recipe is built, not after the first pass."""
+    if value is None:
+        return []
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise StageError(f"dedup.{option} is a list of paths (index files, run folders or datasets)")
+    from pathlib import Path  # noqa: PLC0415
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise StageError(f"dedup.{option}: no such file or folder: {', '.join(missing)}")
+    return paths
 
 
-def _block_plan(n: int, radius: int) -> tuple[int, int]:
-    """Choose (blocks, tolerance) for multi-index hashing by expected seconds.
+def _reference_matches(image: dict[str, np.ndarray], members: np.ndarray, ref: Any, radius: int, hot_bucket: int,
+                       stat: Any, reason: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each member: the reference row it copies (-1: none), how ("exact copy", "near copy",
+    "mirror image") and the distance in bits: an exact sha256 first, else the nearest of its hash
+    and its mirror's to a reference hash."""
+    from recaption.dedup.hashes import nearest_in  # noqa: PLC0415
 
-    Two hashes within ``radius`` bits have, among ``m`` disjoint blocks, one block within
-    ``radius // m`` bits. Exact blocks (m = radius + 1) need one lookup per block, but
-    random collisions in short blocks grow as n^2 / 2^bits. Blocks matched within one bit
-    (about half as many, twice as long) need a lookup per bit and a table per block, but
-    almost never collide by chance, so their cost stays linear. The constants are seconds
-    per unit of work measured on a 2-core x86 machine (benchmarks/bench_near_dup.py); only
-    their ratio matters.
-    """
-    exact_m = radius + 1
-    exact_cost = exact_m * n * 4e-7 + exact_m * n * n / 2 ** (64 / exact_m) * 3.3e-8
-    tolerant_m = -(-(radius + 1) // 2)
-    bits = 64 / tolerant_m
-    if radius // tolerant_m > 1 or bits > DIRECT_TABLE_BITS:
-        return exact_m, 0
-    tolerant_cost = tolerant_m * 2**bits * 1.5e-8 + tolerant_m * (bits + 1) * n * 3e-8
-    return (exact_m, 0) if exact_cost <= tolerant_cost else (tolerant_m, 1)
-
-
-def near_hash_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
-    """Index pairs (i < j) linking every group of 64-bit hashes within ``radius`` bits.
-
-    Exactly equal hashes are linked through their first occurrence, so a thousand copies
-    of one blank image cost a thousand pairs, not half a million. Candidates come from
-    multi-index hashing (see ``_block_plan``) and are verified by their true distance.
-    """
-    hashes = np.asarray(hashes, dtype=np.uint64)
-    if len(hashes) < 2:
-        return np.empty((0, 2), dtype=np.int64)
-    uniq, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    exact = np.stack([first[inverse], np.arange(len(hashes))], axis=1)
-    pairs = [exact[exact[:, 0] != exact[:, 1]]]
-    n = len(uniq)
-    if radius > 0 and n > 1:
-        n_blocks, tolerance = _block_plan(n, radius)
-        found: list[np.ndarray] = []
-        everyone = np.arange(n)
-        for shift, width in _blocks(n_blocks):
-            keys = ((uniq >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
-            order = np.argsort(keys, kind="stable")
-            if width <= DIRECT_TABLE_BITS:
-                # A direct-address table: bucket start and size for every block value.
-                sizes = np.bincount(keys, minlength=1 << width)
-                begins = np.cumsum(sizes) - sizes
-            else:
-                sorted_keys = keys[order]
-            flips = [0] + ([1 << b for b in range(width)] if tolerance else [])
-            for flip in flips:
-                probe = keys ^ flip
-                if width <= DIRECT_TABLE_BITS:
-                    lo, count = begins[probe], sizes[probe]
-                else:
-                    lo = np.searchsorted(sorted_keys, probe, "left")
-                    count = np.searchsorted(sorted_keys, probe, "right") - lo
-                total = int(count.sum())
-                if total == 0:
-                    continue
-                # Expand (i, every j whose block matches i's probe) without a Python loop.
-                a = np.repeat(everyone, count)
-                starts = np.repeat(lo, count)
-                offsets = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-                b = order[starts + offsets]
-                keep = a < b
-                a, b = a[keep], b[keep]
-                close = np.bitwise_count(uniq[a] ^ uniq[b]) <= radius
-                if close.any():
-                    found.append(np.stack([a[close], b[close]], axis=1))
-        if found:
-            linked = np.unique(np.concatenate(found), axis=0)
-            pairs.append(np.stack([first[linked[:, 0]], first[linked[:, 1]]], axis=1))
-    return np.sort(np.concatenate(pairs).astype(np.int64), axis=1)
-
-
-class MinHasher:
-    """MinHash signatures of character shingles, and LSH band hashes for candidates."""
-
-    PRIME = (1 << 31) - 1
-
-    def __init__(self, num_perm: int = 64, bands: int = 16, shingle: int = 5, seed: int = 1) -> None:
-        if num_perm % bands:
-            raise StageError("dedup: text_num_perm must be a multiple of text_bands")
-        rng = np.random.default_rng(seed)
-        self.a = rng.integers(1, self.PRIME, num_perm, dtype=np.uint64)
-        self.b = rng.integers(0, self.PRIME, num_perm, dtype=np.uint64)
-        self.mix = rng.integers(1, 2**63, num_perm, dtype=np.uint64) | np.uint64(1)  # odd multipliers
-        self.num_perm, self.bands, self.rows, self.shingle = num_perm, bands, num_perm // bands, shingle
-
-    def shingles(self, text: str) -> np.ndarray:
-        step = self.shingle
-        grams = [text] if len(text) <= step else [text[i : i + step] for i in range(len(text) - step + 1)]
-        return np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=np.uint64, count=len(grams))
-
-    def signature(self, text: str) -> np.ndarray:
-        x = self.shingles(text) % np.uint64(self.PRIME)
-        return ((np.outer(self.a, x) + self.b[:, None]) % np.uint64(self.PRIME)).min(axis=1).astype(np.uint32)
-
-    def band_hash(self, minhashes: np.ndarray, band: int) -> np.ndarray:
-        """One 64-bit hash per row: two texts share it when that band's MinHash values agree."""
-        cols = slice(band * self.rows, (band + 1) * self.rows)
-        weighted = minhashes[:, cols].astype(np.uint64) * self.mix[cols]  # wraps mod 2**64, as intended
-        return weighted.sum(axis=1, dtype=np.uint64)
-
-
-def _text_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+    match = np.full(len(members), -1, np.int64)
+    how = np.full(len(members), "", object)
+    distance = np.zeros(len(members), np.int64)
+    if not len(members) or not len(ref):
+        return match, how, distance
+    ref_with_hash = np.flatnonzero(ref.has_phash)
+    ref_phash = ref.phash[ref_with_hash]
+    hot = HotBuckets()
+    best = np.full(len(members), radius + 1, np.int64)
+    for name, column, present in (("near copy", "phash", "has_phash"), ("mirror image", "mirror", "has_mirror")):
+        have = np.flatnonzero(image[present][members])
+        row, d = nearest_in(image[column][members[have]], ref_phash, radius, hot_bucket, hot)
+        better = (row >= 0) & (d < best[have])
+        match[have[better]] = ref_with_hash[row[better]]
+        best[have[better]] = d[better]
+        how[have[better]] = name
+    distance[:] = np.where(match >= 0, best, 0)
+    # an exact copy by bytes wins over any near one
+    sha = image["sha"][members]
+    ref_sha = np.where(ref.sha != 0, ref.sha, np.uint64(0))
+    order = np.argsort(ref_sha, kind="stable")
+    at = np.searchsorted(ref_sha[order], sha)
+    at = np.minimum(at, len(order) - 1)
+    exact = (sha != 0) & (ref_sha[order][at] == sha)
+    match[exact] = order[at[exact]]
+    how[exact], distance[exact] = "exact copy", 0
+    for name, value in hot.as_stats(reason).items():
+        stat(name, value)
+    return match, how, distance
 
 
 class _Columns:
@@ -243,38 +151,19 @@ class _Columns:
         return np.concatenate(parts)
 
 
-def _components(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Connected-component label (the smallest member index) for each of ``n`` items."""
-    uf = _UnionFind(n)
-    for a, b in pairs:
-        uf.union(int(a), int(b))
-    return np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
-
-
-def _runs_of_equal(values: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Pairs linking ``members`` that share a value: each to the first and the previous of its run."""
-    if len(members) < 2:
-        return np.empty((0, 2), np.int64)
-    order = members[np.argsort(values[members], kind="stable")]
-    v = values[order]
-    same = v[1:] == v[:-1]
-    run_start = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(len(order)), 0))
-    to_prev = np.stack([order[:-1][same], order[1:][same]], axis=1)
-    to_first = np.stack([order[run_start[1:][same]], order[1:][same]], axis=1)
-    return np.concatenate([to_prev, to_first])
-
-
 @register
 class Dedup(GlobalStage):
-    """Reject repeated ids and duplicate images; flag (or reject) captions shared by images."""
+    """Reject repeated ids, duplicate images and what a reference already holds; flag (or
+    reject) captions shared by images."""
 
     name = "dedup"
     provides = ("score:text_dup_count",)
     requires = (("score:sha256",),)  # the image check's hashes: image duplicates are found from them
 
     def facts_needed(self) -> list[set[str]]:
-        return super().facts_needed() if self.exact_image or self.near_image else []
+        return super().facts_needed() if self.exact_image or self.near_image or self.against or self.eval_sets else []
     AGREEMENT_CHUNK = 65_536
+    FINDINGS = 200  # evaluation overlaps listed in stats.json and the report (all are counted)
 
     def __init__(
         self,
@@ -284,6 +173,10 @@ class Dedup(GlobalStage):
         near_image: bool = True,
         phash_radius: int = 4,
         near_crops: bool = False,
+        hot_bucket: int = HOT_BUCKET,
+        against: list[str] | None = None,
+        eval_sets: list[str] | None = None,
+        eval_action: str = "reject",
         exact_text: bool = True,
         near_text: bool = True,
         text_jaccard: float = 0.8,
@@ -294,12 +187,20 @@ class Dedup(GlobalStage):
         super().__init__()
         if text_action not in ("flag", "reject"):
             raise StageError(f"dedup.text_action must be 'flag' or 'reject', not {text_action!r}")
+        if eval_action not in ("flag", "reject"):
+            raise StageError(f"dedup.eval_action must be 'flag' or 'reject', not {eval_action!r}")
         if not 0 <= phash_radius <= 32:
             raise StageError("dedup.phash_radius must be between 0 and 32 bits")
         if not 0 < text_jaccard <= 1:
             raise StageError("dedup.text_jaccard must be in (0, 1]")
+        if hot_bucket < 2:
+            raise StageError("dedup.hot_bucket must be at least 2")
+        if text_num_perm % text_bands:
+            raise StageError("dedup.text_num_perm must be a multiple of dedup.text_bands")
+        self.against, self.eval_sets = _paths("against", against), _paths("eval_sets", eval_sets)
+        self.eval_action = eval_action
         self.ids, self.exact_image, self.near_image = ids, exact_image, near_image
-        self.phash_radius, self.near_crops = phash_radius, near_crops
+        self.phash_radius, self.near_crops, self.hot_bucket = phash_radius, near_crops, hot_bucket
         self.window_radius = min(phash_radius, WINDOW_RADIUS)
         self.exact_text, self.near_text = exact_text, near_text
         self.text_jaccard, self.text_action = text_jaccard, text_action
@@ -316,7 +217,7 @@ class Dedup(GlobalStage):
             "phash_mirror": pair.scores.get("phash_mirror"),
             "phash_windows": pair.scores.get("phash_windows") if self.near_crops else None,
             "pixels": int(pair.scores.get("width", 0)) * int(pair.scores.get("height", 0)),
-            "text": _text_hash(text) if text else 0,
+            "text": text_hash(text) if text else 0,
         }
         if text and self.near_text:
             sig["minhash"] = self.minhasher.signature(text).tobytes().hex()
@@ -328,9 +229,11 @@ class Dedup(GlobalStage):
             cols.add(key, sig)
         n = len(cols.keys)
         ids, keys = cols.ids, cols.keys
-        pixels = cols.column("pixels")
+        image = {name: cols.column(name) for name in ("sha", "phash", "has_phash", "mirror", "has_mirror", "pixels")}
+        pixels = image["pixels"]
         alive = np.ones(n, dtype=bool)
         decisions: dict[str, Decision] = {}
+        self.findings = {}
 
         def reject(i: int, reason: str, detail: str) -> None:
             decisions[keys[i]] = Decision(reject=(reason, detail))
@@ -342,6 +245,12 @@ class Dedup(GlobalStage):
                 owner = first_of.setdefault(image_id, i)
                 if owner != i:
                     reject(i, "duplicate_id", f"image_id {image_id!r} already used by the record at {keys[owner]}")
+        # Against references first: a pair that copies an evaluation image or one kept before
+        # goes, whatever copies of it this run holds.
+        if self.eval_sets:
+            self._against_reference(image, alive, cols, decisions, reject, self.eval_sets, "eval")
+        if self.against:
+            self._against_reference(image, alive, cols, decisions, reject, self.against, "kept")
 
         def reject_groups(members: np.ndarray, labels: np.ndarray, reason: str) -> None:
             # Sort each group by most pixels, then input order: the first one is kept.
@@ -355,36 +264,79 @@ class Dedup(GlobalStage):
                     reject(idx, reason, f"duplicate of {ids[keeper]!r}")
 
         if self.exact_image:
-            sha = cols.column("sha")
+            sha = image["sha"]
             members = np.flatnonzero(alive & (sha != 0))
             reject_groups(members, sha[members], "exact_image")
         if self.near_image:
-            members = np.flatnonzero(alive & cols.column("has_phash"))
-            phash, mirror, has_mirror = cols.column("phash")[members], cols.column("mirror")[members], cols.column("has_mirror")[members]
-            # Each record stands in the search with its hash and its mirror's: a left-right
-            # flipped copy's hash is near the original's mirror hash (and the other way round).
-            # With their windows' hashes too: a copy cropped a little, or given a border, is near
-            # one of the original's windows (or the original near one of the copy's).
-            windows, n_windows = cols.column("windows")[members], cols.column("n_windows")[members]
-            in_window = np.arange(WINDOWS)[None, :] < n_windows[:, None]
-            local = np.arange(len(members))
-            owners = np.concatenate([local, local[has_mirror], np.broadcast_to(local[:, None], windows.shape)[in_window]])
-            pool = np.concatenate([phash, mirror[has_mirror], windows[in_window]])
-            found = near_hash_pairs(pool, self.phash_radius)
-            # A window stands for a copy against a whole image (or its mirror), never against
-            # another window: two textures (brick, grass) share windows without being copies.
-            whole = len(local) + int(has_mirror.sum())
-            found = found[(found[:, 0] < whole) | (found[:, 1] < whole)]
-            # and, being a guess at a crop, it must come closer than a whole image does
-            by_window = (found[:, 0] >= whole) | (found[:, 1] >= whole)
-            close = np.bitwise_count(pool[found[:, 0]] ^ pool[found[:, 1]]) <= self.window_radius
-            found = found[~by_window | close]
-            links = owners[found]
-            links = links[links[:, 0] != links[:, 1]]
-            reject_groups(members, _components(len(members), links), "near_image")
+            members = np.flatnonzero(alive & image["has_phash"])
+            links = self._near_image_links(members, image, cols)
+            reject_groups(members, components(len(members), links), "near_image")
         if self.exact_text or self.near_text:
             self._text_groups(cols, alive, decisions)
         return decisions
+
+    def _near_image_links(self, members: np.ndarray, image: dict[str, np.ndarray], cols: _Columns) -> np.ndarray:
+        """Pairs of positions in ``members`` whose images are near copies."""
+        phash, mirror, has_mirror = image["phash"][members], image["mirror"][members], image["has_mirror"][members]
+        # Each record stands in the search with its hash and its mirror's: a left-right
+        # flipped copy's hash is near the original's mirror hash (and the other way round).
+        # With their windows' hashes too: a copy cropped a little, or given a border, is near
+        # one of the original's windows (or the original near one of the copy's).
+        windows, n_windows = cols.column("windows")[members], cols.column("n_windows")[members]
+        in_window = np.arange(WINDOWS)[None, :] < n_windows[:, None]
+        local = np.arange(len(members))
+        owners = np.concatenate([local, local[has_mirror], np.broadcast_to(local[:, None], windows.shape)[in_window]])
+        pool = np.concatenate([phash, mirror[has_mirror], windows[in_window]])
+        hot = HotBuckets()
+        found = near_hash_pairs(pool, self.phash_radius, self.hot_bucket, hot)
+        for name, value in hot.as_stats("near_image").items():
+            self.stat(name, value)
+        # A window stands for a copy against a whole image (or its mirror), never against
+        # another window: two textures (brick, grass) share windows without being copies.
+        whole = len(local) + int(has_mirror.sum())
+        found = found[(found[:, 0] < whole) | (found[:, 1] < whole)]
+        # and, being a guess at a crop, it must come closer than a whole image does
+        by_window = (found[:, 0] >= whole) | (found[:, 1] >= whole)
+        close = np.bitwise_count(pool[found[:, 0]] ^ pool[found[:, 1]]) <= self.window_radius
+        found = found[~by_window | close]
+        links = owners[found]
+        return links[links[:, 0] != links[:, 1]]
+
+    def _against_reference(self, image: dict[str, np.ndarray], alive: np.ndarray, cols: _Columns, decisions: dict[str, Decision],
+                           reject: Any, paths: list[str], kind: str) -> None:
+        """Reject (or, for evaluation sets with ``eval_action: flag``, flag) each live record whose
+        image is an exact or near copy of one in the references, naming the one it copies."""
+        from recaption.dedup.index import ReferenceIndexError, load_references  # noqa: PLC0415 - pyarrow, only when used
+
+        try:
+            ref = load_references(paths, kind)
+        except ReferenceIndexError as exc:
+            raise StageError(f"dedup.{'eval_sets' if kind == 'eval' else 'against'}: {exc}") from exc
+        reason = "contaminates_eval" if kind == "eval" else "seen_before"
+        members = np.flatnonzero(alive)
+        match, how, distance = _reference_matches(image, members, ref, self.phash_radius if self.near_image else 0,
+                                                  self.hot_bucket, self.stat, reason)
+        found = np.flatnonzero(match >= 0)
+        self.stat(reason, len(found))
+        flag = kind == "eval" and self.eval_action == "flag"
+        rows: list[list[Any]] = []
+        for pos in found:
+            i, row = int(members[pos]), int(match[pos])
+            source, ref_id = ref.name(row)
+            what = f"{how[pos]} of {ref_id!r} in {source}" + (f" ({distance[pos]} bits)" if how[pos] != "exact copy" else "")
+            if len(rows) < self.FINDINGS:
+                rows.append([cols.ids[i], source, ref_id, str(how[pos]), int(distance[pos])])
+            if flag:
+                decisions[cols.keys[i]] = Decision(meta={"contaminates_eval": f"{source}:{ref_id}"})
+            else:
+                reject(i, reason, what)
+        indexed = ", ".join(f"{s['name']} ({s['records']} images)" for s in ref.sources)
+        self.findings[reason] = {
+            "title": "Copies of evaluation images" if kind == "eval" else "Already kept by earlier runs",
+            "summary": f"{len(found)} pair(s) {'flagged (meta.contaminates_eval)' if flag else f'rejected as dedup/{reason}'}, "
+                       f"checked against {indexed}" + (f"; the first {self.FINDINGS} listed" if len(found) > self.FINDINGS else ""),
+            "count": len(found), "columns": ["id", "source", "copies", "how", "bits"], "rows": rows,
+        }
 
     def _text_groups(self, cols: _Columns, alive: np.ndarray, decisions: dict[str, Decision]) -> None:
         text = cols.column("text")
@@ -392,11 +344,11 @@ class Dedup(GlobalStage):
         local = np.arange(len(members))
         links = [np.empty((0, 2), np.int64)]
         if self.exact_text:
-            links.append(_runs_of_equal(text[members], local))
+            links.append(runs_of_equal(text[members], local))
         if self.near_text:
             minhash = cols.column("minhash")[members]
             candidates = np.concatenate(
-                [_runs_of_equal(self.minhasher.band_hash(minhash, b), local) for b in range(self.minhasher.bands)]
+                [runs_of_equal(self.minhasher.band_hash(minhash, b), local) for b in range(self.minhasher.bands)]
             )
             if len(candidates):
                 candidates = np.unique(np.sort(candidates, axis=1), axis=0)
@@ -406,7 +358,7 @@ class Dedup(GlobalStage):
                     chunk = candidates[start : start + self.AGREEMENT_CHUNK]
                     agree = (minhash[chunk[:, 0]] == minhash[chunk[:, 1]]).mean(axis=1)
                     links.append(chunk[agree >= self.text_jaccard])
-        labels = _components(len(members), np.concatenate(links))
+        labels = components(len(members), np.concatenate(links))
         shared = np.flatnonzero(np.bincount(labels, minlength=len(members))[labels] > 1)
         groups: dict[int, list[int]] = {}  # only captions that are shared: most are not
         for pos in shared:

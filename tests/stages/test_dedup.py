@@ -5,7 +5,9 @@ import pytest
 from PIL import Image
 
 from recaption.record import Pair
-from recaption.stages.dedup import Dedup, _UnionFind, near_hash_pairs
+from recaption.dedup.groups import UnionFind as _UnionFind
+from recaption.dedup.hashes import near_hash_pairs
+from recaption.stages.dedup import Dedup
 
 
 def components(n: int, pairs) -> set[frozenset[int]]:
@@ -31,9 +33,9 @@ def brute_force(hashes: np.ndarray, radius: int) -> set[tuple[int, int]]:
 )
 def test_near_hash_pairs_equal_brute_force(radius, plan, monkeypatch):
     if plan == "blocks_within_one_bit":  # the plan large inputs get; force it on a small one
-        from recaption.stages import dedup
+        from recaption.dedup import hashes
 
-        monkeypatch.setattr(dedup, "_block_plan", lambda n, r: (-(-(r + 1) // 2), 1))
+        monkeypatch.setattr(hashes, "block_plan", lambda n, r: (-(-(r + 1) // 2), 1))
     rng = np.random.default_rng(radius)
     base = rng.integers(0, 2**63, 300, dtype=np.uint64)
     # Plant near copies: flip a few random bits of some hashes, and exact copies.
@@ -103,7 +105,7 @@ def test_near_text_threshold():
 
 
 def test_minhash_agreement_estimates_jaccard():
-    from recaption.stages.dedup import MinHasher
+    from recaption.dedup.text import MinHasher
 
     mh = MinHasher(num_perm=256, bands=32)
     a = "a golden retriever playing fetch on the beach at sunset with a red ball"

@@ -1,0 +1,49 @@
+"""Groups from links: union-find and runs of equal values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:
+            self.parent[max(ri, rj)] = min(ri, rj)  # the root is always the earliest index
+
+    def groups(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for i in range(len(self.parent)):
+            out.setdefault(self.find(i), []).append(i)
+        return out
+
+
+def components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected-component label (the smallest member index) for each of ``n`` items."""
+    uf = UnionFind(n)
+    for a, b in pairs:
+        uf.union(int(a), int(b))
+    return np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
+
+
+def runs_of_equal(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Pairs linking ``members`` that share a value: each to the first and the previous of its run
+    (linear in the members however many share one value: a hot value costs no more than a cold one)."""
+    if len(members) < 2:
+        return np.empty((0, 2), np.int64)
+    order = members[np.argsort(values[members], kind="stable")]
+    v = values[order]
+    same = v[1:] == v[:-1]
+    run_start = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(len(order)), 0))
+    to_prev = np.stack([order[:-1][same], order[1:][same]], axis=1)
+    to_first = np.stack([order[run_start[1:][same]], order[1:][same]], axis=1)
+    return np.concatenate([to_prev, to_first])
