@@ -374,3 +374,126 @@ class Dedup(GlobalStage):
                     if self.text_action == "reject":
                         d.reject = ("duplicate_text", f"same caption as {cols.ids[first]!r}")
                 decisions[cols.keys[i]] = d
+
+
+@register
+class SemanticDedup(GlobalStage):
+    """Remove images that mean the same (SemDeDup): embeddings from ``image_embed``, spherical
+    k-means, and within each cluster a record whose cosine similarity to a record ranked before
+    it reaches ``threshold`` is a duplicate of it. ``keep`` ranks: ``centroid`` (closest to the
+    cluster's centroid survives), ``farthest`` (the paper's and NeMo Curator's "hard" choice), or
+    ``score:NAME`` (the highest stored pair score, e.g. ``score:clip_score`` of the selected
+    caption). The report's what-if table says how many would go at other thresholds."""
+
+    name = "semantic_dedup"
+    provides = ("score:semantic_dup_similarity",)
+    requires = (("score:image_embedding",),)
+    LISTED = 100
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.95,
+        clusters: int | str = "auto",
+        keep: str = "centroid",
+        action: str = "reject",
+        max_cluster: int = 10_000,
+        what_if: list[float] | tuple[float, ...] = (0.90, 0.95, 0.98),
+        keep_embedding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0 < threshold <= 1:
+            raise StageError("semantic_dedup.threshold is a cosine similarity in (0, 1]")
+        if clusters != "auto" and not (isinstance(clusters, int) and clusters >= 1):
+            raise StageError("semantic_dedup.clusters is 'auto' (one per thousand records) or a number of clusters")
+        if keep not in ("centroid", "farthest") and not (isinstance(keep, str) and keep.startswith("score:") and len(keep) > 6):
+            raise StageError(f"semantic_dedup.keep is centroid, farthest or score:NAME, not {keep!r}")
+        if action not in ("reject", "flag"):
+            raise StageError(f"semantic_dedup.action must be 'reject' or 'flag', not {action!r}")
+        if max_cluster < 2:
+            raise StageError("semantic_dedup.max_cluster must be at least 2")
+        self.threshold, self.clusters, self.keep, self.action = threshold, clusters, keep, action
+        self.max_cluster, self.keep_embedding, self.seed = max_cluster, keep_embedding, seed
+        self.what_if = sorted({float(t) for t in what_if} | {threshold})
+
+    def signature(self, pair: Pair) -> dict[str, Any]:
+        sig: dict[str, Any] = {"id": pair.image_id, "emb": pair.scores.get("image_embedding")}
+        if self.keep.startswith("score:"):
+            name = self.keep[6:]
+            value = pair.scores.get(name)
+            if value is None:
+                selected = pair.selected()
+                value = selected.scores.get(name) if selected is not None else None
+            sig["score"] = value if isinstance(value, (int, float)) else None
+        return sig
+
+    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
+        from recaption.dedup.semantic import decode_vector, semantic_duplicates  # noqa: PLC0415
+
+        keys: list[str] = []
+        ids: list[str] = []
+        rows: list[np.ndarray] = []
+        scores: list[float] = []
+        missing = 0
+        for key, sig in signatures:
+            vector = None
+            if isinstance(sig.get("emb"), str):
+                try:
+                    vector = decode_vector(sig["emb"])
+                except ValueError:
+                    vector = None
+            if vector is None or (rows and len(vector) != len(rows[0])):
+                missing += 1  # not compared: nothing to compare it by
+                continue
+            keys.append(key)
+            ids.append(sig["id"])
+            rows.append(vector)
+            scores.append(sig.get("score") if sig.get("score") is not None else -np.inf)
+        if missing:
+            self.stat("no_embedding", missing)
+        self.findings = {}
+        if not rows:
+            return {}
+        x = np.stack(rows).astype(np.float32)
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        x = x.astype(np.float16)  # half the memory; each cluster is compared in float32
+        k = self.clusters if self.clusters != "auto" else -(-len(x) // 1000)
+        rank: str | np.ndarray = np.asarray(scores) if self.keep.startswith("score:") else self.keep
+        found = semantic_duplicates(x, int(k), rank, self.max_cluster, self.seed)
+        for name, value in (("clusters", found.clusters), ("clusters_split", found.split), ("clusters_windowed", found.windowed)):
+            if value:
+                self.stat(name, value)
+        dup = np.flatnonzero(found.best >= self.threshold)
+        self.stat("semantic_duplicates", len(dup))
+        decisions: dict[str, Decision] = {}
+        listed: list[list[Any]] = []
+        for i in dup:
+            similar, cosine = ids[int(found.of[i])], float(found.best[i])
+            decision = Decision(scores={"semantic_dup_similarity": round(cosine, 4)}, meta={"semantic_dup_of": similar})
+            if self.action == "reject":
+                decision.reject = ("semantic_duplicate", f"means the same as {similar!r} (cosine {cosine:.3f})")
+            decisions[keys[i]] = decision
+            if len(listed) < self.LISTED:
+                listed.append([ids[i], similar, round(cosine, 3)])
+        n = len(x)
+        self.findings["what_if"] = {
+            "title": "Semantic duplicates: what-if",
+            "summary": f"{len(dup)} of {n} embedded pairs {'rejected' if self.action == 'reject' else 'flagged'} at cosine "
+                       f"similarity >= {self.threshold} ({found.clusters} clusters, keep {self.keep})"
+                       + (f"; {missing} pairs had no embedding" if missing else ""),
+            "columns": ["threshold", "pairs removed", "share"],
+            "rows": [[t, int((found.best >= t).sum()), f"{100 * (found.best >= t).mean():.1f} %"] for t in self.what_if],
+        }
+        self.findings["examples"] = {
+            "title": "Semantic duplicates: examples", "summary": f"the first {len(listed)} of {len(dup)}",
+            "columns": ["id", "means the same as", "cosine"], "rows": listed,
+        }
+        return decisions
+
+    def apply(self, batch: list[Pair], keys: list[str], decisions: dict[str, Decision]) -> list[Pair]:
+        out = super().apply(batch, keys, decisions)
+        if not self.keep_embedding:  # 1.4 KB of base64 per pair: training data does not need it
+            for pair in batch:
+                pair.scores.pop("image_embedding", None)
+        return out

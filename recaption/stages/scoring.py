@@ -1,4 +1,6 @@
-"""Model-based caption scores: ``clip_score`` (CLIPScore / RefCLIPScore with any CLIP or SigLIP).
+"""What a CLIP-like model says about pairs: ``clip_score`` (CLIPScore / RefCLIPScore with any
+CLIP or SigLIP) and ``image_embed`` (each image's embedding, for ``semantic_dedup``). Both take
+image embeddings from the same side cache, so embedding after scoring with one model is free.
 
 Scales (``scale``):
 
@@ -18,6 +20,8 @@ re-running with the same model scores only new captions, with another model all 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of
@@ -34,16 +38,61 @@ def references_of(pair: Pair) -> list[str]:
     return [r for r in pair.meta.get("references") or [] if isinstance(r, str)]
 
 
+class _ClipModelStage(Stage):
+    """A stage that holds a CLIP-like model and the cached image embeddings it makes."""
+
+    loads_model = True
+    needs = HF_MODEL_NEEDS
+    model_name: str
+    device: str
+    dtype: str
+    cache_folder: Any
+
+    def setup(self) -> None:
+        from recaption.models.clip import ClipScorer  # noqa: PLC0415 - loads torch and transformers
+
+        try:
+            self.scorer = ClipScorer(self.model_name, self.device, self.dtype)
+        except ModelLoadError as exc:
+            raise StageError(f"{self.name}.model: {exc}") from exc
+        self.images = CachedImageEmbeddings(self.scorer, self.cache_folder)
+        self.cache, self.decode_side = self.images.cache, self.images.decode_side
+
+
 @register
-class ClipScore(Stage):
+class ImageEmbed(_ClipModelStage):
+    """Store each image's L2-normalised embedding (``scores.image_embedding``, float16 in base64)
+    for ``semantic_dedup``, which removes it again unless told to keep it."""
+
+    name = "image_embed"
+    provides = ("score:image_embedding",)
+    batch_size = 32
+
+    def __init__(self, *, model: str = DEFAULT_CLIP, device: str = "auto", dtype: str = "auto", batch_size: int = 32, cache: str | None = "auto") -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise StageError("image_embed.batch_size must be at least 1")
+        self.model_name, self.device, self.dtype, self.batch_size = model, device, dtype, batch_size
+        self.cache_folder = cache_folder_of(cache)
+
+    def process(self, batch: list[Pair]) -> None:
+        from recaption.dedup.semantic import encode_vector  # noqa: PLC0415
+
+        pairs, vectors = self.images.of(batch, self.name)
+        provenance = {"model": self.scorer.model_hash, "decode": f"min_side {self.decode_side}"}
+        for pair, vector in zip(pairs, vectors):
+            pair.scores["image_embedding"] = encode_vector(vector)
+            pair.set_scored_by(self.name, provenance)
+
+
+@register
+class ClipScore(_ClipModelStage):
     """Score every caption against its image with a CLIP-like model; cache image embeddings."""
 
     name = "clip_score"
     provides = ("caption_score:clip_score", "caption_score:clip_chunks", "caption_score:refclip_score")
     requires = (CAPTION_FACTS,)
-    loads_model = True
     batch_size = 32
-    needs = HF_MODEL_NEEDS
 
     def __init__(
         self,
@@ -63,16 +112,6 @@ class ClipScore(Stage):
         self.model_name, self.scale, self.device, self.dtype = model, scale, device, dtype
         self.batch_size = batch_size
         self.cache_folder = cache_folder_of(cache)
-
-    def setup(self) -> None:
-        from recaption.models.clip import ClipScorer  # noqa: PLC0415 - loads torch and transformers
-
-        try:
-            self.scorer = ClipScorer(self.model_name, self.device, self.dtype)
-        except ModelLoadError as exc:
-            raise StageError(f"clip_score.model: {exc}") from exc
-        self.images = CachedImageEmbeddings(self.scorer, self.cache_folder)
-        self.cache, self.decode_side = self.images.cache, self.images.decode_side
 
     def process(self, batch: list[Pair]) -> None:
         weight, prefix = SCALES[self.scale]
