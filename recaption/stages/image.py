@@ -71,9 +71,46 @@ CROP_WINDOWS = ((0.05, 0.05, 0.05, 0.05), (0.05, 0, 0, 0), (0, 0.05, 0, 0), (0, 
                 (0.05, 0.05, 0, 0), (0, 0.05, 0.05, 0), (0, 0, 0.05, 0.05), (0.05, 0, 0, 0.05))
 
 
-def window_hashes(img: Image.Image) -> list[str]:
-    """The perceptual hashes of ``CROP_WINDOWS`` of the image (from a 128-px copy: cheap)."""
+BORDER_TOLERANCE = 24  # a pixel this close (max over channels) to the corner's colour is border
+
+
+def trim_border(img: Image.Image) -> Image.Image | None:
+    """The image less a uniform frame (a border a copy was given), or None where it has none:
+    one colour at least 2 % deep on all four sides, leaving at least half of the image. (A dark
+    edge on one or two sides is common in photos, and trimming it would make a photo's copies
+    hash apart: a re-encoded copy moves the edge by a pixel.)"""
+    pixels = np.asarray(img.convert("RGB"), dtype=np.int16)
+    content = np.abs(pixels - pixels[0, 0]).max(axis=2) > BORDER_TOLERANCE
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    if not len(rows):
+        return None  # all one colour
+    h, w = content.shape
+    top, bottom, left, right = rows[0], h - 1 - rows[-1], cols[0], w - 1 - cols[-1]
+    if min(top / h, bottom / h, left / w, right / w) < 0.02:
+        return None
+    box = (int(left), int(top), int(w - right), int(h - bottom))
+    if (box[2] - box[0]) * (box[3] - box[1]) < 0.5 * w * h:
+        return None
+    return img.crop(box)
+
+
+def image_hashes(img: Image.Image, small: Image.Image | None = None) -> tuple[str, str, list[str]]:
+    """The hashes dedup compares: the whole image's, its mirror's and its crop windows'.
+
+    An image with a uniform frame is hashed without it: a copy given a border then hashes like
+    its original, and the frame (the same dark or white edges on every framed image) does not
+    make framed images look alike, nor like photos with dark edges.
+    """
     base = img if max(img.size) <= 128 else img.resize((128, 128), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    trimmed = trim_border(base)
+    if trimmed is not None:
+        base, small = trimmed, None
+    phash, mirror = perceptual_hashes(base, small)
+    return phash, mirror, window_hashes(base)
+
+
+def window_hashes(base: Image.Image) -> list[str]:
+    """The perceptual hashes of ``CROP_WINDOWS`` of the image (give it a 128-px copy: cheap)."""
     w, h = base.size
     hashes = []
     for left, top, right, bottom in CROP_WINDOWS:
@@ -303,8 +340,7 @@ class ImageCheck(Stage):
         small = thumbnail32(rgb)
         found: dict[str, Any] = {**look_scores(small), "flat_share": flat_share(rgb)}
         if self.phash:
-            found["phash"], found["phash_mirror"] = perceptual_hashes(rgb, small)
-            found["phash_windows"] = window_hashes(rgb)
+            found["phash"], found["phash_mirror"], found["phash_windows"] = image_hashes(rgb, small)
         return found
 
     def _read_bytes(self, pair: Pair) -> bytes | None:

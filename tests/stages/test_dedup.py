@@ -209,10 +209,11 @@ def test_planted_copies_are_found_whatever_the_edit_and_no_distinct_tile_is_drop
     # Flips through the mirror's hash, crops and borders through the windows' hashes.
     assert len(found) == 10 and sum(found.values()) / len(found) >= 0.95, found
     assert all(found[k] == 1.0 for k in ("exact", "flip", "crop_side", "crop_corner", "crop_all", "border")), found
-    # By default (no windows) flips are still found; crops and borders mostly are not.
+    # By default (no windows) flips are still found, and borders (the frame is trimmed before
+    # hashing); crops mostly are not.
     stage = Dedup(near_text=False, exact_text=False)
     found, wrong = copies_found(stage.decide((f"0:{i}", stage.signature(p)) for i, p in enumerate(pairs)), pairs, kinds)
-    assert wrong == [] and found["flip"] == 1.0 and found["border"] < 1.0
+    assert wrong == [] and found["flip"] == 1.0 and found["border"] == 1.0 and found["crop_all"] < 1.0
 
 
 def test_no_signature_at_all_decides_nothing():

@@ -208,3 +208,21 @@ def test_flat_share_tells_a_logo_from_photos():
     photos = [run(encode(photo(name))).scores["flat_share"] for name in ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")]
     # A clear sky is flat too (the rocket: 0.33): compose_caption also asks for a white border.
     assert graphic >= 0.4 > max(photos), (graphic, photos)
+
+
+def test_a_uniform_frame_is_trimmed_before_hashing_only_when_on_all_four_sides():
+    from PIL import ImageOps
+
+    from recaption.stages.image import image_hashes, trim_border
+    from tests.conftest import photo
+
+    img = photo("coffee", (160, 120))
+    framed = ImageOps.expand(img, border=10, fill=(0, 0, 0))
+    assert trim_border(framed.resize((128, 128))) is not None
+    assert trim_border(img.resize((128, 128))) is None
+    one_side = ImageOps.expand(img, border=(0, 20, 0, 0), fill=(0, 0, 0))  # a dark top edge, as photos have
+    assert trim_border(one_side.resize((128, 128))) is None
+    assert trim_border(Image.new("RGB", (128, 128), (9, 9, 9))) is None  # all one colour: nothing to trim to
+    whole, _, _ = image_hashes(img)
+    boxed, _, _ = image_hashes(framed)
+    assert bin(int(whole, 16) ^ int(boxed, 16)).count("1") <= 4
