@@ -12,6 +12,7 @@ indexed in memory when the decision is made.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections import Counter
@@ -203,6 +204,18 @@ def index_source(path: str | Path, name: str | None = None, kind: str = "kept", 
             bar.close()
     source = {"name": name or path.name, "path": str(path), "kind": kind, "records": len(built.ids), "skipped": dict(skipped)}
     return built.index(source)
+
+
+def cached_references(paths: tuple[str, ...], kind: str) -> ReferenceIndex:
+    """``load_references``, once per process while the files stay the same: every shard of a
+    run checks against the same references."""
+    stamps = tuple(Path(p).stat().st_mtime_ns if Path(p).exists() else 0 for p in paths)
+    return _cached_references(paths, stamps, kind)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_references(paths: tuple[str, ...], stamps: tuple[int, ...], kind: str) -> ReferenceIndex:
+    return load_references(list(paths), kind)
 
 
 def load_references(paths: list[str], kind: str) -> ReferenceIndex:

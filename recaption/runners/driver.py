@@ -1,8 +1,11 @@
 """The part of a run that is the same whichever runner executes the shards: prepare (or
 resume) the run, decide between segments at a global stage, and finish (stats, report).
 
-Both runners hold one ``RunDriver``; a global stage's decision is made here, in one process,
-from the signatures the shards wrote, streamed (the stage keeps only what it needs of each).
+Both runners hold one ``RunDriver``; a global stage's decision is made here, from the
+signatures the shards wrote: streamed into the stage in this process (it keeps only what it
+needs of each), or, where the runner gives the driver ``tasks`` and the stage can decide in
+tasks (``decide_sharded``: dedup), by map and reduce tasks, this process keeping only what is
+duplicated.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class RunDriver:
         self.config = config
         self.layout = OutputLayout(Path(config.output))
         self.show_progress = show_progress
+        self.tasks: Any = None  # a runner's task pool (recaption.dedup.sharded), for decisions made in tasks
 
     def prepare(self) -> tuple[dict[str, Any], list[InputShard]]:
         settings = self.config.settings()
@@ -89,7 +93,12 @@ class RunDriver:
                         key, sig = json.loads(line)
                         yield key, sig
 
-        decisions = seg.entry.decide(signatures())
+        if self.tasks is not None and hasattr(seg.entry, "decide_sharded"):
+            counted[0] = sum(read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in plan)
+            shards = [(s.index, str(self.layout.signatures(seg.index - 1, s.name))) for s in plan]
+            decisions = seg.entry.decide_sharded(self.tasks, shards, str(self.layout.work / f"sharded{seg.index}"), counted[0])
+        else:
+            decisions = seg.entry.decide(signatures())
         by_shard: dict[str, dict[str, Any]] = {s.name: {} for s in plan}
         names = {str(s.index): s.name for s in plan}
         while decisions:  # popped as they are filed, so the two never both hold everything

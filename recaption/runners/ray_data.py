@@ -362,6 +362,9 @@ class RayRunner:
         ray = import_ray()
         settings, plan = self.driver.prepare()
         started = self._connect(ray)
+        from recaption.dedup.sharded import RayTasks  # noqa: PLC0415
+
+        self.driver.tasks = RayTasks(ray)  # dedup decides in tasks, not in this process
         try:
             segments = cut_segments(self.config.recipe.build())
             recipe_json = json.dumps(worker_recipe(settings), sort_keys=True)

@@ -31,13 +31,23 @@ from typing import Any
 
 import numpy as np
 
-from recaption.dedup.groups import components, runs_of_equal
-from recaption.dedup.hashes import HOT_BUCKET, HotBuckets, near_hash_pairs
+from recaption.dedup.decision import (
+    RefHit,
+    Resolver,
+    Rules,
+    SignatureColumns,
+    key_of,
+    map_signatures,
+    order_of,
+    reduce_band,
+    reduce_groups,
+    reduce_image,
+)
+from recaption.dedup.hashes import HOT_BUCKET, HotBuckets
 from recaption.dedup.text import MinHasher, normalise_text, text_hash
 from recaption.record import Pair
 from recaption.stages.base import Decision, GlobalStage, StageError, register
 
-WINDOWS = 9  # the image check's window hashes per record (stages.image.CROP_WINDOWS)
 WINDOW_RADIUS = 2  # measured on planted copies (benchmarks/bench_near_copies.py): 3 found no more, 1 fewer
 
 
@@ -57,7 +67,7 @@ def _paths(option: str, value: Any) -> list[str]:
 
 
 def _reference_matches(image: dict[str, np.ndarray], members: np.ndarray, ref: Any, radius: int, hot_bucket: int,
-                       stat: Any, reason: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       hot: HotBuckets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each member: the reference row it copies (-1: none), how ("exact copy", "near copy",
     "mirror image") and the distance in bits: an exact sha256 first, else the nearest of its hash
     and its mirror's to a reference hash."""
@@ -70,7 +80,6 @@ def _reference_matches(image: dict[str, np.ndarray], members: np.ndarray, ref: A
         return match, how, distance
     ref_with_hash = np.flatnonzero(ref.has_phash)
     ref_phash = ref.phash[ref_with_hash]
-    hot = HotBuckets()
     best = np.full(len(members), radius + 1, np.int64)
     for name, column, present in (("near copy", "phash", "has_phash"), ("mirror image", "mirror", "has_mirror")):
         have = np.flatnonzero(image[present][members])
@@ -89,66 +98,7 @@ def _reference_matches(image: dict[str, np.ndarray], members: np.ndarray, ref: A
     exact = (sha != 0) & (ref_sha[order][at] == sha)
     match[exact] = order[at[exact]]
     how[exact], distance[exact] = "exact copy", 0
-    for name, value in hot.as_stats(reason).items():
-        stat(name, value)
     return match, how, distance
-
-
-class _Columns:
-    """Signatures as numpy columns, filled in chunks, so that deciding over millions of
-    records costs tens of bytes per record instead of a Python dict each."""
-
-    CHUNK = 65_536
-
-    def __init__(self, num_perm: int) -> None:
-        self.keys: list[str] = []
-        self.ids: list[str] = []
-        self.num_perm = num_perm  # 0: no MinHash column (near-text dedup is off)
-        self._chunks: list[dict[str, np.ndarray]] = []
-        self._fill = self.CHUNK
-
-    def _new_chunk(self) -> None:
-        c = self.CHUNK
-        self._chunks.append({
-            "sha": np.zeros(c, np.uint64), "phash": np.zeros(c, np.uint64), "has_phash": np.zeros(c, bool),
-            "mirror": np.zeros(c, np.uint64), "has_mirror": np.zeros(c, bool),
-            "windows": np.zeros((c, WINDOWS), np.uint64), "n_windows": np.zeros(c, np.int8),
-            "pixels": np.zeros(c, np.int64), "text": np.zeros(c, np.uint64), "minhash": np.zeros((c, self.num_perm), np.uint32),
-        })
-        self._fill = 0
-
-    def add(self, key: str, sig: dict[str, Any]) -> None:
-        if self._fill == self.CHUNK:
-            self._new_chunk()
-        row, chunk = self._fill, self._chunks[-1]
-        self.keys.append(key)
-        self.ids.append(sig["id"])
-        chunk["sha"][row] = int(sig["sha"] or "0", 16)
-        if sig.get("phash"):
-            chunk["phash"][row] = int(sig["phash"], 16)
-            chunk["has_phash"][row] = True
-        if sig.get("phash_mirror"):
-            chunk["mirror"][row] = int(sig["phash_mirror"], 16)
-            chunk["has_mirror"][row] = True
-        windows = sig.get("phash_windows") or []
-        if isinstance(windows, list):
-            found = [int(w, 16) for w in windows[:WINDOWS] if isinstance(w, str)]
-            chunk["windows"][row, : len(found)] = found
-            chunk["n_windows"][row] = len(found)
-        chunk["pixels"][row] = sig.get("pixels", 0)
-        chunk["text"][row] = sig.get("text", 0)
-        if self.num_perm and sig.get("minhash"):
-            chunk["minhash"][row] = np.frombuffer(bytes.fromhex(sig["minhash"]), dtype=np.uint32)
-        self._fill += 1
-
-    def column(self, name: str) -> np.ndarray:
-        """The whole column; its chunks are released, so ask for each column once."""
-        if not self._chunks:  # no record at all: an empty column of the right shape
-            width = {"minhash": self.num_perm, "windows": WINDOWS}.get(name)
-            return np.zeros((0, width) if width is not None else 0, np.uint64)
-        parts = [c.pop(name) for c in self._chunks]
-        parts[-1] = parts[-1][: self._fill]
-        return np.concatenate(parts)
 
 
 @register
@@ -223,157 +173,108 @@ class Dedup(GlobalStage):
             sig["minhash"] = self.minhasher.signature(text).tobytes().hex()
         return sig
 
+    def rules(self) -> Rules:
+        return Rules(ids=self.ids, exact_image=self.exact_image, near_image=self.near_image, radius=self.phash_radius,
+                     window_radius=self.window_radius, hot_bucket=self.hot_bucket, exact_text=self.exact_text,
+                     near_text=self.near_text, jaccard=self.text_jaccard, text_action=self.text_action,
+                     bands=self.minhasher.bands, num_perm=self.minhasher.num_perm)
+
     def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
-        cols = _Columns(self.minhasher.num_perm if self.near_text else 0)
+        """In one process: every signature mapped at once, each family reduced as one partition
+        (recaption.dedup.decision), then resolved; the Ray runner calls ``decide_sharded``."""
+        cols = SignatureColumns(self.minhasher.num_perm if self.near_text else 0)
         for key, sig in signatures:
             cols.add(key, sig)
-        n = len(cols.keys)
-        ids, keys = cols.ids, cols.keys
-        image = {name: cols.column(name) for name in ("sha", "phash", "has_phash", "mirror", "has_mirror", "pixels")}
-        pixels = image["pixels"]
-        alive = np.ones(n, dtype=bool)
-        decisions: dict[str, Decision] = {}
+        rules = self.rules()
+        resolver = Resolver(rules)
+        hot = {name: HotBuckets() for name in HOT_FAMILIES}
+        hits = self.reference_hits(cols, hot)
+        for family, table in map_signatures(cols, rules, 1, self.minhasher.band_hash).items():
+            reduce_family(family, table, rules, resolver, hot)
+        return self.resolve(resolver, hits, hot)
+
+    def decide_sharded(self, tasks: Any, shards: list[tuple[int, str]], work: str, records: int) -> dict[str, Decision]:
+        """The same decision with the map and the reduce as tasks (``recaption.dedup.sharded``):
+        the driver holds what is duplicated, not every record."""
+        from recaption.dedup.sharded import decide_sharded  # noqa: PLC0415
+
+        return decide_sharded(self, tasks, shards, work, records)
+
+    def reference_hits(self, cols: SignatureColumns, hot: dict[str, HotBuckets]) -> dict[str, dict[int, RefHit]]:
+        """Each record that copies an image of the evaluation sets or of earlier runs, by kind:
+        named, and rejected (or, for evaluation sets with ``eval_action: flag``, flagged)."""
+        from recaption.dedup.index import ReferenceIndexError, cached_references  # noqa: PLC0415 - pyarrow, only when used
+
+        hits: dict[str, dict[int, RefHit]] = {}
+        for kind, paths in (("eval", self.eval_sets), ("kept", self.against)):
+            if not paths:
+                continue
+            try:
+                ref = cached_references(tuple(paths), kind)
+            except ReferenceIndexError as exc:
+                raise StageError(f"dedup.{'eval_sets' if kind == 'eval' else 'against'}: {exc}") from exc
+            reason = "contaminates_eval" if kind == "eval" else "seen_before"
+            image = {name: cols.column(name) for name in ("sha", "phash", "has_phash", "mirror", "has_mirror")}
+            match, how, distance = _reference_matches(image, np.arange(len(cols)), ref, self.phash_radius if self.near_image else 0,
+                                                      self.hot_bucket, hot[reason])
+            flag = kind == "eval" and self.eval_action == "flag"
+            found: dict[int, RefHit] = {}
+            for pos in np.flatnonzero(match >= 0):
+                source, ref_id = ref.name(int(match[pos]))
+                what = f"{how[pos]} of {ref_id!r} in {source}" + (f" ({distance[pos]} bits)" if how[pos] != "exact copy" else "")
+                found[order_of(cols.keys[pos])] = RefHit(reason, what, {"contaminates_eval": f"{source}:{ref_id}"} if flag else None,
+                                                         [cols.ids[pos], source, ref_id, str(how[pos]), int(distance[pos])])
+            hits[kind] = found
+        return hits
+
+    def resolve(self, resolver: Resolver, hits: dict[str, dict[int, RefHit]], hot: dict[str, HotBuckets]) -> dict[str, Decision]:
+        """The decisions from what the reduce found, and the findings and counts they make."""
+        for kind, found in hits.items():
+            resolver.add_reference_hits(kind, found)
+        verdicts = resolver.resolve()
         self.findings = {}
+        for kind, found in hits.items():
+            self._reference_findings(kind, found, verdicts)
+        for prefix, counted in hot.items():
+            for name, value in counted.as_stats(prefix).items():
+                self.stat(name, value)
+        return {key_of(o): Decision(v.reject, v.scores, v.meta) for o, v in verdicts.items()}
 
-        def reject(i: int, reason: str, detail: str) -> None:
-            decisions[keys[i]] = Decision(reject=(reason, detail))
-            alive[i] = False
-
-        if self.ids:
-            first_of: dict[str, int] = {}
-            for i, image_id in enumerate(ids):
-                owner = first_of.setdefault(image_id, i)
-                if owner != i:
-                    reject(i, "duplicate_id", f"image_id {image_id!r} already used by the record at {keys[owner]}")
-        # Against references first: a pair that copies an evaluation image or one kept before
-        # goes, whatever copies of it this run holds.
-        if self.eval_sets:
-            self._against_reference(image, alive, cols, decisions, reject, self.eval_sets, "eval")
-        if self.against:
-            self._against_reference(image, alive, cols, decisions, reject, self.against, "kept")
-
-        def reject_groups(members: np.ndarray, labels: np.ndarray, reason: str) -> None:
-            # Sort each group by most pixels, then input order: the first one is kept.
-            order = np.lexsort((members, -pixels[members], labels))
-            keeper = None
-            for pos in range(len(order)):
-                idx, label = int(members[order[pos]]), labels[order[pos]]
-                if pos == 0 or label != labels[order[pos - 1]]:
-                    keeper = idx
-                else:
-                    reject(idx, reason, f"duplicate of {ids[keeper]!r}")
-
-        if self.exact_image:
-            sha = image["sha"]
-            members = np.flatnonzero(alive & (sha != 0))
-            reject_groups(members, sha[members], "exact_image")
-        if self.near_image:
-            members = np.flatnonzero(alive & image["has_phash"])
-            links = self._near_image_links(members, image, cols)
-            reject_groups(members, components(len(members), links), "near_image")
-        if self.exact_text or self.near_text:
-            self._text_groups(cols, alive, decisions)
-        return decisions
-
-    def _near_image_links(self, members: np.ndarray, image: dict[str, np.ndarray], cols: _Columns) -> np.ndarray:
-        """Pairs of positions in ``members`` whose images are near copies."""
-        phash, mirror, has_mirror = image["phash"][members], image["mirror"][members], image["has_mirror"][members]
-        # Each record stands in the search with its hash and its mirror's: a left-right
-        # flipped copy's hash is near the original's mirror hash (and the other way round).
-        # With their windows' hashes too: a copy cropped a little, or given a border, is near
-        # one of the original's windows (or the original near one of the copy's).
-        windows, n_windows = cols.column("windows")[members], cols.column("n_windows")[members]
-        in_window = np.arange(WINDOWS)[None, :] < n_windows[:, None]
-        local = np.arange(len(members))
-        owners = np.concatenate([local, local[has_mirror], np.broadcast_to(local[:, None], windows.shape)[in_window]])
-        pool = np.concatenate([phash, mirror[has_mirror], windows[in_window]])
-        hot = HotBuckets()
-        found = near_hash_pairs(pool, self.phash_radius, self.hot_bucket, hot)
-        for name, value in hot.as_stats("near_image").items():
-            self.stat(name, value)
-        # A window stands for a copy against a whole image (or its mirror), never against
-        # another window: two textures (brick, grass) share windows without being copies.
-        whole = len(local) + int(has_mirror.sum())
-        found = found[(found[:, 0] < whole) | (found[:, 1] < whole)]
-        # and, being a guess at a crop, it must come closer than a whole image does
-        by_window = (found[:, 0] >= whole) | (found[:, 1] >= whole)
-        close = np.bitwise_count(pool[found[:, 0]] ^ pool[found[:, 1]]) <= self.window_radius
-        found = found[~by_window | close]
-        links = owners[found]
-        return links[links[:, 0] != links[:, 1]]
-
-    def _against_reference(self, image: dict[str, np.ndarray], alive: np.ndarray, cols: _Columns, decisions: dict[str, Decision],
-                           reject: Any, paths: list[str], kind: str) -> None:
-        """Reject (or, for evaluation sets with ``eval_action: flag``, flag) each live record whose
-        image is an exact or near copy of one in the references, naming the one it copies."""
-        from recaption.dedup.index import ReferenceIndexError, load_references  # noqa: PLC0415 - pyarrow, only when used
-
-        try:
-            ref = load_references(paths, kind)
-        except ReferenceIndexError as exc:
-            raise StageError(f"dedup.{'eval_sets' if kind == 'eval' else 'against'}: {exc}") from exc
+    def _reference_findings(self, kind: str, hits: dict[int, RefHit], verdicts: dict[int, Any]) -> None:
+        """Count and list the hits the decision kept (a record that went earlier, as a repeated
+        id, is not one)."""
         reason = "contaminates_eval" if kind == "eval" else "seen_before"
-        members = np.flatnonzero(alive)
-        match, how, distance = _reference_matches(image, members, ref, self.phash_radius if self.near_image else 0,
-                                                  self.hot_bucket, self.stat, reason)
-        found = np.flatnonzero(match >= 0)
-        self.stat(reason, len(found))
         flag = kind == "eval" and self.eval_action == "flag"
-        rows: list[list[Any]] = []
-        for pos in found:
-            i, row = int(members[pos]), int(match[pos])
-            source, ref_id = ref.name(row)
-            what = f"{how[pos]} of {ref_id!r} in {source}" + (f" ({distance[pos]} bits)" if how[pos] != "exact copy" else "")
-            if len(rows) < self.FINDINGS:
-                rows.append([cols.ids[i], source, ref_id, str(how[pos]), int(distance[pos])])
-            if flag:
-                decisions[cols.keys[i]] = Decision(meta={"contaminates_eval": f"{source}:{ref_id}"})
-            else:
-                reject(i, reason, what)
-        indexed = ", ".join(f"{s['name']} ({s['records']} images)" for s in ref.sources)
+        applied = [o for o in sorted(hits) if o in verdicts and (
+            ("contaminates_eval" in verdicts[o].meta) if flag else (verdicts[o].reject or ("",))[0] == reason)]
+        self.stat(reason, len(applied))
+        rows = [hits[o].row for o in applied[: self.FINDINGS]]
         self.findings[reason] = {
             "title": "Copies of evaluation images" if kind == "eval" else "Already kept by earlier runs",
-            "summary": f"{len(found)} pair(s) {'flagged (meta.contaminates_eval)' if flag else f'rejected as dedup/{reason}'}, "
-                       f"checked against {indexed}" + (f"; the first {self.FINDINGS} listed" if len(found) > self.FINDINGS else ""),
-            "count": len(found), "columns": ["id", "source", "copies", "how", "bits"], "rows": rows,
+            "summary": f"{len(applied)} pair(s) {'flagged (meta.contaminates_eval)' if flag else f'rejected as dedup/{reason}'}, "
+                       f"checked against {self._indexed(kind)}" + (f"; the first {self.FINDINGS} listed" if len(applied) > self.FINDINGS else ""),
+            "count": len(applied), "columns": ["id", "source", "copies", "how", "bits"], "rows": rows,
         }
 
-    def _text_groups(self, cols: _Columns, alive: np.ndarray, decisions: dict[str, Decision]) -> None:
-        text = cols.column("text")
-        members = np.flatnonzero(alive & (text != 0))
-        local = np.arange(len(members))
-        links = [np.empty((0, 2), np.int64)]
-        if self.exact_text:
-            links.append(runs_of_equal(text[members], local))
-        if self.near_text:
-            minhash = cols.column("minhash")[members]
-            candidates = np.concatenate(
-                [runs_of_equal(self.minhasher.band_hash(minhash, b), local) for b in range(self.minhasher.bands)]
-            )
-            if len(candidates):
-                candidates = np.unique(np.sort(candidates, axis=1), axis=0)
-                # Estimated Jaccard: the share of MinHash values two texts agree on. In chunks:
-                # a million candidate pairs would otherwise gather 2 x 256 MB of rows at once.
-                for start in range(0, len(candidates), self.AGREEMENT_CHUNK):
-                    chunk = candidates[start : start + self.AGREEMENT_CHUNK]
-                    agree = (minhash[chunk[:, 0]] == minhash[chunk[:, 1]]).mean(axis=1)
-                    links.append(chunk[agree >= self.text_jaccard])
-        labels = components(len(members), np.concatenate(links))
-        shared = np.flatnonzero(np.bincount(labels, minlength=len(members))[labels] > 1)
-        groups: dict[int, list[int]] = {}  # only captions that are shared: most are not
-        for pos in shared:
-            groups.setdefault(int(labels[pos]), []).append(int(members[pos]))
-        for group in groups.values():
-            if len(group) < 2:
-                continue
-            first = group[0]  # members are in input order
-            for i in group:
-                d = Decision(scores={"text_dup_count": len(group)})
-                if i != first:
-                    d.meta["text_dup_of"] = cols.ids[first]
-                    if self.text_action == "reject":
-                        d.reject = ("duplicate_text", f"same caption as {cols.ids[first]!r}")
-                decisions[cols.keys[i]] = d
+
+    def _indexed(self, kind: str) -> str:
+        from recaption.dedup.index import cached_references  # noqa: PLC0415
+
+        ref = cached_references(tuple(self.eval_sets if kind == "eval" else self.against), kind)
+        return ", ".join(f"{s['name']} ({s['records']} images)" for s in ref.sources)
+
+
+HOT_FAMILIES = ("near_image", "near_text", "contaminates_eval", "seen_before")
+
+
+def reduce_family(family: str, table: Any, rules: Rules, resolver: Resolver, hot: dict[str, HotBuckets]) -> None:
+    """One partition of one family, reduced and handed to the resolver."""
+    if family in ("ids", "sha", "text"):
+        resolver.add(family, reduce_groups(table, {"ids": "id", "sha": "sha", "text": "text"}[family]))
+    elif family == "image":
+        resolver.add(family, *reduce_image(table, rules, hot["near_image"]))
+    elif family == "band":
+        resolver.add(family, *reduce_band(table, rules, hot["near_text"]))
 
 
 @register

@@ -66,6 +66,28 @@ def test_same_records_rejects_and_counts_as_the_local_runner(demo_dataset, tmp_p
     assert not (tmp_path / "ray" / "_work" / "ray").exists()  # the parts are gone once committed
 
 
+def test_dedup_decides_in_tasks_on_ray_as_the_local_runner_does(tmp_path):
+    """On Ray, dedup's map and reduce run as tasks (the driver holds only the duplicates): the
+    same decisions as the local runner's in-process decision, with a reference to check against."""
+    first = make_pairs_dataset(tmp_path / "a", 15)
+    assert LocalRunner(config(first, tmp_path / "first"), show_progress=False).run()["output"] == 15
+    index = tmp_path / "kept.parquet"
+    assert main(["index", "build", str(tmp_path / "first"), "-o", str(index), "--no-progress"]) == 0
+    records = read_jsonl(first)[:8]  # what the first run kept, again
+    for r in records:
+        r["image_path"] = str(tmp_path / "a" / r["image_path"])
+    (tmp_path / "b" / "images").mkdir(parents=True)
+    for i in range(20):  # new images, some sharing captions, one id repeated
+        noise_image(100 + i, (96, 80)).save(tmp_path / "b" / "images" / f"n{i}.jpg")
+        records.append({"image_id": f"new{i % 19}", "image_path": f"images/n{i}.jpg", "texts": [f"a shared caption, number {i % 4}"]})
+    second = write_jsonl(tmp_path / "b" / "pairs.jsonl", records)
+    local, on_ray = run_both(second, tmp_path, overrides=[f"dedup.against=[{index}]"], shard_size=5)
+    assert local["rejects_by_reason"]["dedup/seen_before"] == 8 and local["rejects_by_reason"]["dedup/duplicate_id"] == 1
+    assert files(tmp_path / "ray" / "rejects") == files(tmp_path / "local" / "rejects")
+    assert files(tmp_path / "ray" / "data") == files(tmp_path / "local" / "data")
+    assert without_seconds(on_ray) == without_seconds(local)
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "webdataset"])
 def test_parquet_and_webdataset_inputs(tmp_path, fmt):
     source = make_pairs_dataset(tmp_path / "src", 30, texts=["a colourful pattern", "IMG_0001.JPG", "another pattern"])

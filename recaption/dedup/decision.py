@@ -1,0 +1,495 @@
+"""The dedup decision in three steps, so that one process and a Ray cluster make it alike.
+
+1. **map** (per shard, or everything at once): a shard's signatures become rows of five
+   *families*, each row carrying the partition its key falls in:
+   ``ids`` (image id), ``sha`` (exact image), ``image`` (perceptual-hash nodes: a record's hash
+   and its mirror's are *whole* nodes, its crop windows *window* nodes; a row per node per
+   hash block, so that two near hashes, which share a block exactly, meet in one partition),
+   ``text`` (normalised caption hash) and ``band`` (MinHash-LSH bands).
+2. **reduce** (per partition): exact families give their groups of two or more; ``image``
+   gives the pairs of distinct nodes within the radius (whole to whole within ``radius``, a
+   window to a whole within ``window_radius``, never window to window) and who holds them;
+   ``band`` gives the pairs of distinct captions whose MinHash agreement reaches the Jaccard
+   threshold. Only what is duplicated comes out: the output is proportional to the
+   duplicates, not to the records.
+3. **resolve** (one process, from the reduce outputs only): the rules, in order: repeated
+   ids, copies of evaluation images, of what earlier runs kept, exact images, near images,
+   then shared captions, each among the records the earlier rules left.
+
+Locally the map runs over every signature and the reduce over one partition; on Ray each map
+is a task and each family is grouped by partition by a Ray Data shuffle. The pairs and groups
+are the same either way, so the decisions are (unless a hot bucket is capped: a bucket is then
+searched among its nearest members only, and the buckets differ between the two).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from recaption.dedup.groups import UnionFind
+from recaption.dedup.hashes import HotBuckets, _join, blocks
+
+WINDOWS = 9  # the image check's window hashes per record (stages.image.CROP_WINDOWS)
+FAMILIES = ("ids", "sha", "image", "text", "band")
+WHOLE, WINDOW = 0, 1
+
+
+def order_of(key: str) -> int:
+    """A record key ("shard:position") as one integer that sorts in input order."""
+    shard, pos = key.split(":", 1)
+    return (int(shard) << 32) | int(pos)
+
+
+def key_of(order: int) -> str:
+    return f"{order >> 32}:{order & 0xFFFFFFFF}"
+
+
+@dataclass(frozen=True)
+class Rules:
+    ids: bool = True
+    exact_image: bool = True
+    near_image: bool = True
+    radius: int = 4
+    window_radius: int = 2
+    hot_bucket: int = 512
+    # A caption is compared with every other of a band bucket up to this many, then with its
+    # next ones (in caption-hash order) only: templated captions ("Product photo of item 123")
+    # fill a band bucket with thousands of distinct captions, and a true near copy (Jaccard 0.8)
+    # shares about 6 of the 16 bands, so it meets its twin in a quieter one. 16 keeps the
+    # decision within 2x of linking runs only (benchmarks/RESULTS.md).
+    text_hot_bucket: int = 16
+    exact_text: bool = True
+    near_text: bool = True
+    jaccard: float = 0.8
+    text_action: str = "flag"
+    bands: int = 16
+    num_perm: int = 64
+
+
+class SignatureColumns:
+    """Signatures as numpy columns, filled in chunks, so that deciding over millions of
+    records costs tens of bytes per record instead of a Python dict each."""
+
+    CHUNK = 65_536
+
+    def __init__(self, num_perm: int) -> None:
+        self.keys: list[str] = []
+        self.ids: list[str] = []
+        self.num_perm = num_perm  # 0: no MinHash column (near-text dedup is off)
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._done: dict[str, np.ndarray] = {}
+        self._fill = self.CHUNK
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _new_chunk(self) -> None:
+        c = self.CHUNK
+        self._chunks.append({
+            "sha": np.zeros(c, np.uint64), "phash": np.zeros(c, np.uint64), "has_phash": np.zeros(c, bool),
+            "mirror": np.zeros(c, np.uint64), "has_mirror": np.zeros(c, bool),
+            "windows": np.zeros((c, WINDOWS), np.uint64), "n_windows": np.zeros(c, np.int8),
+            "pixels": np.zeros(c, np.int64), "text": np.zeros(c, np.uint64), "minhash": np.zeros((c, self.num_perm), np.uint32),
+        })
+        self._fill = 0
+
+    def add(self, key: str, sig: dict[str, Any]) -> None:
+        if self._fill == self.CHUNK:
+            self._new_chunk()
+        row, chunk = self._fill, self._chunks[-1]
+        self.keys.append(key)
+        self.ids.append(sig["id"])
+        chunk["sha"][row] = int(sig["sha"] or "0", 16)
+        if sig.get("phash"):
+            chunk["phash"][row] = int(sig["phash"], 16)
+            chunk["has_phash"][row] = True
+        if sig.get("phash_mirror"):
+            chunk["mirror"][row] = int(sig["phash_mirror"], 16)
+            chunk["has_mirror"][row] = True
+        windows = sig.get("phash_windows") or []
+        if isinstance(windows, list):
+            found = [int(w, 16) for w in windows[:WINDOWS] if isinstance(w, str)]
+            chunk["windows"][row, : len(found)] = found
+            chunk["n_windows"][row] = len(found)
+        chunk["pixels"][row] = sig.get("pixels", 0)
+        chunk["text"][row] = sig.get("text", 0)
+        if self.num_perm and sig.get("minhash"):
+            chunk["minhash"][row] = np.frombuffer(bytes.fromhex(sig["minhash"]), dtype=np.uint32)
+        self._fill += 1
+
+    def column(self, name: str) -> np.ndarray:
+        """The whole column; its chunks are released (a column is concatenated once)."""
+        if name in self._done:
+            return self._done[name]
+        if not self._chunks:  # no record at all: empty columns of the right shapes and types
+            self._new_chunk()
+        parts = [c.pop(name) for c in self._chunks]
+        parts[-1] = parts[-1][: self._fill]
+        self._done[name] = np.concatenate(parts)
+        return self._done[name]
+
+
+# -- 1. map ---------------------------------------------------------------------------------
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """A 64-bit mixer (splitmix64's finaliser): partitions from keys whose low bits are not random."""
+    x = np.asarray(x, np.uint64).copy()
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _part(keys: np.ndarray, partitions: int) -> np.ndarray:
+    return (_mix(keys) % np.uint64(partitions)).astype(np.int32)
+
+
+def map_signatures(cols: SignatureColumns, rules: Rules, partitions: int, bands_of: Any = None) -> dict[str, pa.Table]:
+    """The rows each family's reduce needs, from one batch of signatures (a shard, or all)."""
+    n = len(cols)
+    orders = np.fromiter((order_of(k) for k in cols.keys), np.int64, count=n)
+    ids = pa.array(cols.ids, pa.string())
+    pixels = cols.column("pixels")
+    out: dict[str, pa.Table] = {}
+    if rules.ids:
+        id_keys = np.fromiter((zlib.crc32(i.encode("utf-8", "surrogatepass")) for i in cols.ids), np.uint64, count=n)
+        out["ids"] = pa.table({"part": _part(id_keys, partitions), "id": ids, "order": orders})
+    sha = cols.column("sha")
+    if rules.exact_image:
+        has = sha != 0
+        out["sha"] = pa.table({"part": _part(sha[has], partitions), "sha": sha[has], "order": orders[has],
+                               "pixels": pixels[has], "id": ids.filter(pa.array(has))})
+    if rules.near_image:
+        out["image"] = _image_rows(cols, orders, ids, pixels, rules, partitions)
+    text = cols.column("text")
+    has_text = text != 0
+    if rules.exact_text:
+        out["text"] = pa.table({"part": _part(text[has_text], partitions), "text": text[has_text],
+                                "order": orders[has_text], "id": ids.filter(pa.array(has_text))})
+    if rules.near_text and bands_of is not None:
+        out["band"] = _band_rows(cols.column("minhash")[has_text], text[has_text], orders[has_text],
+                                 ids.filter(pa.array(has_text)), rules, partitions, bands_of)
+    return out
+
+
+def _image_rows(cols: SignatureColumns, orders: np.ndarray, ids: pa.Array, pixels: np.ndarray, rules: Rules, partitions: int) -> pa.Table:
+    phash, has_phash = cols.column("phash"), cols.column("has_phash")
+    mirror, has_mirror = cols.column("mirror"), cols.column("has_mirror") & has_phash
+    windows, n_windows = cols.column("windows"), cols.column("n_windows")
+    record = np.arange(len(orders))
+    in_window = (np.arange(WINDOWS)[None, :] < n_windows[:, None]) & has_phash[:, None]
+    whole_mirror = has_mirror & (mirror != phash)  # a symmetric image's mirror is itself
+    owner = np.concatenate([record[has_phash], record[whole_mirror], np.broadcast_to(record[:, None], windows.shape)[in_window]])
+    value = np.concatenate([phash[has_phash], mirror[whole_mirror], windows[in_window]])
+    cls = np.concatenate([np.full(int(has_phash.sum()) + int(whole_mirror.sum()), WHOLE, np.int8), np.full(int(in_window.sum()), WINDOW, np.int8)])
+    # One row per node per block: two hashes within the radius share one of radius+1 blocks
+    # exactly, so they meet in that block's partition. Rows that land in the same partition
+    # twice are kept once.
+    if partitions > 1:
+        parts = [_part((np.uint64(b) << np.uint64(56)) ^ ((value >> np.uint64(shift)) & np.uint64((1 << width) - 1)), partitions)
+                 for b, (shift, width) in enumerate(blocks(rules.radius + 1))]
+        part = np.concatenate(parts)
+        row = np.tile(np.arange(len(value)), len(parts))
+        keep = np.unique(np.stack([part.astype(np.int64), row], axis=1), axis=0)
+        part, row = keep[:, 0].astype(np.int32), keep[:, 1]
+    else:
+        part, row = np.zeros(len(value), np.int32), np.arange(len(value))
+    who = owner[row]
+    return pa.table({"part": part, "value": value[row], "cls": cls[row], "order": orders[who], "pixels": pixels[who],
+                     "id": ids.take(pa.array(who, pa.int64()))})
+
+
+def _band_rows(minhash: np.ndarray, text: np.ndarray, orders: np.ndarray, ids: pa.Array, rules: Rules, partitions: int, bands_of: Any) -> pa.Table:
+    n, b = len(text), rules.bands
+    band_keys = np.stack([bands_of(minhash, band) for band in range(b)], axis=0) if n else np.zeros((b, 0), np.uint64)
+    band = np.repeat(np.arange(b, dtype=np.int32), n)
+    key = band_keys.reshape(-1)
+    row = np.tile(np.arange(n), b)
+    part = _part(key ^ (band.astype(np.uint64) << np.uint64(58)), partitions) if partitions > 1 else np.zeros(len(key), np.int32)
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(minhash[row].reshape(-1), pa.uint32()), rules.num_perm) if n else \
+        pa.array([], pa.list_(pa.uint32(), rules.num_perm))
+    return pa.table({"part": part, "band": band, "key": key, "text": text[row], "minhash": flat, "order": orders[row],
+                     "id": ids.take(pa.array(row, pa.int64()))})
+
+
+# -- 2. reduce ------------------------------------------------------------------------------
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Integer codes of ``values`` (strings or integers) that are equal exactly where they are."""
+    if values.dtype == object:
+        return np.unique(values, return_inverse=True)[1].astype(np.int64)
+    return values.view(np.int64) if values.dtype == np.uint64 else values.astype(np.int64)
+
+
+def _shared(codes: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """Per row: is its code held by two or more distinct records?"""
+    if not len(codes):
+        return np.zeros(0, bool)
+    pairs = np.unique(np.stack([codes, orders], axis=1), axis=0)  # a record may come twice
+    held, counts = np.unique(pairs[:, 0], return_counts=True)
+    return np.isin(codes, held[counts > 1])
+
+
+def reduce_groups(table: pa.Table, key: str) -> pa.Table:
+    """The rows whose ``key`` two or more distinct records share (exact duplicates)."""
+    if "part" in table.column_names:
+        table = table.drop_columns(["part"])
+    codes = _codes(table.column(key).to_numpy(zero_copy_only=False))
+    return table.filter(pa.array(_shared(codes, table.column("order").to_numpy())))
+
+
+EDGE_SCHEMA = pa.schema([("a", pa.uint64()), ("a_cls", pa.int8()), ("b", pa.uint64()), ("b_cls", pa.int8())])
+
+
+def reduce_image(table: pa.Table, rules: Rules, hot: HotBuckets | None = None) -> tuple[pa.Table, pa.Table]:
+    """(edges between distinct nodes within their radius, the member rows of every node that is
+    in an edge or held by two or more records)."""
+    hot = hot if hot is not None else HotBuckets()
+    table = table.drop_columns(["part"]) if "part" in table.column_names else table
+    value = table.column("value").to_numpy()
+    cls = table.column("cls").to_numpy()
+    whole = np.unique(value[cls == WHOLE])
+    window = np.unique(value[cls == WINDOW])
+    edges: list[tuple[np.ndarray, int, np.ndarray, int]] = []
+    if len(whole) > 1:
+        p = _join(whole, whole, rules.radius, True, rules.hot_bucket, hot)
+        edges.append((whole[p[:, 0]], WHOLE, whole[p[:, 1]], WHOLE))
+    if len(window) and len(whole):
+        p = _join(window, whole, rules.window_radius, False, rules.hot_bucket, hot)
+        edges.append((window[p[:, 0]], WINDOW, whole[p[:, 1]], WHOLE))
+    cols = {
+        "a": np.concatenate([e[0] for e in edges] + [np.zeros(0, np.uint64)]),
+        "a_cls": np.concatenate([np.full(len(e[0]), e[1], np.int8) for e in edges] + [np.zeros(0, np.int8)]),
+        "b": np.concatenate([e[2] for e in edges] + [np.zeros(0, np.uint64)]),
+        "b_cls": np.concatenate([np.full(len(e[2]), e[3], np.int8) for e in edges] + [np.zeros(0, np.int8)]),
+    }
+    edge_table = pa.table(cols, schema=EDGE_SCHEMA)
+    orders = table.column("order").to_numpy()
+    keep = np.zeros(len(value), bool)
+    for c in (WHOLE, WINDOW):  # a node is a value of one class
+        mine = cls == c
+        in_edge = np.concatenate([cols["a"][cols["a_cls"] == c], cols["b"][cols["b_cls"] == c]])
+        keep[mine] = _shared(value[mine].view(np.int64), orders[mine]) | np.isin(value[mine], in_edge)
+    return edge_table, table.filter(pa.array(keep))
+
+
+TEXT_EDGE_SCHEMA = pa.schema([("a", pa.uint64()), ("b", pa.uint64())])
+EXPAND = 1 << 20  # candidate pairs verified at once
+
+
+def _agreeing(flat: np.ndarray, ra: np.ndarray, rb: np.ndarray, jaccard: float, step: int = 16) -> np.ndarray:
+    """Which pairs of rows agree on at least ``jaccard`` of their MinHash values: compared a
+    slice of columns at a time, dropping pairs that can no longer reach it (exact, and most
+    candidates from a crowded bucket go after the first slices)."""
+    width = flat.shape[1]
+    needed = jaccard * width - 1e-9
+    alive = np.arange(len(ra))
+    agreed = np.zeros(len(ra), np.int32)
+    for start in range(0, width, step):
+        cols = slice(start, min(width, start + step))
+        agreed[alive] += (flat[ra[alive], cols] == flat[rb[alive], cols]).sum(axis=1, dtype=np.int32)
+        left = width - cols.stop
+        alive = alive[agreed[alive] + left >= needed]
+        if not len(alive):
+            break
+    keep = np.zeros(len(ra), bool)
+    keep[alive] = True
+    return keep
+
+
+def reduce_band(table: pa.Table, rules: Rules, hot: HotBuckets | None = None) -> tuple[pa.Table, pa.Table]:
+    """(pairs of distinct captions that share a band and agree on at least ``jaccard`` of their
+    MinHash values, the member rows of the captions in such a pair)."""
+    hot = hot if hot is not None else HotBuckets()
+    members_of = table.select(["text", "order", "id"])
+    if table.num_rows == 0:
+        return pa.table({"a": pa.array([], pa.uint64()), "b": pa.array([], pa.uint64())}), members_of
+    band = table.column("band").to_numpy().astype(np.int64)
+    key = table.column("key").to_numpy().view(np.int64)
+    text = table.column("text").to_numpy()
+    # by bucket, then caption; one row per (bucket, caption): a caption many records share is compared once
+    rows = np.lexsort((text, key, band))
+    repeat = (band[rows][1:] == band[rows][:-1]) & (key[rows][1:] == key[rows][:-1]) & (text[rows][1:] == text[rows][:-1])
+    rows = rows[np.r_[True, ~repeat]]
+    bucket = np.stack([band[rows], key[rows]], axis=1)
+    new = np.r_[True, (bucket[1:] != bucket[:-1]).any(axis=1)]
+    starts = np.flatnonzero(new)
+    lengths = np.diff(np.r_[starts, len(rows)])
+    # candidates: every pair in a bucket; in a hot one, each caption with the next text_hot_bucket
+    pos = np.arange(len(rows))
+    count = np.minimum(np.repeat(starts + lengths, lengths) - pos - 1, rules.text_hot_bucket)
+    capped = lengths > rules.text_hot_bucket + 1
+    if capped.any():
+        hot.buckets += int(capped.sum())
+        hot.largest = max(hot.largest, int(lengths.max()))
+        hot.searches += int(lengths[capped].sum())
+    column = table.column("minhash")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    flat = np.asarray(column.flatten().to_numpy(zero_copy_only=False), np.uint32).reshape(-1, rules.num_perm)
+    ends = np.cumsum(count)
+    found: list[np.ndarray] = []
+    lo = 0
+    while lo < len(rows) and ends[-1] > (ends[lo] - count[lo]):
+        done = int(ends[lo] - count[lo])
+        hi = max(lo + 1, int(np.searchsorted(ends, done + EXPAND, "right")))
+        c = count[lo:hi]
+        i = np.repeat(pos[lo:hi], c)
+        j = i + 1 + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
+        ra, rb = rows[i], rows[j]
+        agree = _agreeing(flat, ra, rb, rules.jaccard)
+        found.append(np.stack([text[ra[agree]], text[rb[agree]]], axis=1))
+        lo = hi
+    pairs = np.concatenate(found) if found else np.zeros((0, 2), np.uint64)
+    pairs = np.unique(np.sort(pairs, axis=1), axis=0) if len(pairs) else pairs
+    edges = pa.table({"a": pairs[:, 0], "b": pairs[:, 1]}, schema=TEXT_EDGE_SCHEMA)
+    return edges, members_of.filter(pa.array(np.isin(text, pairs.reshape(-1))))
+
+
+# -- 3. resolve -----------------------------------------------------------------------------
+
+@dataclass
+class Verdict:
+    """What the resolver decided for one record (the stage turns it into a ``Decision``)."""
+
+    reject: tuple[str, str] | None = None
+    scores: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RefHit:
+    reason: str  # contaminates_eval or seen_before
+    detail: str
+    flag: dict[str, Any] | None = None  # meta to add instead of rejecting
+    row: list[Any] = field(default_factory=list)  # for the findings table: id, source, copies, how, bits
+
+
+class Resolver:
+    """Takes the reduce outputs as they stream in, keeping only duplicated records, and applies
+    the rules in order."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.id_of: dict[int, str] = {}
+        self.pixels: dict[int, int] = {}
+        self.id_groups: dict[str, set[int]] = {}
+        self.sha_groups: dict[int, set[int]] = {}
+        self.image_nodes: dict[tuple[int, int], set[int]] = {}
+        self.image_edges: set[tuple[tuple[int, int], tuple[int, int]]] = set()
+        self.text_nodes: dict[int, set[int]] = {}
+        self.text_edges: set[tuple[int, int]] = set()
+        self.ref_hits: list[dict[int, RefHit]] = [{}, {}]  # evaluation sets, then earlier runs
+
+    def _remember(self, orders: np.ndarray, ids: list[str], pixels: np.ndarray | None = None) -> None:
+        for i, o in enumerate(orders.tolist()):
+            self.id_of[o] = ids[i]
+            if pixels is not None:
+                self.pixels[o] = int(pixels[i])
+
+    def add(self, family: str, *tables: pa.Table) -> None:
+        if family == "ids":
+            (t,) = tables
+            orders, ids = t.column("order").to_numpy(), t.column("id").to_pylist()
+            self._remember(orders, ids)
+            for o, i in zip(orders.tolist(), ids):
+                self.id_groups.setdefault(i, set()).add(o)
+        elif family == "sha":
+            (t,) = tables
+            orders, ids = t.column("order").to_numpy(), t.column("id").to_pylist()
+            self._remember(orders, ids, t.column("pixels").to_numpy())
+            for o, s in zip(orders.tolist(), t.column("sha").to_numpy().tolist()):
+                self.sha_groups.setdefault(s, set()).add(o)
+        elif family == "image":
+            edges, members = tables
+            orders = members.column("order").to_numpy()
+            self._remember(orders, members.column("id").to_pylist(), members.column("pixels").to_numpy())
+            for v, c, o in zip(members.column("value").to_numpy().tolist(), members.column("cls").to_numpy().tolist(), orders.tolist()):
+                self.image_nodes.setdefault((v, c), set()).add(o)
+            for a, ac, b, bc in zip(*(edges.column(n).to_numpy().tolist() for n in ("a", "a_cls", "b", "b_cls"))):
+                self.image_edges.add(((a, ac), (b, bc)))
+        elif family in ("text", "band"):
+            members = tables[-1]
+            orders = members.column("order").to_numpy()
+            self._remember(orders, members.column("id").to_pylist())
+            for t, o in zip(members.column("text").to_numpy().tolist(), orders.tolist()):
+                self.text_nodes.setdefault(t, set()).add(o)
+            if family == "band":
+                for a, b in zip(tables[0].column("a").to_numpy().tolist(), tables[0].column("b").to_numpy().tolist()):
+                    self.text_edges.add((a, b))
+
+    def add_reference_hits(self, kind: str, hits: dict[int, RefHit]) -> None:
+        self.ref_hits[0 if kind == "eval" else 1].update(hits)
+
+    def resolve(self) -> dict[int, Verdict]:
+        out: dict[int, Verdict] = {}
+        dead: set[int] = set()
+
+        def reject(o: int, reason: str, detail: str) -> None:
+            out[o] = Verdict(reject=(reason, detail))
+            dead.add(o)
+
+        for image_id, members in self.id_groups.items():
+            first, *rest = sorted(members)
+            for o in rest:
+                reject(o, "duplicate_id", f"image_id {image_id!r} already used by the record at {key_of(first)}")
+        for hits in self.ref_hits:
+            for o in sorted(hits):
+                if o in dead:
+                    continue
+                hit = hits[o]
+                if hit.flag is not None:
+                    out[o] = Verdict(meta=dict(hit.flag))
+                else:
+                    reject(o, hit.reason, hit.detail)
+        best = lambda o: (-self.pixels.get(o, 0), o)  # noqa: E731 - most pixels, then the earliest
+        for members in self.sha_groups.values():
+            alive = sorted((o for o in members if o not in dead), key=best)
+            for o in alive[1:]:
+                reject(o, "exact_image", f"duplicate of {self.id_of[alive[0]]!r}")
+        for group in self._components(self.image_nodes, self.image_edges, dead):
+            group.sort(key=best)
+            for o in group[1:]:
+                reject(o, "near_image", f"duplicate of {self.id_of[group[0]]!r}")
+        for group in self._components(self.text_nodes, self.text_edges, dead):
+            first = min(group)
+            for o in group:
+                v = Verdict(scores={"text_dup_count": len(group)})
+                if o != first:
+                    v.meta["text_dup_of"] = self.id_of[first]
+                    if self.rules.text_action == "reject":
+                        v.reject = ("duplicate_text", f"same caption as {self.id_of[first]!r}")
+                if o in out and out[o].reject is None:  # a flagged copy of an evaluation image
+                    v.meta = {**out[o].meta, **v.meta}
+                out[o] = v
+        return out
+
+    @staticmethod
+    def _components(nodes: dict[Any, set[int]], edges: Iterable[tuple[Any, Any]], dead: set[int]) -> Iterator[list[int]]:
+        """Groups of live records joined by sharing a node, or by holding two nodes joined by an
+        edge; a node no live record holds joins nothing."""
+        live = {node: sorted(o for o in members if o not in dead) for node, members in nodes.items()}
+        live = {node: members for node, members in live.items() if members}
+        index: dict[int, int] = {}
+        for members in live.values():
+            for o in members:
+                index.setdefault(o, len(index))
+        uf = UnionFind(len(index))
+        for members in live.values():
+            for o in members[1:]:
+                uf.union(index[members[0]], index[o])
+        for a, b in edges:
+            if a in live and b in live:
+                uf.union(index[live[a][0]], index[live[b][0]])
+        groups: dict[int, list[int]] = {}
+        for o, i in index.items():
+            groups.setdefault(uf.find(i), []).append(o)
+        yield from (g for g in groups.values() if len(g) > 1)
