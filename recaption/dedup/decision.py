@@ -152,8 +152,19 @@ def _part(keys: np.ndarray, partitions: int) -> np.ndarray:
     return (_mix(keys) % np.uint64(partitions)).astype(np.int32)
 
 
-def map_signatures(cols: SignatureColumns, rules: Rules, partitions: int, bands_of: Any = None) -> dict[str, pa.Table]:
-    """The rows each family's reduce needs, from one batch of signatures (a shard, or all)."""
+@dataclass
+class BandLookup:
+    """In one process, band rows name their caption's row here instead of carrying its MinHash,
+    order and id: sixteen copies of a 256-byte MinHash per record would be most of the memory."""
+
+    minhash: np.ndarray
+    orders: np.ndarray
+    ids: pa.Array
+
+
+def map_signatures(cols: SignatureColumns, rules: Rules, partitions: int, bands_of: Any = None, in_process: bool = False) -> dict[str, Any]:
+    """The rows each family's reduce needs, from one batch of signatures (a shard, or all).
+    ``in_process`` (one partition, reduced here): the ``band`` entry is (rows, ``BandLookup``)."""
     n = len(cols)
     orders = np.fromiter((order_of(k) for k in cols.keys), np.int64, count=n)
     ids = pa.array(cols.ids, pa.string())
@@ -176,7 +187,7 @@ def map_signatures(cols: SignatureColumns, rules: Rules, partitions: int, bands_
                                 "order": orders[has_text], "id": ids.filter(pa.array(has_text))})
     if rules.near_text and bands_of is not None:
         out["band"] = _band_rows(cols.column("minhash")[has_text], text[has_text], orders[has_text],
-                                 ids.filter(pa.array(has_text)), rules, partitions, bands_of)
+                                 ids.filter(pa.array(has_text)), rules, partitions, bands_of, in_process)
     return out
 
 
@@ -207,12 +218,16 @@ def _image_rows(cols: SignatureColumns, orders: np.ndarray, ids: pa.Array, pixel
                      "id": ids.take(pa.array(who, pa.int64()))})
 
 
-def _band_rows(minhash: np.ndarray, text: np.ndarray, orders: np.ndarray, ids: pa.Array, rules: Rules, partitions: int, bands_of: Any) -> pa.Table:
+def _band_rows(minhash: np.ndarray, text: np.ndarray, orders: np.ndarray, ids: pa.Array, rules: Rules, partitions: int, bands_of: Any,
+               in_process: bool) -> Any:
     n, b = len(text), rules.bands
     band_keys = np.stack([bands_of(minhash, band) for band in range(b)], axis=0) if n else np.zeros((b, 0), np.uint64)
-    band = np.repeat(np.arange(b, dtype=np.int32), n)
+    band = np.repeat(np.arange(b, dtype=np.int8), n)
     key = band_keys.reshape(-1)
-    row = np.tile(np.arange(n), b)
+    row = np.tile(np.arange(n, dtype=np.int32), b)
+    if in_process:
+        rows = pa.table({"band": band, "key": key, "text": text[row], "row": row})
+        return rows, BandLookup(minhash, orders, ids)
     part = _part(key ^ (band.astype(np.uint64) << np.uint64(58)), partitions) if partitions > 1 else np.zeros(len(key), np.int32)
     flat = pa.FixedSizeListArray.from_arrays(pa.array(minhash[row].reshape(-1), pa.uint32()), rules.num_perm) if n else \
         pa.array([], pa.list_(pa.uint32(), rules.num_perm))
@@ -222,27 +237,35 @@ def _band_rows(minhash: np.ndarray, text: np.ndarray, orders: np.ndarray, ids: p
 
 # -- 2. reduce ------------------------------------------------------------------------------
 
-def _codes(values: np.ndarray) -> np.ndarray:
-    """Integer codes of ``values`` (strings or integers) that are equal exactly where they are."""
-    if values.dtype == object:
-        return np.unique(values, return_inverse=True)[1].astype(np.int64)
+def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Integer codes of a column (strings or integers) that are equal exactly where its values are."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.dictionary_encode().indices.to_numpy().astype(np.int64)  # a hash table, not a sort of strings
+    values = column.to_numpy()
     return values.view(np.int64) if values.dtype == np.uint64 else values.astype(np.int64)
 
 
 def _shared(codes: np.ndarray, orders: np.ndarray) -> np.ndarray:
-    """Per row: is its code held by two or more distinct records?"""
+    """Per row: is its code held by two or more distinct records? (A record may come twice.)"""
     if not len(codes):
         return np.zeros(0, bool)
-    pairs = np.unique(np.stack([codes, orders], axis=1), axis=0)  # a record may come twice
-    held, counts = np.unique(pairs[:, 0], return_counts=True)
-    return np.isin(codes, held[counts > 1])
+    by = np.lexsort((orders, codes))
+    c, o = codes[by], orders[by]
+    run = np.cumsum(np.r_[True, c[1:] != c[:-1]]) - 1
+    distinct = np.r_[True, (c[1:] != c[:-1]) | (o[1:] != o[:-1])]
+    records = np.bincount(run[distinct], minlength=int(run[-1]) + 1)
+    out = np.empty(len(codes), bool)
+    out[by] = records[run] > 1
+    return out
 
 
 def reduce_groups(table: pa.Table, key: str) -> pa.Table:
     """The rows whose ``key`` two or more distinct records share (exact duplicates)."""
     if "part" in table.column_names:
         table = table.drop_columns(["part"])
-    codes = _codes(table.column(key).to_numpy(zero_copy_only=False))
+    codes = _codes(table.column(key))
     return table.filter(pa.array(_shared(codes, table.column("order").to_numpy())))
 
 
@@ -305,23 +328,48 @@ def _agreeing(flat: np.ndarray, ra: np.ndarray, rb: np.ndarray, jaccard: float, 
     return keep
 
 
-def reduce_band(table: pa.Table, rules: Rules, hot: HotBuckets | None = None) -> tuple[pa.Table, pa.Table]:
+def reduce_band(table: pa.Table, rules: Rules, hot: HotBuckets | None = None, lookup: BandLookup | None = None) -> tuple[pa.Table, pa.Table]:
     """(pairs of distinct captions that share a band and agree on at least ``jaccard`` of their
-    MinHash values, the member rows of the captions in such a pair)."""
+    MinHash values, the member rows of the captions in such a pair). Rows carry their MinHash,
+    order and id, or (with ``lookup``) a row number into it. One band at a time: buckets never
+    span bands, and a sixteenth of the rows is what the sorts hold."""
     hot = hot if hot is not None else HotBuckets()
-    members_of = table.select(["text", "order", "id"])
-    if table.num_rows == 0:
-        return pa.table({"a": pa.array([], pa.uint64()), "b": pa.array([], pa.uint64())}), members_of
-    band = table.column("band").to_numpy().astype(np.int64)
-    key = table.column("key").to_numpy().view(np.int64)
+    band = table.column("band").to_numpy()
+    key = table.column("key").to_numpy()
     text = table.column("text").to_numpy()
+    if lookup is not None:
+        flat, sig_row = lookup.minhash, table.column("row").to_numpy()
+    else:
+        column = table.column("minhash")
+        if isinstance(column, pa.ChunkedArray):
+            column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        flat = np.asarray(column.flatten().to_numpy(zero_copy_only=False), np.uint32).reshape(-1, rules.num_perm)
+        sig_row = np.arange(table.num_rows)
+    found: list[np.ndarray] = []
+    for b in np.unique(band):
+        mine = np.flatnonzero(band == b)
+        found.extend(_bucket_pairs(key[mine], text[mine], sig_row[mine], flat, rules, hot))
+    pairs = np.concatenate(found) if found else np.zeros((0, 2), np.uint64)
+    pairs = np.unique(np.sort(pairs, axis=1), axis=0) if len(pairs) else pairs
+    edges = pa.table({"a": pairs[:, 0], "b": pairs[:, 1]}, schema=TEXT_EDGE_SCHEMA)
+    if lookup is not None:  # each record has a row per band: one band's rows name every record once
+        one = np.flatnonzero(band == (band[0] if len(band) else 0))
+        rows = sig_row[one[np.isin(text[one], pairs.reshape(-1))]]
+        caption = text[one][np.isin(text[one], pairs.reshape(-1))]
+        members = pa.table({"text": caption, "order": lookup.orders[rows], "id": lookup.ids.take(pa.array(rows))})
+    else:
+        members = table.filter(pa.array(np.isin(text, pairs.reshape(-1)))).select(["text", "order", "id"])
+    return edges, members
+
+
+def _bucket_pairs(key: np.ndarray, text: np.ndarray, sig_row: np.ndarray, flat: np.ndarray, rules: Rules, hot: HotBuckets) -> list[np.ndarray]:
+    """One band's rows: the verified (caption, caption) pairs of each bucket of equal ``key``."""
     # by bucket, then caption; one row per (bucket, caption): a caption many records share is compared once
-    rows = np.lexsort((text, key, band))
-    repeat = (band[rows][1:] == band[rows][:-1]) & (key[rows][1:] == key[rows][:-1]) & (text[rows][1:] == text[rows][:-1])
+    rows = np.lexsort((text, key))
+    repeat = (key[rows][1:] == key[rows][:-1]) & (text[rows][1:] == text[rows][:-1])
     rows = rows[np.r_[True, ~repeat]]
-    bucket = np.stack([band[rows], key[rows]], axis=1)
-    new = np.r_[True, (bucket[1:] != bucket[:-1]).any(axis=1)]
-    starts = np.flatnonzero(new)
+    k = key[rows]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
     lengths = np.diff(np.r_[starts, len(rows)])
     # candidates: every pair in a bucket; in a hot one, each caption with the next text_hot_bucket
     pos = np.arange(len(rows))
@@ -331,10 +379,6 @@ def reduce_band(table: pa.Table, rules: Rules, hot: HotBuckets | None = None) ->
         hot.buckets += int(capped.sum())
         hot.largest = max(hot.largest, int(lengths.max()))
         hot.searches += int(lengths[capped].sum())
-    column = table.column("minhash")
-    if isinstance(column, pa.ChunkedArray):
-        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-    flat = np.asarray(column.flatten().to_numpy(zero_copy_only=False), np.uint32).reshape(-1, rules.num_perm)
     ends = np.cumsum(count)
     found: list[np.ndarray] = []
     lo = 0
@@ -345,13 +389,10 @@ def reduce_band(table: pa.Table, rules: Rules, hot: HotBuckets | None = None) ->
         i = np.repeat(pos[lo:hi], c)
         j = i + 1 + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
         ra, rb = rows[i], rows[j]
-        agree = _agreeing(flat, ra, rb, rules.jaccard)
+        agree = _agreeing(flat, sig_row[ra], sig_row[rb], rules.jaccard)
         found.append(np.stack([text[ra[agree]], text[rb[agree]]], axis=1))
         lo = hi
-    pairs = np.concatenate(found) if found else np.zeros((0, 2), np.uint64)
-    pairs = np.unique(np.sort(pairs, axis=1), axis=0) if len(pairs) else pairs
-    edges = pa.table({"a": pairs[:, 0], "b": pairs[:, 1]}, schema=TEXT_EDGE_SCHEMA)
-    return edges, members_of.filter(pa.array(np.isin(text, pairs.reshape(-1))))
+    return found
 
 
 # -- 3. resolve -----------------------------------------------------------------------------

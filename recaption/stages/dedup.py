@@ -189,7 +189,7 @@ class Dedup(GlobalStage):
         resolver = Resolver(rules)
         hot = {name: HotBuckets() for name in HOT_FAMILIES}
         hits = self.reference_hits(cols, hot)
-        for family, table in map_signatures(cols, rules, 1, self.minhasher.band_hash).items():
+        for family, table in map_signatures(cols, rules, 1, self.minhasher.band_hash, in_process=True).items():
             reduce_family(family, table, rules, resolver, hot)
         return self.resolve(resolver, hits, hot)
 
@@ -274,7 +274,8 @@ def reduce_family(family: str, table: Any, rules: Rules, resolver: Resolver, hot
     elif family == "image":
         resolver.add(family, *reduce_image(table, rules, hot["near_image"]))
     elif family == "band":
-        resolver.add(family, *reduce_band(table, rules, hot["near_text"]))
+        rows, lookup = table if isinstance(table, tuple) else (table, None)
+        resolver.add(family, *reduce_band(rows, rules, hot["near_text"], lookup))
 
 
 @register
