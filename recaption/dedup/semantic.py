@@ -29,7 +29,8 @@ def decode_vector(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=np.float16)
 
 
-def _normalised(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (float32); a zero row stays zero."""
     x = np.asarray(x, np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms > 0, norms, 1)
@@ -51,7 +52,7 @@ def spherical_kmeans(x: np.ndarray, k: int, iterations: int = 10, seed: int = 0,
         for s in range(0, n, chunk):
             np.add.at(sums, labels[s : s + chunk], np.asarray(x[s : s + chunk], np.float32))
         filled = np.linalg.norm(sums, axis=1) > 0
-        centroids[filled] = _normalised(sums[filled])  # an emptied cluster keeps its old centroid
+        centroids[filled] = unit_rows(sums[filled])  # an emptied cluster keeps its old centroid
     return labels, centroids
 
 
@@ -69,11 +70,20 @@ def semantic_duplicates(x: np.ndarray, k: int, rank: str | np.ndarray = "centroi
                         seed: int = 0, block: int = 2048) -> SemanticResult:
     """Within-cluster comparisons of unit vectors ``x``. ``rank``: "centroid", "farthest", or a
     score per record (higher ranks first); ties go to the earlier record."""
+    if len(x) == 0:
+        return compare_clusters(x, np.zeros(0, np.int64), np.zeros((0, 1), np.float32), rank, max_cluster, seed, block)
+    labels, centroids = spherical_kmeans(x, k, seed=seed)
+    return compare_clusters(x, labels, centroids, rank, max_cluster, seed, block)
+
+
+def compare_clusters(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray, rank: str | np.ndarray = "centroid",
+                     max_cluster: int = 10_000, seed: int = 0, block: int = 2048) -> SemanticResult:
+    """Each record against the records ranked before it in its cluster (``labels`` index
+    ``centroids``); rows in input order, so that ties go to the earlier record."""
     n = len(x)
     result = SemanticResult(np.full(n, -1.0, np.float32), np.full(n, -1, np.int64), np.zeros(n, np.int64))
     if n == 0:
         return result
-    labels, centroids = spherical_kmeans(x, k, seed=seed)
     groups = _groups(labels)
     result.clusters = len(groups)
     todo = [(members, centroids[label]) for label, members in groups]

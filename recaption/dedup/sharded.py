@@ -152,3 +152,128 @@ def decide_sharded(stage: Any, tasks: Any, shards: list[tuple[int, str]], work: 
     decisions = stage.resolve(resolver, hits, hot)
     shutil.rmtree(out, ignore_errors=True)
     return decisions
+
+
+# -- semantic dedup: k-means on a sample, records to their cluster's partition, clusters compared in tasks
+
+SEMANTIC_SAMPLE = 200_000  # embeddings the driver fits the centroids on
+
+
+def _embeddings(stage: Any, path: str) -> tuple[list[int], list[str], list[np.ndarray], list[float], int]:
+    from recaption.dedup.decision import order_of  # noqa: PLC0415
+
+    orders, ids, rows, scores, missing = [], [], [], [], 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            key, sig = json.loads(line)
+            vector = stage.vector_of(sig)
+            if vector is None or (rows and len(vector) != len(rows[0])):
+                missing += 1
+                continue
+            orders.append(order_of(key))
+            ids.append(sig["id"])
+            rows.append(vector)
+            score = sig.get("score")
+            scores.append(float(score) if score is not None else -np.inf)
+    return orders, ids, rows, scores, missing
+
+
+def semantic_sample(stage: Any, path: str, quota: int, seed: int) -> dict[str, Any]:
+    """Task: up to ``quota`` of a shard's embeddings, drawn at random; and how many it has."""
+    _, _, rows, _, missing = _embeddings(stage, path)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(rows), min(quota, len(rows)), replace=False) if rows else []
+    return {"sample": np.stack([rows[i] for i in sorted(pick)]) if len(pick) else None, "records": len(rows), "missing": missing}
+
+
+def semantic_assign(stage: Any, shard_index: int, path: str, centroids: np.ndarray, out: str, partitions: int) -> str | None:
+    """Task: a shard's records to the partition of their nearest centroid."""
+    from recaption.dedup.semantic import unit_rows  # noqa: PLC0415
+
+    orders, ids, rows, scores, _ = _embeddings(stage, path)
+    if not rows:
+        return None
+    x = unit_rows(np.stack(rows))
+    cluster = np.argmax(x @ centroids.T, axis=1).astype(np.int64)
+    d = x.shape[1]
+    table = pa.table({
+        "part": (cluster % partitions).astype(np.int32), "cluster": cluster, "order": np.array(orders, np.int64),
+        "id": pa.array(ids, pa.string()), "score": np.array(scores, np.float64),
+        "vector": pa.FixedSizeBinaryArray.from_buffers(pa.binary(2 * d), len(x), [None, pa.py_buffer(x.astype(np.float16).tobytes())]),
+    }).sort_by("part")
+    target = Path(out) / f"{shard_index:08d}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    parts = table.column("part").to_numpy()
+    cuts = np.flatnonzero(np.diff(parts)) + 1
+    with pq.ParquetWriter(target, table.schema) as writer:
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(parts)]):
+            writer.write_table(table.slice(int(lo), int(hi - lo)))
+    return str(target)
+
+
+def semantic_reduce(stage: Any, files: list[str], part: int, centroids: np.ndarray) -> dict[str, Any]:
+    """Task: the clusters of one partition, each compared within itself; the records at or above
+    the lowest what-if threshold, and how many reach each threshold."""
+    from recaption.dedup.semantic import compare_clusters  # noqa: PLC0415
+
+    table = _read_partition(files, part)
+    thresholds = stage.what_if
+    if table is None or table.num_rows == 0:
+        return {"rows": [], "at": [0] * len(thresholds), "split": 0, "windowed": 0, "clusters": 0}
+    table = table.sort_by("order")  # input order: ties go to the earlier record
+    d = centroids.shape[1]
+    x = np.frombuffer(table.column("vector").combine_chunks().buffers()[1], np.float16).reshape(-1, d)[: table.num_rows]
+    labels = table.column("cluster").to_numpy()
+    rank = table.column("score").to_numpy() if stage.keep.startswith("score:") else stage.keep
+    found = compare_clusters(x, labels, centroids, rank, stage.max_cluster, stage.seed)
+    orders, ids = table.column("order").to_numpy(), table.column("id").to_pylist()
+    low = min(thresholds)
+    rows = [(int(orders[i]), ids[i], ids[int(found.of[i])], float(found.best[i])) for i in np.flatnonzero(found.best >= low)]
+    return {"rows": rows, "at": [int((found.best >= t).sum()) for t in thresholds], "split": found.split,
+            "windowed": found.windowed, "clusters": found.clusters}
+
+
+def _read_partition(files: list[str], part: int) -> pa.Table | None:
+    pieces = []
+    for path in files:
+        meta = pq.ParquetFile(path)
+        col = meta.schema_arrow.get_field_index("part")
+        for rg in range(meta.num_row_groups):
+            stats = meta.metadata.row_group(rg).column(col).statistics
+            if stats is None or stats.min <= part <= stats.max:
+                piece = meta.read_row_group(rg)
+                pieces.append(piece.filter(pc.equal(piece.column("part"), part)))
+    return pa.concat_tables(pieces) if pieces else None
+
+
+def semantic_sharded(stage: Any, tasks: Any, shards: list[tuple[int, str]], work: str, records: int) -> dict[str, Any]:
+    """``SemanticDedup``'s decision with the records of each cluster compared in a task: the
+    driver holds a sample of embeddings (for the centroids) and the duplicates."""
+    from recaption.dedup.semantic import spherical_kmeans  # noqa: PLC0415
+
+    out = Path(work)
+    shutil.rmtree(out, ignore_errors=True)
+    quota = max(1, math.ceil(SEMANTIC_SAMPLE / max(1, len(shards))))
+    samples, embedded, missing = [], 0, 0
+    for result in tasks.map(semantic_sample, [(stage, path, quota, stage.seed + index) for index, path in shards]):
+        if result["sample"] is not None:
+            samples.append(result["sample"])
+        embedded += result["records"]
+        missing += result["missing"]
+    if not samples:
+        return stage.semantic_decisions([], embedded, missing, [0] * len(stage.what_if), {})
+    sample = np.concatenate(samples).astype(np.float32)
+    sample /= np.maximum(np.linalg.norm(sample, axis=1, keepdims=True), 1e-12)
+    _, centroids = spherical_kmeans(sample, stage.k_for(embedded), seed=stage.seed)
+    partitions = partitions_for(embedded)
+    files = [f for f in tasks.map(semantic_assign, [(stage, index, path, centroids, str(out), partitions) for index, path in shards]) if f]
+    rows: list[tuple[int, str, str, float]] = []
+    at = [0] * len(stage.what_if)
+    counts = {"clusters": 0, "split": 0, "windowed": 0}
+    for result in tasks.map(semantic_reduce, [(stage, sorted(files), p, centroids) for p in range(partitions)]):
+        rows.extend(result["rows"])
+        at = [a + b for a, b in zip(at, result["at"])]
+        for k in counts:
+            counts[k] += result[k]
+    shutil.rmtree(out, ignore_errors=True)
+    return stage.semantic_decisions(sorted(rows), embedded, missing, at, counts)

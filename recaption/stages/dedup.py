@@ -330,8 +330,23 @@ class SemanticDedup(GlobalStage):
             sig["score"] = value if isinstance(value, (int, float)) else None
         return sig
 
+    def vector_of(self, sig: dict[str, Any]) -> np.ndarray | None:
+        from recaption.dedup.semantic import decode_vector  # noqa: PLC0415
+
+        if not isinstance(sig.get("emb"), str):
+            return None
+        try:
+            return decode_vector(sig["emb"])
+        except ValueError:
+            return None
+
+    def k_for(self, n: int) -> int:
+        """The number of clusters: as set, or one per thousand records (at most 4,096: beyond
+        that, clusters over max_cluster are split again in their own task)."""
+        return int(self.clusters) if self.clusters != "auto" else max(1, min(4096, -(-n // 1000)))
+
     def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
-        from recaption.dedup.semantic import decode_vector, semantic_duplicates  # noqa: PLC0415
+        from recaption.dedup.semantic import semantic_duplicates, unit_rows  # noqa: PLC0415
 
         keys: list[str] = []
         ids: list[str] = []
@@ -339,12 +354,7 @@ class SemanticDedup(GlobalStage):
         scores: list[float] = []
         missing = 0
         for key, sig in signatures:
-            vector = None
-            if isinstance(sig.get("emb"), str):
-                try:
-                    vector = decode_vector(sig["emb"])
-                except ValueError:
-                    vector = None
+            vector = self.vector_of(sig)
             if vector is None or (rows and len(vector) != len(rows[0])):
                 missing += 1  # not compared: nothing to compare it by
                 continue
@@ -352,43 +362,57 @@ class SemanticDedup(GlobalStage):
             ids.append(sig["id"])
             rows.append(vector)
             scores.append(sig.get("score") if sig.get("score") is not None else -np.inf)
+        if not rows:
+            return self.semantic_decisions([], 0, missing, [0] * len(self.what_if), {})
+        x = unit_rows(np.stack(rows)).astype(np.float16)  # half the memory; each cluster is compared in float32
+        rank: str | np.ndarray = np.asarray(scores) if self.keep.startswith("score:") else self.keep
+        found = semantic_duplicates(x, self.k_for(len(x)), rank, self.max_cluster, self.seed)
+        low = min(self.what_if)
+        listed = [(order_of(keys[i]), ids[i], ids[int(found.of[i])], float(found.best[i])) for i in np.flatnonzero(found.best >= low)]
+        at = [int((found.best >= t).sum()) for t in self.what_if]
+        return self.semantic_decisions(listed, len(x), missing, at, {"clusters": found.clusters, "split": found.split, "windowed": found.windowed})
+
+    def decide_sharded(self, tasks: Any, shards: list[tuple[int, str]], work: str, records: int) -> dict[str, Decision]:
+        """On Ray: centroids from a sample, each cluster compared in a task (``recaption.dedup.sharded``)."""
+        from recaption.dedup.sharded import semantic_sharded  # noqa: PLC0415
+
+        return semantic_sharded(self, tasks, shards, work, records)
+
+    def semantic_decisions(self, rows: list[tuple[int, str, str, float]], embedded: int, missing: int, at: list[int],
+                           counts: dict[str, int]) -> dict[str, Decision]:
+        """Decisions, counts and findings from the records at or above the lowest what-if
+        threshold: (order, id, the id it means the same as, cosine), in input order."""
         if missing:
             self.stat("no_embedding", missing)
-        self.findings = {}
-        if not rows:
-            return {}
-        x = np.stack(rows).astype(np.float32)
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        x = x.astype(np.float16)  # half the memory; each cluster is compared in float32
-        k = self.clusters if self.clusters != "auto" else -(-len(x) // 1000)
-        rank: str | np.ndarray = np.asarray(scores) if self.keep.startswith("score:") else self.keep
-        found = semantic_duplicates(x, int(k), rank, self.max_cluster, self.seed)
-        for name, value in (("clusters", found.clusters), ("clusters_split", found.split), ("clusters_windowed", found.windowed)):
+        for name, value in (("clusters", counts.get("clusters", 0)), ("clusters_split", counts.get("split", 0)),
+                            ("clusters_windowed", counts.get("windowed", 0))):
             if value:
                 self.stat(name, value)
-        dup = np.flatnonzero(found.best >= self.threshold)
-        self.stat("semantic_duplicates", len(dup))
+        self.findings = {}
         decisions: dict[str, Decision] = {}
         listed: list[list[Any]] = []
-        for i in dup:
-            similar, cosine = ids[int(found.of[i])], float(found.best[i])
+        for order, image_id, similar, cosine in rows:
+            if cosine < self.threshold:
+                continue
             decision = Decision(scores={"semantic_dup_similarity": round(cosine, 4)}, meta={"semantic_dup_of": similar})
             if self.action == "reject":
                 decision.reject = ("semantic_duplicate", f"means the same as {similar!r} (cosine {cosine:.3f})")
-            decisions[keys[i]] = decision
+            decisions[key_of(order)] = decision
             if len(listed) < self.LISTED:
-                listed.append([ids[i], similar, round(cosine, 3)])
-        n = len(x)
+                listed.append([image_id, similar, round(cosine, 3)])
+        self.stat("semantic_duplicates", len(decisions))
+        if not embedded:
+            return decisions
         self.findings["what_if"] = {
             "title": "Semantic duplicates: what-if",
-            "summary": f"{len(dup)} of {n} embedded pairs {'rejected' if self.action == 'reject' else 'flagged'} at cosine "
-                       f"similarity >= {self.threshold} ({found.clusters} clusters, keep {self.keep})"
+            "summary": f"{len(decisions)} of {embedded} embedded pairs {'rejected' if self.action == 'reject' else 'flagged'} at cosine "
+                       f"similarity >= {self.threshold} ({counts.get('clusters', 0)} clusters, keep {self.keep})"
                        + (f"; {missing} pairs had no embedding" if missing else ""),
             "columns": ["threshold", "pairs removed", "share"],
-            "rows": [[t, int((found.best >= t).sum()), f"{100 * (found.best >= t).mean():.1f} %"] for t in self.what_if],
+            "rows": [[t, n, f"{100 * n / embedded:.1f} %"] for t, n in zip(self.what_if, at)],
         }
         self.findings["examples"] = {
-            "title": "Semantic duplicates: examples", "summary": f"the first {len(listed)} of {len(dup)}",
+            "title": "Semantic duplicates: examples", "summary": f"the first {len(listed)} of {len(decisions)}",
             "columns": ["id", "means the same as", "cosine"], "rows": listed,
         }
         return decisions

@@ -87,3 +87,10 @@ def test_the_mixed_set_has_every_kind_of_decision(tmp_path, mixed_pairs):
     got = decide_sharded(stage, LocalTasks(), shards, str(tmp_path / "w"), len(sigs), 7)
     reasons = {d.reject[0] for d in got.values() if d.reject}
     assert reasons == {"duplicate_id", "exact_image", "near_image", "duplicate_text"}
+
+
+def test_shards_with_no_signature_decide_nothing(tmp_path):
+    stage = Dedup()
+    shards, sigs = signature_files(tmp_path, stage, [], 10)
+    (tmp_path / "empty.jsonl").write_text("")
+    assert decide_sharded(stage, LocalTasks(), [(0, str(tmp_path / "empty.jsonl"))], str(tmp_path / "w"), 0) == {}

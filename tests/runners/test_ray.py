@@ -122,6 +122,27 @@ def test_a_model_stage_runs_in_an_actor_pool_with_the_recipes_placement(tmp_path
         assert id_local == id_ray and s_local == pytest.approx(s_ray, abs=2e-3)
 
 
+def test_semantic_dedup_compares_clusters_in_ray_tasks(tmp_path, tiny_clip):
+    """image_embed in an actor pool, semantic_dedup's clusters compared in tasks: the copies go,
+    naming the image they mean the same as, and the embedding is not in the output."""
+    data = make_pairs_dataset(tmp_path / "in", 12)
+    records = read_jsonl(data)
+    for i in range(3):  # three copies under new ids
+        records.append({**records[i], "image_id": f"copy{i}"})
+    write_jsonl(data, records)
+    recipe = tmp_path / "semantic.yaml"
+    recipe.write_text("stages:\n  - image_check:\n  - clean_text:\n  - image_embed:\n  - semantic_dedup: {threshold: 0.9999, keep: farthest}\n")
+    overrides = [f"image_embed.model={tiny_clip}", "image_embed.cache=none"]
+    stats = RayRunner(config(data, tmp_path / "ray", recipe=str(recipe), overrides=overrides), show_progress=False).run()
+    assert stats["rejects_by_reason"] == {"semantic_dedup/semantic_duplicate": 3}
+    rejected = {r["image_id"]: r["reject"]["detail"] for f in (tmp_path / "ray" / "rejects").glob("*.jsonl") for r in read_jsonl(f)}
+    twins = {f"copy{i}": f"img-{i:05d}" for i in range(3)}
+    assert all(f"'{twins.get(k, k)}'" in d or f"'copy{k[-1]}'" in d for k, d in rejected.items())
+    kept = [r for f in (tmp_path / "ray" / "data").glob("*.jsonl") for r in read_jsonl(f)]
+    assert len(kept) == 12 and all("image_embedding" not in r["scores"] for r in kept)
+    assert stats["findings"]["semantic_dedup"]["what_if"]["rows"][-1][1] == 3
+
+
 def test_default_recipe_groups_model_stages_into_one_actor_step():
     seg = cut_segments(load_recipe("default").build())[0]
     steps = [([seg.stages[i].name for i in s.indices], s.actors) for s in plan_steps(seg, {})]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recaption.record import Pair
 from recaption.dedup.groups import UnionFind as _UnionFind
 from recaption.dedup.hashes import near_hash_pairs
+from recaption.record import Pair
 from recaption.stages.dedup import Dedup
 
 
