@@ -25,14 +25,13 @@ searched among its nearest members only, and the buckets differ between the two)
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from recaption.dedup.groups import UnionFind
+from recaption.dedup.groups import components_of_edges
 from recaption.dedup.hashes import HotBuckets, _join, blocks
 
 WINDOWS = 9  # the image check's window hashes per record (stages.image.CROP_WINDOWS)
@@ -415,122 +414,179 @@ class RefHit:
 
 
 class Resolver:
-    """Takes the reduce outputs as they stream in, keeping only duplicated records, and applies
-    the rules in order."""
+    """Takes the reduce outputs as they stream in, keeping only duplicated records, as arrays
+    (tens of bytes a duplicated record, not Python objects), and applies the rules in order."""
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
-        self.id_of: dict[int, str] = {}
-        self.pixels: dict[int, int] = {}
-        self.id_groups: dict[str, set[int]] = {}
-        self.sha_groups: dict[int, set[int]] = {}
-        self.image_nodes: dict[tuple[int, int], set[int]] = {}
-        self.image_edges: set[tuple[tuple[int, int], tuple[int, int]]] = set()
-        self.text_nodes: dict[int, set[int]] = {}
-        self.text_edges: set[tuple[int, int]] = set()
+        self.parts: dict[str, list[dict[str, np.ndarray]]] = {"ids": [], "sha": [], "image": [], "image_edges": [], "text": [], "text_edges": []}
+        self.names: list[tuple[np.ndarray, pa.Array]] = []  # (orders, ids) of every member row seen
+        self.pixels: list[tuple[np.ndarray, np.ndarray]] = []
+        self.groups = 0  # id groups are numbered as they come (each is whole in one partition)
         self.ref_hits: list[dict[int, RefHit]] = [{}, {}]  # evaluation sets, then earlier runs
 
-    def _remember(self, orders: np.ndarray, ids: list[str], pixels: np.ndarray | None = None) -> None:
-        for i, o in enumerate(orders.tolist()):
-            self.id_of[o] = ids[i]
-            if pixels is not None:
-                self.pixels[o] = int(pixels[i])
-
     def add(self, family: str, *tables: pa.Table) -> None:
-        if family == "ids":
-            (t,) = tables
-            orders, ids = t.column("order").to_numpy(), t.column("id").to_pylist()
-            self._remember(orders, ids)
-            for o, i in zip(orders.tolist(), ids):
-                self.id_groups.setdefault(i, set()).add(o)
-        elif family == "sha":
-            (t,) = tables
-            orders, ids = t.column("order").to_numpy(), t.column("id").to_pylist()
-            self._remember(orders, ids, t.column("pixels").to_numpy())
-            for o, s in zip(orders.tolist(), t.column("sha").to_numpy().tolist()):
-                self.sha_groups.setdefault(s, set()).add(o)
+        members = tables[-1]
+        if members.num_rows:
+            orders = members.column("order").to_numpy()
+            self.names.append((orders, members.column("id").combine_chunks() if isinstance(members.column("id"), pa.ChunkedArray) else members.column("id")))
+            if "pixels" in members.column_names:
+                self.pixels.append((orders, members.column("pixels").to_numpy()))
+        if family == "ids" and members.num_rows:
+            codes = _codes(members.column("id"))
+            self.parts["ids"].append({"group": codes + self.groups, "order": orders})
+            self.groups += int(codes.max()) + 1
+        elif family == "sha" and members.num_rows:
+            self.parts["sha"].append({"group": members.column("sha").to_numpy().view(np.int64), "order": orders})
         elif family == "image":
-            edges, members = tables
-            orders = members.column("order").to_numpy()
-            self._remember(orders, members.column("id").to_pylist(), members.column("pixels").to_numpy())
-            for v, c, o in zip(members.column("value").to_numpy().tolist(), members.column("cls").to_numpy().tolist(), orders.tolist()):
-                self.image_nodes.setdefault((v, c), set()).add(o)
-            for a, ac, b, bc in zip(*(edges.column(n).to_numpy().tolist() for n in ("a", "a_cls", "b", "b_cls"))):
-                self.image_edges.add(((a, ac), (b, bc)))
+            edges = tables[0]
+            if members.num_rows:
+                self.parts["image"].append({"value": members.column("value").to_numpy(), "cls": members.column("cls").to_numpy(), "order": orders})
+            if edges.num_rows:
+                self.parts["image_edges"].append({n: edges.column(n).to_numpy() for n in ("a", "a_cls", "b", "b_cls")})
         elif family in ("text", "band"):
-            members = tables[-1]
-            orders = members.column("order").to_numpy()
-            self._remember(orders, members.column("id").to_pylist())
-            for t, o in zip(members.column("text").to_numpy().tolist(), orders.tolist()):
-                self.text_nodes.setdefault(t, set()).add(o)
-            if family == "band":
-                for a, b in zip(tables[0].column("a").to_numpy().tolist(), tables[0].column("b").to_numpy().tolist()):
-                    self.text_edges.add((a, b))
+            if members.num_rows:
+                self.parts["text"].append({"value": members.column("text").to_numpy(), "cls": np.zeros(members.num_rows, np.int8), "order": orders})
+            if family == "band" and tables[0].num_rows:
+                e = tables[0]
+                zero = np.zeros(e.num_rows, np.int8)
+                self.parts["text_edges"].append({"a": e.column("a").to_numpy(), "a_cls": zero, "b": e.column("b").to_numpy(), "b_cls": zero})
 
     def add_reference_hits(self, kind: str, hits: dict[int, RefHit]) -> None:
         self.ref_hits[0 if kind == "eval" else 1].update(hits)
 
+    def _column(self, name: str, field: str, dtype: Any) -> np.ndarray:
+        return np.concatenate([p[field] for p in self.parts[name]] + [np.zeros(0, dtype)])
+
     def resolve(self) -> dict[int, Verdict]:
         out: dict[int, Verdict] = {}
-        dead: set[int] = set()
+        hit_orders = [np.fromiter(h.keys(), np.int64, count=len(h)) for h in self.ref_hits]
+        every = np.unique(np.concatenate([o for o, _ in self.names] + hit_orders + [np.zeros(0, np.int64)]))
+        dead = np.zeros(len(every), bool)
+        # an id and the pixels for every record we know of (first seen wins: they agree)
+        id_rows = np.concatenate([o for o, _ in self.names] + [np.zeros(0, np.int64)])
+        id_values = pa.concat_arrays([i.cast(pa.string()) for _, i in self.names]) if self.names else pa.array([], pa.string())
+        first_row = np.full(len(every), -1, np.int64)
+        at = np.searchsorted(every, id_rows)
+        first_row[at[::-1]] = np.arange(len(id_rows))[::-1]
+        pixels = np.zeros(len(every), np.int64)
+        for o, px in self.pixels:
+            pixels[np.searchsorted(every, o)] = px
 
-        def reject(o: int, reason: str, detail: str) -> None:
-            out[o] = Verdict(reject=(reason, detail))
-            dead.add(o)
+        def name(i: int) -> str:
+            return str(id_values[int(first_row[i])].as_py())
 
-        for image_id, members in self.id_groups.items():
-            first, *rest = sorted(members)
-            for o in rest:
-                reject(o, "duplicate_id", f"image_id {image_id!r} already used by the record at {key_of(first)}")
+        def reject(i: int, reason: str, detail: str) -> None:
+            out[int(every[i])] = Verdict(reject=(reason, detail))
+            dead[i] = True
+
+        # 1. repeated ids: the first in input order keeps it
+        g, o = self._column("ids", "group", np.int64), self._column("ids", "order", np.int64)
+        if len(g):
+            by = np.lexsort((o, g))
+            g, o = g[by], o[by]
+            first = np.r_[True, g[1:] != g[:-1]]
+            keeper = o[np.maximum.accumulate(np.where(first, np.arange(len(o)), 0))]
+            for i, k in zip(np.searchsorted(every, o[~first]), keeper[~first]):
+                reject(int(i), "duplicate_id", f"image_id {name(int(i))!r} already used by the record at {key_of(int(k))}")
+        # 2. copies of evaluation images, then of what earlier runs kept
         for hits in self.ref_hits:
-            for o in sorted(hits):
-                if o in dead:
+            for order in sorted(hits):
+                i = int(np.searchsorted(every, order))
+                if dead[i]:
                     continue
-                hit = hits[o]
+                hit = hits[order]
                 if hit.flag is not None:
-                    out[o] = Verdict(meta=dict(hit.flag))
+                    out[order] = Verdict(meta=dict(hit.flag))
                 else:
-                    reject(o, hit.reason, hit.detail)
-        best = lambda o: (-self.pixels.get(o, 0), o)  # noqa: E731 - most pixels, then the earliest
-        for members in self.sha_groups.values():
-            alive = sorted((o for o in members if o not in dead), key=best)
-            for o in alive[1:]:
-                reject(o, "exact_image", f"duplicate of {self.id_of[alive[0]]!r}")
-        for group in self._components(self.image_nodes, self.image_edges, dead):
-            group.sort(key=best)
-            for o in group[1:]:
-                reject(o, "near_image", f"duplicate of {self.id_of[group[0]]!r}")
-        for group in self._components(self.text_nodes, self.text_edges, dead):
-            first = min(group)
-            for o in group:
-                v = Verdict(scores={"text_dup_count": len(group)})
-                if o != first:
-                    v.meta["text_dup_of"] = self.id_of[first]
-                    if self.rules.text_action == "reject":
-                        v.reject = ("duplicate_text", f"same caption as {self.id_of[first]!r}")
-                if o in out and out[o].reject is None:  # a flagged copy of an evaluation image
-                    v.meta = {**out[o].meta, **v.meta}
-                out[o] = v
+                    reject(i, hit.reason, hit.detail)
+        # 3. exact images: the most pixels, then the earliest, survives
+        g, o = self._column("sha", "group", np.int64), self._column("sha", "order", np.int64)
+        if len(g):
+            i = np.searchsorted(every, o)
+            pairs = np.unique(np.stack([g, i], axis=1), axis=0)
+            g, i = pairs[:, 0], pairs[:, 1]
+            live = ~dead[i]
+            self._survive(g[live], i[live], every, pixels, name, reject, "exact_image")
+        # 4. near images: groups of live records joined by a node or an edge between nodes
+        labels, members = self._components("image", "image_edges", every, dead)
+        if len(members):
+            self._survive(labels, members, every, pixels, name, reject, "near_image")
+        # 5. shared captions, among what is left
+        labels, members = self._components("text", "text_edges", every, dead)
+        if len(members):
+            by = np.lexsort((every[members], labels))
+            labels, members = labels[by], members[by]
+            starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+            sizes = np.diff(np.r_[starts, len(labels)])
+            for start, size in zip(starts, sizes):
+                first = int(members[start])
+                for i in members[start : start + size]:
+                    order = int(every[i])
+                    v = Verdict(scores={"text_dup_count": int(size)})
+                    if int(i) != first:
+                        v.meta["text_dup_of"] = name(first)
+                        if self.rules.text_action == "reject":
+                            v.reject = ("duplicate_text", f"same caption as {name(first)!r}")
+                    if order in out and out[order].reject is None:  # a flagged copy of an evaluation image
+                        v.meta = {**out[order].meta, **v.meta}
+                    out[order] = v
         return out
 
     @staticmethod
-    def _components(nodes: dict[Any, set[int]], edges: Iterable[tuple[Any, Any]], dead: set[int]) -> Iterator[list[int]]:
-        """Groups of live records joined by sharing a node, or by holding two nodes joined by an
-        edge; a node no live record holds joins nothing."""
-        live = {node: sorted(o for o in members if o not in dead) for node, members in nodes.items()}
-        live = {node: members for node, members in live.items() if members}
-        index: dict[int, int] = {}
-        for members in live.values():
-            for o in members:
-                index.setdefault(o, len(index))
-        uf = UnionFind(len(index))
-        for members in live.values():
-            for o in members[1:]:
-                uf.union(index[members[0]], index[o])
-        for a, b in edges:
-            if a in live and b in live:
-                uf.union(index[live[a][0]], index[live[b][0]])
-        groups: dict[int, list[int]] = {}
-        for o, i in index.items():
-            groups.setdefault(uf.find(i), []).append(o)
-        yield from (g for g in groups.values() if len(g) > 1)
+    def _survive(labels: np.ndarray, members: np.ndarray, every: np.ndarray, pixels: np.ndarray, name: Any, reject: Any, reason: str) -> None:
+        """In each group of two or more (``labels``), all but the one with most pixels (then the
+        earliest) go as ``reason``, naming it."""
+        by = np.lexsort((every[members], -pixels[members], labels))
+        labels, members = labels[by], members[by]
+        first = np.r_[True, labels[1:] != labels[:-1]]
+        keeper = members[np.maximum.accumulate(np.where(first, np.arange(len(members)), 0))]
+        for i, k in zip(members[~first], keeper[~first]):
+            reject(int(i), reason, f"duplicate of {name(int(k))!r}")
+
+    def _components(self, nodes_name: str, edges_name: str, every: np.ndarray, dead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(component label, record index) of the live records in components of two or more:
+        records joined by sharing a node, or by holding two nodes joined by an edge; a node no
+        live record holds joins nothing."""
+        value, cls = self._column(nodes_name, "value", np.uint64), self._column(nodes_name, "cls", np.int8)
+        record = np.searchsorted(every, self._column(nodes_name, "order", np.int64))
+        live = ~dead[record]
+        value, cls, record = value[live], cls[live], record[live]
+        if not len(record):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        by = np.lexsort((value, cls))
+        keys_v, keys_c = value[by], cls[by]
+        new = np.r_[True, (keys_v[1:] != keys_v[:-1]) | (keys_c[1:] != keys_c[:-1])]
+        node_of_row = np.empty(len(by), np.int64)
+        node_of_row[by] = np.cumsum(new) - 1
+        uv, uc = keys_v[new], keys_c[new]
+        n_rec = len(every)
+        a = [record, n_rec + np.zeros(0, np.int64)]
+        b = [n_rec + node_of_row, np.zeros(0, np.int64)]
+        ev = self._column(edges_name, "a", np.uint64), self._column(edges_name, "a_cls", np.int8)
+        fv = self._column(edges_name, "b", np.uint64), self._column(edges_name, "b_cls", np.int8)
+        if len(ev[0]):
+            na, oka = _find_nodes(uv, uc, *ev)
+            nb, okb = _find_nodes(uv, uc, *fv)
+            ok = oka & okb  # both nodes held by a live record
+            a.append(n_rec + na[ok])
+            b.append(n_rec + nb[ok])
+        labels = components_of_edges(n_rec + len(uv), np.concatenate(a), np.concatenate(b))
+        held = np.unique(record)
+        lab = labels[held]
+        counts = np.unique(lab, return_counts=True)
+        many = np.isin(lab, counts[0][counts[1] > 1])
+        return lab[many], held[many]
+
+
+def _find_nodes(uv: np.ndarray, uc: np.ndarray, v: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of nodes (v, c) among the live nodes sorted by (class, value); and whether found."""
+    pos = np.zeros(len(v), np.int64)
+    ok = np.zeros(len(v), bool)
+    for klass in np.unique(c):
+        mine = c == klass
+        lo, hi = np.searchsorted(uc, klass, "left"), np.searchsorted(uc, klass, "right")
+        where = lo + np.searchsorted(uv[lo:hi], v[mine])
+        found = (where < hi) & (uv[np.minimum(where, len(uv) - 1)] == v[mine]) if len(uv) else np.zeros(int(mine.sum()), bool)
+        pos[mine], ok[mine] = where, found
+    return pos, ok

@@ -47,3 +47,24 @@ def runs_of_equal(values: np.ndarray, members: np.ndarray) -> np.ndarray:
     to_prev = np.stack([order[:-1][same], order[1:][same]], axis=1)
     to_first = np.stack([order[run_start[1:][same]], order[1:][same]], axis=1)
     return np.concatenate([to_prev, to_first])
+
+
+def components_of_edges(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected-component labels (each the smallest vertex of its component) of ``n`` vertices
+    joined by edges ``a[i] - b[i]``, with arrays only: hook each root under the smaller root at
+    the other end of an edge, then jump pointers to the roots, until no edge joins two roots."""
+    parent = np.arange(n, dtype=np.int64)
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    while len(a):
+        ra, rb = parent[a], parent[b]
+        differ = ra != rb
+        if not differ.any():
+            break
+        np.minimum.at(parent, np.maximum(ra, rb)[differ], np.minimum(ra, rb)[differ])
+        while True:
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up
+        a, b = a[differ], b[differ]
+    return parent

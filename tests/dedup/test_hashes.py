@@ -71,3 +71,20 @@ def test_one_phash_for_a_hundred_thousand_records_is_linear():
     hashes = np.zeros(100_000, np.uint64)  # a hundred thousand blank images
     pairs = near_hash_pairs(hashes, 4)
     assert len(pairs) == 99_999 and (pairs[:, 0] == 0).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_components_of_edges_match_union_find(seed):
+    from recaption.dedup.groups import UnionFind, components_of_edges
+
+    rng = np.random.default_rng(seed)
+    n = 2000
+    a, b = rng.integers(0, n, 1500), rng.integers(0, n, 1500)
+    chain = np.arange(1000, 1999)  # a long chain, in shuffled order: many rounds of hooking
+    order = rng.permutation(len(chain))
+    a, b = np.r_[a, chain[order]], np.r_[b, chain[order] + 1]
+    labels = components_of_edges(n, a, b)
+    uf = UnionFind(n)
+    for x, y in zip(a, b):
+        uf.union(int(x), int(y))
+    assert labels.tolist() == [uf.find(i) for i in range(n)]  # both: the smallest vertex of the component
