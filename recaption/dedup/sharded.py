@@ -80,20 +80,24 @@ def map_shard(stage: Any, shard_index: int, signatures: str, out: str, partition
     for family, table in map_signatures(cols, stage.rules(), partitions, stage.minhasher.band_hash).items():
         if table.num_rows == 0:
             continue
-        table = table.sort_by("part")
-        path = Path(out) / family / f"{shard_index:08d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        parts = table.column("part").to_numpy()
-        cuts = np.flatnonzero(np.diff(parts)) + 1
-        with pq.ParquetWriter(path, table.schema) as writer:  # a row group per partition: a reduce reads only its own
-            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(parts)]):
-                writer.write_table(table.slice(int(lo), int(hi - lo)))
-        files[family] = str(path)
+        files[family] = _write_partitioned(table, Path(out) / family / f"{shard_index:08d}.parquet")
     return {"files": files, "hits": hits, "hot": {k: vars(v) for k, v in hot.items()}, "records": len(cols)}
 
 
-def reduce_partition(stage: Any, family: str, files: list[str], part: int) -> dict[str, Any]:
-    """Task: one partition of one family, read from every map file, reduced."""
+def _write_partitioned(table: pa.Table, path: Path) -> str:
+    """``table`` sorted by partition, a row group per partition: a reduce reads only its own."""
+    table = table.sort_by("part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = table.column("part").to_numpy()
+    cuts = np.flatnonzero(np.diff(parts)) + 1
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(parts)]):
+            writer.write_table(table.slice(int(lo), int(hi - lo)))
+    return str(path)
+
+
+def _read_partition(files: list[str], part: int) -> pa.Table | None:
+    """Partition ``part``'s rows of every file (only the row groups that can hold it are read)."""
     pieces = []
     for path in files:
         meta = pq.ParquetFile(path)
@@ -103,10 +107,15 @@ def reduce_partition(stage: Any, family: str, files: list[str], part: int) -> di
             if stats is None or stats.min <= part <= stats.max:
                 piece = meta.read_row_group(rg)
                 pieces.append(piece.filter(pc.equal(piece.column("part"), part)))
+    return pa.concat_tables(pieces) if pieces else None
+
+
+def reduce_partition(stage: Any, family: str, files: list[str], part: int) -> dict[str, Any]:
+    """Task: one partition of one family, read from every map file, reduced."""
+    table = _read_partition(files, part)
     hot = {"near_image": HotBuckets(), "near_text": HotBuckets()}
-    if not pieces:
+    if table is None:
         return {"family": family, "tables": [], "hot": {k: vars(v) for k, v in hot.items()}}
-    table = pa.concat_tables(pieces)
     rules = stage.rules()
     if family in ("ids", "sha", "text"):
         tables = [reduce_groups(table, {"ids": "id", "sha": "sha", "text": "text"}[family])]
@@ -200,15 +209,8 @@ def semantic_assign(stage: Any, shard_index: int, path: str, centroids: np.ndarr
         "part": (cluster % partitions).astype(np.int32), "cluster": cluster, "order": np.array(orders, np.int64),
         "id": pa.array(ids, pa.string()), "score": np.array(scores, np.float64),
         "vector": pa.FixedSizeBinaryArray.from_buffers(pa.binary(2 * d), len(x), [None, pa.py_buffer(x.astype(np.float16).tobytes())]),
-    }).sort_by("part")
-    target = Path(out) / f"{shard_index:08d}.parquet"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    parts = table.column("part").to_numpy()
-    cuts = np.flatnonzero(np.diff(parts)) + 1
-    with pq.ParquetWriter(target, table.schema) as writer:
-        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(parts)]):
-            writer.write_table(table.slice(int(lo), int(hi - lo)))
-    return str(target)
+    })
+    return _write_partitioned(table, Path(out) / f"{shard_index:08d}.parquet")
 
 
 def semantic_reduce(stage: Any, files: list[str], part: int, centroids: np.ndarray) -> dict[str, Any]:
@@ -231,19 +233,6 @@ def semantic_reduce(stage: Any, files: list[str], part: int, centroids: np.ndarr
     rows = [(int(orders[i]), ids[i], ids[int(found.of[i])], float(found.best[i])) for i in np.flatnonzero(found.best >= low)]
     return {"rows": rows, "at": [int((found.best >= t).sum()) for t in thresholds], "split": found.split,
             "windowed": found.windowed, "clusters": found.clusters}
-
-
-def _read_partition(files: list[str], part: int) -> pa.Table | None:
-    pieces = []
-    for path in files:
-        meta = pq.ParquetFile(path)
-        col = meta.schema_arrow.get_field_index("part")
-        for rg in range(meta.num_row_groups):
-            stats = meta.metadata.row_group(rg).column(col).statistics
-            if stats is None or stats.min <= part <= stats.max:
-                piece = meta.read_row_group(rg)
-                pieces.append(piece.filter(pc.equal(piece.column("part"), part)))
-    return pa.concat_tables(pieces) if pieces else None
 
 
 def semantic_sharded(stage: Any, tasks: Any, shards: list[tuple[int, str]], work: str, records: int) -> dict[str, Any]:
