@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import pickle
 import resource
 import subprocess
 import sys
@@ -117,7 +116,7 @@ def run_ray(shards: list[tuple[int, str]], out: str, records: int) -> dict:
 def _finish(decisions: dict, seconds: float, out: str) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the digest below adds its own
     plain = sorted((k, d.reject, sorted(d.scores.items()), sorted(d.meta.items())) for k, d in decisions.items())
-    digest = hashlib.sha256(pickle.dumps(plain)).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(plain).encode()).hexdigest()[:16]  # of the content (a pickle depends on object identity)
     reasons: dict[str, int] = {}
     for d in decisions.values():
         r = d.reject[0] if d.reject else "flagged"

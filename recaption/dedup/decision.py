@@ -396,9 +396,10 @@ def _bucket_pairs(key: np.ndarray, text: np.ndarray, sig_row: np.ndarray, flat: 
 
 # -- 3. resolve -----------------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
-    """What the resolver decided for one record (the stage turns it into a ``Decision``)."""
+    """What the resolver decided for one record (the stage turns it into a ``Decision``); one
+    per duplicated record, so kept small."""
 
     reject: tuple[str, str] | None = None
     scores: dict[str, Any] = field(default_factory=dict)

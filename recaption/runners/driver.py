@@ -103,7 +103,8 @@ class RunDriver:
         names = {str(s.index): s.name for s in plan}
         while decisions:  # popped as they are filed, so the two never both hold everything
             key, decision = decisions.popitem()
-            by_shard[names[key.split(":", 1)[0]]][key] = {k: v for k, v in vars(decision).items() if v}
+            fields = {"reject": decision.reject, "scores": decision.scores, "meta": decision.meta}
+            by_shard[names[key.split(":", 1)[0]]][key] = {k: v for k, v in fields.items() if v}
         for name, items in by_shard.items():
             write_json(self.layout.decisions(seg.index, name), items)
         write_json(self.layout.decided(seg.index), {

@@ -258,7 +258,7 @@ class Filter(Stage):
                 pair.reject_with(self.name, *verdict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """What a global stage decided for one record: reject it, and/or add scores or meta."""
 

@@ -238,7 +238,11 @@ class Dedup(GlobalStage):
         for prefix, counted in hot.items():
             for name, value in counted.as_stats(prefix).items():
                 self.stat(name, value)
-        return {key_of(o): Decision(v.reject, v.scores, v.meta) for o, v in verdicts.items()}
+        decisions: dict[str, Decision] = {}
+        while verdicts:  # popped as they are turned into decisions: the two never both hold everything
+            o, v = verdicts.popitem()
+            decisions[key_of(o)] = Decision(v.reject, v.scores, v.meta)
+        return decisions
 
     def _reference_findings(self, kind: str, hits: dict[int, RefHit], verdicts: dict[int, Any]) -> None:
         """Count and list the hits the decision kept (a record that went earlier, as a repeated
