@@ -25,6 +25,7 @@ searched among its nearest members only, and the buckets differ between the two)
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -396,22 +397,92 @@ def _bucket_pairs(key: np.ndarray, text: np.ndarray, sig_row: np.ndarray, flat: 
 
 # -- 3. resolve -----------------------------------------------------------------------------
 
-@dataclass(slots=True)
-class Verdict:
-    """What the resolver decided for one record (the stage turns it into a ``Decision``); one
-    per duplicated record, so kept small."""
-
-    reject: tuple[str, str] | None = None
-    scores: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
 @dataclass
 class RefHit:
     reason: str  # contaminates_eval or seen_before
     detail: str
     flag: dict[str, Any] | None = None  # meta to add instead of rejecting
     row: list[Any] = field(default_factory=list)  # for the findings table: id, source, copies, how, bits
+
+
+NONE, DUPLICATE_ID, REFERENCE, EXACT_IMAGE, NEAR_IMAGE, DUPLICATE_TEXT = range(6)
+
+
+class DecisionColumns(Mapping):
+    """The decisions as columns over the duplicated records (tens of bytes each), read as a
+    mapping from record key to ``Decision``, made when asked: the driver writes them shard by
+    shard (``for_shard``) and never holds them all as objects."""
+
+    def __init__(self, every: np.ndarray, first_row: np.ndarray, id_values: pa.Array, reject_text: bool) -> None:
+        n = len(every)
+        self.every, self.first_row, self.id_values, self.reject_text = every, first_row, id_values, reject_text
+        self.reason = np.zeros(n, np.int8)
+        self.other = np.full(n, -1, np.int64)  # the record it duplicates (an index into ``every``)
+        self.text_count = np.zeros(n, np.int32)
+        self.text_first = np.full(n, -1, np.int64)
+        self.flagged = np.zeros(n, bool)
+        self.hits: dict[int, RefHit] = {}
+        self._decided: np.ndarray | None = None
+
+    def set(self, rows: np.ndarray, reason: int, other: np.ndarray) -> None:
+        self.reason[rows] = reason
+        self.other[rows] = other
+
+    def _rows(self) -> np.ndarray:
+        if self._decided is None:
+            self._decided = np.flatnonzero((self.reason != NONE) | (self.text_count > 0) | self.flagged)
+        return self._decided
+
+    def name(self, i: int) -> str:
+        return str(self.id_values[int(self.first_row[i])].as_py())
+
+    def decision(self, i: int) -> Any:
+        from recaption.stages.base import Decision  # noqa: PLC0415 - the stage contract, not needed to compute
+
+        order, reason = int(self.every[i]), int(self.reason[i])
+        d = Decision()
+        if self.flagged[i]:
+            d.meta.update(self.hits[order].flag or {})
+        if reason == DUPLICATE_ID:
+            d.reject = ("duplicate_id", f"image_id {self.name(i)!r} already used by the record at {key_of(int(self.every[self.other[i]]))}")
+        elif reason == REFERENCE:
+            d.reject = (self.hits[order].reason, self.hits[order].detail)
+        elif reason in (EXACT_IMAGE, NEAR_IMAGE):
+            d.reject = ("exact_image" if reason == EXACT_IMAGE else "near_image", f"duplicate of {self.name(int(self.other[i]))!r}")
+        if self.text_count[i]:
+            d.scores["text_dup_count"] = int(self.text_count[i])
+            first = int(self.text_first[i])
+            if first != i:
+                d.meta["text_dup_of"] = self.name(first)
+                if reason == DUPLICATE_TEXT:
+                    d.reject = ("duplicate_text", f"same caption as {self.name(first)!r}")
+        return d
+
+    def verdict_of(self, order: int) -> tuple[int, bool]:
+        """(reason code, flagged) of a record, (NONE, False) where nothing was decided."""
+        i = int(np.searchsorted(self.every, order))
+        if i >= len(self.every) or self.every[i] != order:
+            return NONE, False
+        return int(self.reason[i]), bool(self.flagged[i])
+
+    def for_shard(self, shard_index: int) -> dict[str, Any]:
+        rows = self._rows()
+        orders = self.every[rows]
+        lo, hi = np.searchsorted(orders, [shard_index << 32, (shard_index + 1) << 32])
+        return {key_of(int(self.every[i])): self.decision(int(i)) for i in rows[lo:hi]}
+
+    def __getitem__(self, key: str) -> Any:
+        order, rows = order_of(key), self._rows()
+        j = int(np.searchsorted(self.every[rows], order))
+        if j >= len(rows) or self.every[rows[j]] != order:
+            raise KeyError(key)
+        return self.decision(int(rows[j]))
+
+    def __iter__(self) -> Iterator[str]:
+        return (key_of(int(self.every[i])) for i in self._rows())
+
+    def __len__(self) -> int:
+        return len(self._rows())
 
 
 class Resolver:
@@ -459,27 +530,19 @@ class Resolver:
     def _column(self, name: str, field: str, dtype: Any) -> np.ndarray:
         return np.concatenate([p[field] for p in self.parts[name]] + [np.zeros(0, dtype)])
 
-    def resolve(self) -> dict[int, Verdict]:
-        out: dict[int, Verdict] = {}
+    def resolve(self) -> DecisionColumns:
         hit_orders = [np.fromiter(h.keys(), np.int64, count=len(h)) for h in self.ref_hits]
         every = np.unique(np.concatenate([o for o, _ in self.names] + hit_orders + [np.zeros(0, np.int64)]))
-        dead = np.zeros(len(every), bool)
+        n = len(every)
         # an id and the pixels for every record we know of (first seen wins: they agree)
         id_rows = np.concatenate([o for o, _ in self.names] + [np.zeros(0, np.int64)])
         id_values = pa.concat_arrays([i.cast(pa.string()) for _, i in self.names]) if self.names else pa.array([], pa.string())
-        first_row = np.full(len(every), -1, np.int64)
-        at = np.searchsorted(every, id_rows)
-        first_row[at[::-1]] = np.arange(len(id_rows))[::-1]
-        pixels = np.zeros(len(every), np.int64)
+        first_row = np.full(n, -1, np.int64)
+        first_row[np.searchsorted(every, id_rows)[::-1]] = np.arange(len(id_rows))[::-1]
+        pixels = np.zeros(n, np.int64)
         for o, px in self.pixels:
             pixels[np.searchsorted(every, o)] = px
-
-        def name(i: int) -> str:
-            return str(id_values[int(first_row[i])].as_py())
-
-        def reject(i: int, reason: str, detail: str) -> None:
-            out[int(every[i])] = Verdict(reject=(reason, detail))
-            dead[i] = True
+        out = DecisionColumns(every, first_row, id_values, self.rules.text_action == "reject")
 
         # 1. repeated ids: the first in input order keeps it
         g, o = self._column("ids", "group", np.int64), self._column("ids", "order", np.int64)
@@ -488,62 +551,53 @@ class Resolver:
             g, o = g[by], o[by]
             first = np.r_[True, g[1:] != g[:-1]]
             keeper = o[np.maximum.accumulate(np.where(first, np.arange(len(o)), 0))]
-            for i, k in zip(np.searchsorted(every, o[~first]), keeper[~first]):
-                reject(int(i), "duplicate_id", f"image_id {name(int(i))!r} already used by the record at {key_of(int(k))}")
+            out.set(np.searchsorted(every, o[~first]), DUPLICATE_ID, np.searchsorted(every, keeper[~first]))
         # 2. copies of evaluation images, then of what earlier runs kept
         for hits in self.ref_hits:
             for order in sorted(hits):
                 i = int(np.searchsorted(every, order))
-                if dead[i]:
+                if out.reason[i] != NONE:
                     continue
-                hit = hits[order]
-                if hit.flag is not None:
-                    out[order] = Verdict(meta=dict(hit.flag))
+                out.hits[order] = hits[order]
+                if hits[order].flag is not None:
+                    out.flagged[i] = True
                 else:
-                    reject(i, hit.reason, hit.detail)
+                    out.set(np.array([i]), REFERENCE, np.array([-1]))
         # 3. exact images: the most pixels, then the earliest, survives
         g, o = self._column("sha", "group", np.int64), self._column("sha", "order", np.int64)
         if len(g):
-            i = np.searchsorted(every, o)
-            pairs = np.unique(np.stack([g, i], axis=1), axis=0)
-            g, i = pairs[:, 0], pairs[:, 1]
-            live = ~dead[i]
-            self._survive(g[live], i[live], every, pixels, name, reject, "exact_image")
+            pairs = np.unique(np.stack([g, np.searchsorted(every, o)], axis=1), axis=0)
+            live = out.reason[pairs[:, 1]] == NONE
+            self._survive(pairs[live, 0], pairs[live, 1], every, pixels, out, EXACT_IMAGE)
         # 4. near images: groups of live records joined by a node or an edge between nodes
-        labels, members = self._components("image", "image_edges", every, dead)
+        labels, members = self._components("image", "image_edges", every, out.reason != NONE)
         if len(members):
-            self._survive(labels, members, every, pixels, name, reject, "near_image")
-        # 5. shared captions, among what is left
-        labels, members = self._components("text", "text_edges", every, dead)
+            self._survive(labels, members, every, pixels, out, NEAR_IMAGE)
+        # 5. shared captions, among what is left: every member flagged, all but the first rejected on request
+        labels, members = self._components("text", "text_edges", every, out.reason != NONE)
         if len(members):
             by = np.lexsort((every[members], labels))
             labels, members = labels[by], members[by]
-            starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
-            sizes = np.diff(np.r_[starts, len(labels)])
-            for start, size in zip(starts, sizes):
-                first = int(members[start])
-                for i in members[start : start + size]:
-                    order = int(every[i])
-                    v = Verdict(scores={"text_dup_count": int(size)})
-                    if int(i) != first:
-                        v.meta["text_dup_of"] = name(first)
-                        if self.rules.text_action == "reject":
-                            v.reject = ("duplicate_text", f"same caption as {name(first)!r}")
-                    if order in out and out[order].reject is None:  # a flagged copy of an evaluation image
-                        v.meta = {**out[order].meta, **v.meta}
-                    out[order] = v
+            start = np.r_[True, labels[1:] != labels[:-1]]
+            run = np.cumsum(start) - 1
+            sizes = np.bincount(run)
+            firsts = members[start][run]
+            out.text_count[members] = sizes[run]
+            out.text_first[members] = firsts
+            if self.rules.text_action == "reject":
+                others = members[members != firsts]
+                out.set(others, DUPLICATE_TEXT, out.text_first[others])
         return out
 
     @staticmethod
-    def _survive(labels: np.ndarray, members: np.ndarray, every: np.ndarray, pixels: np.ndarray, name: Any, reject: Any, reason: str) -> None:
+    def _survive(labels: np.ndarray, members: np.ndarray, every: np.ndarray, pixels: np.ndarray, out: DecisionColumns, reason: int) -> None:
         """In each group of two or more (``labels``), all but the one with most pixels (then the
         earliest) go as ``reason``, naming it."""
         by = np.lexsort((every[members], -pixels[members], labels))
         labels, members = labels[by], members[by]
         first = np.r_[True, labels[1:] != labels[:-1]]
         keeper = members[np.maximum.accumulate(np.where(first, np.arange(len(members)), 0))]
-        for i, k in zip(members[~first], keeper[~first]):
-            reject(int(i), reason, f"duplicate of {name(int(k))!r}")
+        out.set(members[~first], reason, keeper[~first])
 
     def _components(self, nodes_name: str, edges_name: str, every: np.ndarray, dead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(component label, record index) of the live records in components of two or more:

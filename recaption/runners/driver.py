@@ -99,18 +99,28 @@ class RunDriver:
             decisions = seg.entry.decide_sharded(self.tasks, shards, str(self.layout.work / f"sharded{seg.index}"), counted[0])
         else:
             decisions = seg.entry.decide(signatures())
-        by_shard: dict[str, dict[str, Any]] = {s.name: {} for s in plan}
-        names = {str(s.index): s.name for s in plan}
-        while decisions:  # popped as they are filed, so the two never both hold everything
-            key, decision = decisions.popitem()
-            fields = {"reject": decision.reject, "scores": decision.scores, "meta": decision.meta}
-            by_shard[names[key.split(":", 1)[0]]][key] = {k: v for k, v in fields.items() if v}
-        for name, items in by_shard.items():
-            write_json(self.layout.decisions(seg.index, name), items)
+        for shard, items in self._by_shard(decisions, plan):
+            write_json(self.layout.decisions(seg.index, shard.name), {k: _fields(d) for k, d in items.items()})
         write_json(self.layout.decided(seg.index), {
             "records": counted[0], "seconds": time.perf_counter() - start,
             "metrics": seg.entry.take_metrics(), "findings": seg.entry.findings,
         })
+
+    @staticmethod
+    def _by_shard(decisions: Any, plan: list[InputShard]) -> Any:
+        """Each shard's decisions: made shard by shard where the stage can (``for_shard``: dedup's
+        columns), else filed from the whole dict, popped as they go."""
+        if hasattr(decisions, "for_shard"):
+            for shard in plan:
+                yield shard, decisions.for_shard(shard.index)
+            return
+        by_shard: dict[str, dict[str, Any]] = {s.name: {} for s in plan}
+        names = {str(s.index): s.name for s in plan}
+        while decisions:  # popped as they are filed, so the two never both hold everything
+            key, decision = decisions.popitem()
+            by_shard[names[key.split(":", 1)[0]]][key] = decision
+        for shard in plan:
+            yield shard, by_shard.pop(shard.name)
 
     def finish(self, settings: dict[str, Any], plan: list[InputShard], segments: list[Segment]) -> dict[str, Any]:
         from recaption.report.html import write_report  # noqa: PLC0415 - jinja2 only when a run ends
@@ -172,6 +182,11 @@ class RunDriver:
             for seg in segments[:-1]:
                 shutil.rmtree(self.layout.intermediate(seg.index), ignore_errors=True)
         return stats
+
+
+def _fields(decision: Any) -> dict[str, Any]:
+    fields = {"reject": decision.reject, "scores": decision.scores, "meta": decision.meta}
+    return {k: v for k, v in fields.items() if v}
 
 
 # What a user most likely got wrong when every record fails the same way.

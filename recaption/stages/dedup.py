@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from recaption.dedup.decision import (
+    REFERENCE,
+    DecisionColumns,
     RefHit,
     Resolver,
     Rules,
@@ -231,26 +233,28 @@ class Dedup(GlobalStage):
         """The decisions from what the reduce found, and the findings and counts they make."""
         for kind, found in hits.items():
             resolver.add_reference_hits(kind, found)
-        verdicts = resolver.resolve()
+        decisions = resolver.resolve()
         self.findings = {}
         for kind, found in hits.items():
-            self._reference_findings(kind, found, verdicts)
+            self._reference_findings(kind, found, decisions)
         for prefix, counted in hot.items():
             for name, value in counted.as_stats(prefix).items():
                 self.stat(name, value)
-        decisions: dict[str, Decision] = {}
-        while verdicts:  # popped as they are turned into decisions: the two never both hold everything
-            o, v = verdicts.popitem()
-            decisions[key_of(o)] = Decision(v.reject, v.scores, v.meta)
-        return decisions
+        return decisions  # a mapping made when read: written shard by shard, never all held as objects
 
-    def _reference_findings(self, kind: str, hits: dict[int, RefHit], verdicts: dict[int, Any]) -> None:
+    def _reference_findings(self, kind: str, hits: dict[int, RefHit], decisions: DecisionColumns) -> None:
         """Count and list the hits the decision kept (a record that went earlier, as a repeated
         id, is not one)."""
         reason = "contaminates_eval" if kind == "eval" else "seen_before"
         flag = kind == "eval" and self.eval_action == "flag"
-        applied = [o for o in sorted(hits) if o in verdicts and (
-            ("contaminates_eval" in verdicts[o].meta) if flag else (verdicts[o].reject or ("",))[0] == reason)]
+        applied = []
+        for o in sorted(hits):
+            code, flagged = decisions.verdict_of(o)
+            applied_hit = decisions.hits.get(o)
+            if flag and flagged and applied_hit is not None and applied_hit.flag is not None:
+                applied.append(o)
+            elif not flag and code == REFERENCE and applied_hit is not None and applied_hit.reason == reason:
+                applied.append(o)
         self.stat(reason, len(applied))
         rows = [hits[o].row for o in applied[: self.FINDINGS]]
         self.findings[reason] = {
