@@ -5,8 +5,9 @@ duplicates of every kind (repeated ids, exact and near images, flips, shared and
 Also a hot bucket: 100k records sharing one perceptual hash, and 100k distinct hashes sharing
 all but 24 bits (near-uniform images).
 
-Each measurement runs in a fresh process, so that its peak RSS is its own; the two paths'
-decisions are compared record for record.
+Each measurement runs in a fresh process, so that its peak RSS is its own (the signatures are
+generated in another one: a child's peak RSS on Linux starts at its parent's when it was forked),
+and the two paths' decisions are compared record for record.
 
     python -m benchmarks.bench_dedup_scale [--sizes 100000,400000,1600000]
 """
@@ -152,8 +153,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         mode, shards_file, out = args.child
-        shards = [tuple(s) for s in json.loads(Path(shards_file).read_text())] if mode != "hot" else []
-        if mode == "local":
+        shards = [tuple(s) for s in json.loads(Path(shards_file).read_text())] if mode in ("local", "ray") else []
+        if mode == "generate":
+            n = int(shards_file)
+            Path(out).write_text(json.dumps(generate(Path(out).parent, n)))
+        elif mode == "local":
             run_local(shards, out)
         elif mode == "ray":
             run_ray(shards, out, sum(1 for _, p in shards for _ in open(p)))
@@ -170,8 +174,8 @@ def main() -> None:
             folder = Path(tmp) / f"n{n}"
             folder.mkdir()
             start = time.perf_counter()
-            shards = generate(folder, n)
-            (folder / "shards.json").write_text(json.dumps(shards))
+            subprocess.run([sys.executable, "-m", "benchmarks.bench_dedup_scale", "--child", "generate", str(n), str(folder / "shards.json")], check=True)
+            shards = [tuple(s) for s in json.loads((folder / "shards.json").read_text())]
             row = {"records": n, "generate_s": round(time.perf_counter() - start, 1)}
             for mode in ("local", "ray"):
                 out = folder / f"{mode}.json"
