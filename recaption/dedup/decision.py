@@ -499,11 +499,21 @@ class Resolver:
 
     def add(self, family: str, *tables: pa.Table) -> None:
         members = tables[-1]
+        if family in ("image", "band") and members.num_rows:
+            # a record's row comes once per hash block or band in a task's partition: keep one
+            keys = [members.column("order").to_numpy(), members.column("text" if family == "band" else "value").to_numpy().view(np.int64)]
+            if family == "image":
+                keys.append(members.column("cls").to_numpy().astype(np.int64))
+            _, first = np.unique(np.stack(keys, axis=1), axis=0, return_index=True)
+            members = members.take(pa.array(np.sort(first)))
         if members.num_rows:
             orders = members.column("order").to_numpy()
-            self.names.append((orders, members.column("id").combine_chunks() if isinstance(members.column("id"), pa.ChunkedArray) else members.column("id")))
+            _, once = np.unique(orders, return_index=True)  # one name per record
+            ids = members.column("id")
+            ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+            self.names.append((orders[once], ids.take(pa.array(once))))
             if "pixels" in members.column_names:
-                self.pixels.append((orders, members.column("pixels").to_numpy()))
+                self.pixels.append((orders[once], members.column("pixels").to_numpy()[once]))
         if family == "ids" and members.num_rows:
             codes = _codes(members.column("id"))
             self.parts["ids"].append({"group": codes + self.groups, "order": orders})
