@@ -1,4 +1,13 @@
-"""Duplicates: repeated ids, exact and near images, exact and near texts.
+"""Duplicates: repeated ids, copies of evaluation images and of what earlier runs kept, exact
+and near images, exact and near texts (``dedup``); images that mean the same (``semantic_dedup``).
+
+The decision is map, reduce and resolve (``recaption.dedup.decision``): in one process for the
+local runner, as tasks for the Ray runner (``decide_sharded``), with the same result. The rules
+apply in this order, each among the records the earlier ones left:
+
+- ``against`` / ``eval_sets``: a copy (exact, near, or a mirror image) of an image in an index
+  or a run folder is rejected as ``seen_before`` / ``contaminates_eval``, naming it (or, with
+  ``eval_action: flag``, kept and flagged).
 
 Which copy survives is deterministic and documented:
 
