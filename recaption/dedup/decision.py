@@ -498,41 +498,43 @@ class Resolver:
         self.ref_hits: list[dict[int, RefHit]] = [{}, {}]  # evaluation sets, then earlier runs
 
     def add(self, family: str, *tables: pa.Table) -> None:
+        # Every array kept is a copy: a view would pin the whole task result it came from (on
+        # Ray, an object mapped from the object store) for as long as the resolver lives.
         members = tables[-1]
         if family in ("image", "band") and members.num_rows:
             # a record's row comes once per hash block or band in a task's partition: keep one
-            keys = [members.column("order").to_numpy(), members.column("text" if family == "band" else "value").to_numpy().view(np.int64)]
+            keys = [members.column("order").to_numpy().copy(), members.column("text" if family == "band" else "value").to_numpy().copy().view(np.int64)]
             if family == "image":
-                keys.append(members.column("cls").to_numpy().astype(np.int64))
+                keys.append(members.column("cls").to_numpy().copy().astype(np.int64))
             _, first = np.unique(np.stack(keys, axis=1), axis=0, return_index=True)
             members = members.take(pa.array(np.sort(first)))
         if members.num_rows:
-            orders = members.column("order").to_numpy()
+            orders = members.column("order").to_numpy().copy()
             _, once = np.unique(orders, return_index=True)  # one name per record
             ids = members.column("id")
             ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
             self.names.append((orders[once], ids.take(pa.array(once))))
             if "pixels" in members.column_names:
-                self.pixels.append((orders[once], members.column("pixels").to_numpy()[once]))
+                self.pixels.append((orders[once], members.column("pixels").to_numpy().copy()[once]))
         if family == "ids" and members.num_rows:
             codes = _codes(members.column("id"))
             self.parts["ids"].append({"group": codes + self.groups, "order": orders})
             self.groups += int(codes.max()) + 1
         elif family == "sha" and members.num_rows:
-            self.parts["sha"].append({"group": members.column("sha").to_numpy().view(np.int64), "order": orders})
+            self.parts["sha"].append({"group": members.column("sha").to_numpy().copy().view(np.int64), "order": orders})
         elif family == "image":
             edges = tables[0]
             if members.num_rows:
-                self.parts["image"].append({"value": members.column("value").to_numpy(), "cls": members.column("cls").to_numpy(), "order": orders})
+                self.parts["image"].append({"value": members.column("value").to_numpy().copy(), "cls": members.column("cls").to_numpy().copy(), "order": orders})
             if edges.num_rows:
-                self.parts["image_edges"].append({n: edges.column(n).to_numpy() for n in ("a", "a_cls", "b", "b_cls")})
+                self.parts["image_edges"].append({n: edges.column(n).to_numpy().copy() for n in ("a", "a_cls", "b", "b_cls")})
         elif family in ("text", "band"):
             if members.num_rows:
-                self.parts["text"].append({"value": members.column("text").to_numpy(), "cls": np.zeros(members.num_rows, np.int8), "order": orders})
+                self.parts["text"].append({"value": members.column("text").to_numpy().copy(), "cls": np.zeros(members.num_rows, np.int8), "order": orders})
             if family == "band" and tables[0].num_rows:
                 e = tables[0]
                 zero = np.zeros(e.num_rows, np.int8)
-                self.parts["text_edges"].append({"a": e.column("a").to_numpy(), "a_cls": zero, "b": e.column("b").to_numpy(), "b_cls": zero})
+                self.parts["text_edges"].append({"a": e.column("a").to_numpy().copy(), "a_cls": zero, "b": e.column("b").to_numpy().copy(), "b_cls": zero})
 
     def add_reference_hits(self, kind: str, hits: dict[int, RefHit]) -> None:
         self.ref_hits[0 if kind == "eval" else 1].update(hits)
