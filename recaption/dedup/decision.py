@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from recaption.dedup.groups import components_of_edges
-from recaption.dedup.hashes import HotBuckets, _join, blocks
+from recaption.dedup.hashes import HotBuckets, block_join, blocks
 
 WINDOWS = 9  # the image check's window hashes per record (stages.image.CROP_WINDOWS)
 FAMILIES = ("ids", "sha", "image", "text", "band")
@@ -283,10 +283,10 @@ def reduce_image(table: pa.Table, rules: Rules, hot: HotBuckets | None = None) -
     window = np.unique(value[cls == WINDOW])
     edges: list[tuple[np.ndarray, int, np.ndarray, int]] = []
     if len(whole) > 1:
-        p = _join(whole, whole, rules.radius, True, rules.hot_bucket, hot)
+        p = block_join(whole, whole, rules.radius, True, rules.hot_bucket, hot)
         edges.append((whole[p[:, 0]], WHOLE, whole[p[:, 1]], WHOLE))
     if len(window) and len(whole):
-        p = _join(window, whole, rules.window_radius, False, rules.hot_bucket, hot)
+        p = block_join(window, whole, rules.window_radius, False, rules.hot_bucket, hot)
         edges.append((window[p[:, 0]], WINDOW, whole[p[:, 1]], WHOLE))
     cols = {
         "a": np.concatenate([e[0] for e in edges] + [np.zeros(0, np.uint64)]),
@@ -397,12 +397,34 @@ def _bucket_pairs(key: np.ndarray, text: np.ndarray, sig_row: np.ndarray, flat: 
 
 # -- 3. resolve -----------------------------------------------------------------------------
 
+HOT_FAMILIES = ("near_image", "near_text", "contaminates_eval", "seen_before")  # where a hot bucket can be capped
+
+
+def reduce_family(family: str, table: Any, rules: Rules, hot: dict[str, HotBuckets]) -> list[pa.Table]:
+    """One partition of one family reduced: what ``Resolver.add`` takes for it. ``table`` is the
+    family's rows, or for ``band`` in one process (rows, ``BandLookup``)."""
+    if family in ("ids", "sha", "text"):
+        return [reduce_groups(table, {"ids": "id", "sha": "sha", "text": "text"}[family])]
+    if family == "image":
+        return list(reduce_image(table, rules, hot["near_image"]))
+    rows, lookup = table if isinstance(table, tuple) else (table, None)
+    return list(reduce_band(rows, rules, hot["near_text"], lookup))
+
+
 @dataclass
 class RefHit:
     reason: str  # contaminates_eval or seen_before
     detail: str
     flag: dict[str, Any] | None = None  # meta to add instead of rejecting
     row: list[Any] = field(default_factory=list)  # for the findings table: id, source, copies, how, bits
+
+
+@dataclass
+class ReferenceHits:
+    """One kind of reference's hits (by record order), and what was checked against, for the report."""
+
+    checked: str
+    hits: dict[int, RefHit] = field(default_factory=dict)
 
 
 NONE, DUPLICATE_ID, REFERENCE, EXACT_IMAGE, NEAR_IMAGE, DUPLICATE_TEXT = range(6)
@@ -413,9 +435,9 @@ class DecisionColumns(Mapping):
     mapping from record key to ``Decision``, made when asked: the driver writes them shard by
     shard (``for_shard``) and never holds them all as objects."""
 
-    def __init__(self, every: np.ndarray, first_row: np.ndarray, id_values: pa.Array, reject_text: bool) -> None:
+    def __init__(self, every: np.ndarray, first_row: np.ndarray, id_values: pa.Array) -> None:
         n = len(every)
-        self.every, self.first_row, self.id_values, self.reject_text = every, first_row, id_values, reject_text
+        self.every, self.first_row, self.id_values = every, first_row, id_values
         self.reason = np.zeros(n, np.int8)
         self.other = np.full(n, -1, np.int64)  # the record it duplicates (an index into ``every``)
         self.text_count = np.zeros(n, np.int32)
@@ -458,13 +480,6 @@ class DecisionColumns(Mapping):
                     d.reject = ("duplicate_text", f"same caption as {self.name(first)!r}")
         return d
 
-    def verdict_of(self, order: int) -> tuple[int, bool]:
-        """(reason code, flagged) of a record, (NONE, False) where nothing was decided."""
-        i = int(np.searchsorted(self.every, order))
-        if i >= len(self.every) or self.every[i] != order:
-            return NONE, False
-        return int(self.reason[i]), bool(self.flagged[i])
-
     def for_shard(self, shard_index: int) -> dict[str, Any]:
         rows = self._rows()
         orders = self.every[rows]
@@ -503,9 +518,9 @@ class Resolver:
         members = tables[-1]
         if family in ("image", "band") and members.num_rows:
             # a record's row comes once per hash block or band in a task's partition: keep one
-            keys = [members.column("order").to_numpy().copy(), members.column("text" if family == "band" else "value").to_numpy().copy().view(np.int64)]
+            keys = [members.column("order").to_numpy(), members.column("text" if family == "band" else "value").to_numpy().view(np.int64)]
             if family == "image":
-                keys.append(members.column("cls").to_numpy().copy().astype(np.int64))
+                keys.append(members.column("cls").to_numpy().astype(np.int64))
             _, first = np.unique(np.stack(keys, axis=1), axis=0, return_index=True)
             members = members.take(pa.array(np.sort(first)))
         if members.num_rows:
@@ -515,7 +530,7 @@ class Resolver:
             ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
             self.names.append((orders[once], ids.take(pa.array(once))))
             if "pixels" in members.column_names:
-                self.pixels.append((orders[once], members.column("pixels").to_numpy().copy()[once]))
+                self.pixels.append((orders[once], members.column("pixels").to_numpy()[once]))
         if family == "ids" and members.num_rows:
             codes = _codes(members.column("id"))
             self.parts["ids"].append({"group": codes + self.groups, "order": orders})
@@ -554,7 +569,7 @@ class Resolver:
         pixels = np.zeros(n, np.int64)
         for o, px in self.pixels:
             pixels[np.searchsorted(every, o)] = px
-        out = DecisionColumns(every, first_row, id_values, self.rules.text_action == "reject")
+        out = DecisionColumns(every, first_row, id_values)
 
         # 1. repeated ids: the first in input order keeps it
         g, o = self._column("ids", "group", np.int64), self._column("ids", "order", np.int64)

@@ -1,4 +1,5 @@
-"""Groups from links: union-find and runs of equal values."""
+"""Groups from links: connected components (``components_of_edges``, arrays only; ``UnionFind``,
+the plain reference the tests check it against)."""
 
 from __future__ import annotations
 
@@ -25,28 +26,6 @@ class UnionFind:
         for i in range(len(self.parent)):
             out.setdefault(self.find(i), []).append(i)
         return out
-
-
-def components(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Connected-component label (the smallest member index) for each of ``n`` items."""
-    uf = UnionFind(n)
-    for a, b in pairs:
-        uf.union(int(a), int(b))
-    return np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
-
-
-def runs_of_equal(values: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Pairs linking ``members`` that share a value: each to the first and the previous of its run
-    (linear in the members however many share one value: a hot value costs no more than a cold one)."""
-    if len(members) < 2:
-        return np.empty((0, 2), np.int64)
-    order = members[np.argsort(values[members], kind="stable")]
-    v = values[order]
-    same = v[1:] == v[:-1]
-    run_start = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(len(order)), 0))
-    to_prev = np.stack([order[:-1][same], order[1:][same]], axis=1)
-    to_first = np.stack([order[run_start[1:][same]], order[1:][same]], axis=1)
-    return np.concatenate([to_prev, to_first])
 
 
 def components_of_edges(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

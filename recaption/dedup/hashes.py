@@ -75,7 +75,7 @@ def _block_on_top(h: np.ndarray, shift: int, width: int) -> np.ndarray:
     return (h >> np.uint64(s)) | (h << np.uint64(64 - s))
 
 
-def _join(left: np.ndarray, right: np.ndarray, radius: int, self_join: bool, hot_bucket: int, hot: HotBuckets) -> np.ndarray:
+def block_join(left: np.ndarray, right: np.ndarray, radius: int, self_join: bool, hot_bucket: int, hot: HotBuckets) -> np.ndarray:
     """Pairs (i, j): ``left[i]`` and ``right[j]`` within ``radius`` bits (i < j when ``self_join``,
     ``left`` then being ``right``). Both hold distinct hashes."""
     n_blocks, tolerance = block_plan(max(len(left), len(right)), radius)
@@ -158,7 +158,7 @@ def near_hash_pairs(hashes: np.ndarray, radius: int, hot_bucket: int = HOT_BUCKE
     exact = np.stack([first[inverse], np.arange(len(hashes))], axis=1)
     pairs = [exact[exact[:, 0] != exact[:, 1]]]
     if radius > 0 and len(uniq) > 1:
-        linked = _join(uniq, uniq, radius, True, hot_bucket, hot or HotBuckets())
+        linked = block_join(uniq, uniq, radius, True, hot_bucket, hot or HotBuckets())
         if len(linked):
             pairs.append(np.stack([first[linked[:, 0]], first[linked[:, 1]]], axis=1))
     return np.sort(np.concatenate(pairs).astype(np.int64), axis=1)
@@ -175,7 +175,7 @@ def nearest_in(query: np.ndarray, base: np.ndarray, radius: int, hot_bucket: int
         return match, distance
     uq, q_inverse = np.unique(query, return_inverse=True)
     ub, b_first = np.unique(base, return_index=True)
-    links = _join(uq, ub, radius, False, hot_bucket, hot or HotBuckets())
+    links = block_join(uq, ub, radius, False, hot_bucket, hot or HotBuckets())
     best = np.full(len(uq), -1, np.int64)
     best_distance = np.full(len(uq), -1, np.int64)
     if len(links):

@@ -116,7 +116,7 @@ def read_index(path: str | Path) -> ReferenceIndex:
     )
 
 
-def image_hashes(pair: Pair) -> tuple[int, int | None, int | None]:
+def stored_hashes(pair: Pair) -> tuple[int, int | None, int | None]:
     """(sha64, phash, mirror hash) from what the image check stored; 0 / None where missing."""
     sha = pair.scores.get("sha256") or ""
     phash, mirror = pair.scores.get("phash"), pair.scores.get("phash_mirror")
@@ -179,14 +179,14 @@ def index_source(path: str | Path, name: str | None = None, kind: str = "kept", 
     batch: list[Pair] = []
 
     def flush() -> None:
-        todo = [p for p in batch if image_hashes(p)[0] == 0]
+        todo = [p for p in batch if stored_hashes(p)[0] == 0]
         if todo:
             check(todo)
         for pair in batch:
             if pair.reject is not None:
                 skipped[pair.reject.key] += 1
                 continue
-            built.add(pair.image_id, *image_hashes(pair))
+            built.add(pair.image_id, *stored_hashes(pair))
         if bar is not None:
             bar.update(len(batch))
         batch.clear()

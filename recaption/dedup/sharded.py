@@ -15,7 +15,6 @@ in-memory decision); ``RayTasks`` runs them on a Ray cluster.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Callable, Iterator
@@ -29,14 +28,16 @@ import pyarrow.parquet as pq
 
 from recaption.dedup.decision import (
     FAMILIES,
+    HOT_FAMILIES,
+    ReferenceHits,
     Resolver,
     SignatureColumns,
     map_signatures,
-    reduce_band,
-    reduce_groups,
-    reduce_image,
+    order_of,
+    reduce_family,
 )
 from recaption.dedup.hashes import HotBuckets
+from recaption.runners.shards import read_signatures
 
 PARTITION_RECORDS = 200_000  # records per partition: a reduce task holds about this many records' rows
 
@@ -70,10 +71,8 @@ def partitions_for(records: int) -> int:
 def map_shard(stage: Any, shard_index: int, signatures: str, out: str, partitions: int) -> dict[str, Any]:
     """Task: one shard's signatures to partitioned family files; its copies of reference images."""
     cols = SignatureColumns(stage.minhasher.num_perm if stage.near_text else 0)
-    with open(signatures, encoding="utf-8") as fh:
-        for line in fh:
-            key, sig = json.loads(line)
-            cols.add(key, sig)
+    for key, sig in read_signatures(signatures):
+        cols.add(key, sig)
     hot = {name: HotBuckets() for name in ("contaminates_eval", "seen_before")}
     hits = stage.reference_hits(cols, hot)
     files: dict[str, str] = {}
@@ -114,15 +113,7 @@ def reduce_partition(stage: Any, family: str, files: list[str], part: int) -> di
     """Task: one partition of one family, read from every map file, reduced."""
     table = _read_partition(files, part)
     hot = {"near_image": HotBuckets(), "near_text": HotBuckets()}
-    if table is None:
-        return {"family": family, "tables": [], "hot": {k: vars(v) for k, v in hot.items()}}
-    rules = stage.rules()
-    if family in ("ids", "sha", "text"):
-        tables = [reduce_groups(table, {"ids": "id", "sha": "sha", "text": "text"}[family])]
-    elif family == "image":
-        tables = list(reduce_image(table, rules, hot["near_image"]))
-    else:
-        tables = list(reduce_band(table, rules, hot["near_text"]))
+    tables = reduce_family(family, table, stage.rules(), hot) if table is not None else []
     return {"family": family, "tables": tables, "hot": {k: vars(v) for k, v in hot.items()}}
 
 
@@ -138,19 +129,17 @@ def decide_sharded(stage: Any, tasks: Any, shards: list[tuple[int, str]], work: 
                    partitions: int | None = None) -> dict[str, Any]:
     """``stage``'s decision over the signatures files ``shards`` ((shard index, path), in input
     order), with ``tasks`` running the map and the reduce."""
-    from recaption.stages.dedup import HOT_FAMILIES  # noqa: PLC0415 - the stage imports this module lazily
-
     out = Path(work)
     shutil.rmtree(out, ignore_errors=True)  # what an interrupted decision left
     parts = partitions or partitions_for(records)
     hot = {name: HotBuckets() for name in HOT_FAMILIES}
-    hits: dict[str, dict[int, Any]] = {}
+    hits: dict[str, ReferenceHits] = {}
     files: dict[str, list[str]] = {f: [] for f in FAMILIES}
     for result in tasks.map(map_shard, [(stage, index, path, str(out), parts) for index, path in shards]):
         for family, path in result["files"].items():
             files[family].append(path)
         for kind, found in result["hits"].items():
-            hits.setdefault(kind, {}).update(found)
+            hits.setdefault(kind, ReferenceHits(found.checked)).hits.update(found.hits)
         _add_hot(hot, result["hot"])
     resolver = Resolver(stage.rules())
     calls = [(stage, family, sorted(paths), p) for family, paths in files.items() if paths for p in range(parts)]
@@ -169,22 +158,9 @@ SEMANTIC_SAMPLE = 200_000  # embeddings the driver fits the centroids on
 
 
 def _embeddings(stage: Any, path: str) -> tuple[list[int], list[str], list[np.ndarray], list[float], int]:
-    from recaption.dedup.decision import order_of  # noqa: PLC0415
-
-    orders, ids, rows, scores, missing = [], [], [], [], 0
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            key, sig = json.loads(line)
-            vector = stage.vector_of(sig)
-            if vector is None or (rows and len(vector) != len(rows[0])):
-                missing += 1
-                continue
-            orders.append(order_of(key))
-            ids.append(sig["id"])
-            rows.append(vector)
-            score = sig.get("score")
-            scores.append(float(score) if score is not None else -np.inf)
-    return orders, ids, rows, scores, missing
+    """A shard's embeddings as ``SemanticDedup.embeddings`` reads them, keyed by record order."""
+    keys, ids, rows, scores, missing = stage.embeddings(read_signatures(path))
+    return [order_of(k) for k in keys], ids, rows, scores, missing
 
 
 def semantic_sample(stage: Any, path: str, quota: int, seed: int) -> dict[str, Any]:
@@ -238,7 +214,7 @@ def semantic_reduce(stage: Any, files: list[str], part: int, centroids: np.ndarr
 def semantic_sharded(stage: Any, tasks: Any, shards: list[tuple[int, str]], work: str, records: int) -> dict[str, Any]:
     """``SemanticDedup``'s decision with the records of each cluster compared in a task: the
     driver holds a sample of embeddings (for the centroids) and the duplicates."""
-    from recaption.dedup.semantic import spherical_kmeans  # noqa: PLC0415
+    from recaption.dedup.semantic import spherical_kmeans, unit_rows  # noqa: PLC0415
 
     out = Path(work)
     shutil.rmtree(out, ignore_errors=True)
@@ -251,8 +227,7 @@ def semantic_sharded(stage: Any, tasks: Any, shards: list[tuple[int, str]], work
         missing += result["missing"]
     if not samples:
         return stage.semantic_decisions([], embedded, missing, [0] * len(stage.what_if), {})
-    sample = np.concatenate(samples).astype(np.float32)
-    sample /= np.maximum(np.linalg.norm(sample, axis=1, keepdims=True), 1e-12)
+    sample = unit_rows(np.concatenate(samples))
     _, centroids = spherical_kmeans(sample, stage.k_for(embedded), seed=stage.seed)
     partitions = partitions_for(embedded)
     files = [f for f in tasks.map(semantic_assign, [(stage, index, path, centroids, str(out), partitions) for index, path in shards]) if f]

@@ -10,7 +10,6 @@ duplicated.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -28,6 +27,7 @@ from recaption.runners.shards import (
     Segment,
     output_writer,
     read_json,
+    read_signatures,
     refuse_a_file,
     write_json,
 )
@@ -87,11 +87,9 @@ class RunDriver:
 
         def signatures() -> Any:  # streamed: the stage keeps only what it needs of each
             for shard in plan:
-                with open(self.layout.signatures(seg.index - 1, shard.name), encoding="utf-8") as fh:
-                    for line in fh:
-                        counted[0] += 1
-                        key, sig = json.loads(line)
-                        yield key, sig
+                for item in read_signatures(self.layout.signatures(seg.index - 1, shard.name)):
+                    counted[0] += 1
+                    yield item
 
         if self.tasks is not None and hasattr(seg.entry, "decide_sharded"):
             counted[0] = sum(read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in plan)

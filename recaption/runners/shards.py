@@ -342,6 +342,14 @@ def read_segment_source(layout: OutputLayout, seg_index: int, shard: InputShard,
     return source, decisions
 
 
+def read_signatures(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A shard's (record key, signature) pairs, in input order, as its sink wrote them."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            key, sig = json.loads(line)
+            yield key, sig
+
+
 def record_key(shard_index: int, position: int) -> str:
     """The key a global stage files a record's signature and decision under: its shard and
     its position among the shard's kept records (which the next segment reads in order)."""

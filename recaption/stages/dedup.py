@@ -36,13 +36,15 @@ synthetic photos (benchmarks/RESULTS.md).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recaption.dedup.decision import (
-    REFERENCE,
+    HOT_FAMILIES,
     DecisionColumns,
+    ReferenceHits,
     RefHit,
     Resolver,
     Rules,
@@ -50,9 +52,7 @@ from recaption.dedup.decision import (
     key_of,
     map_signatures,
     order_of,
-    reduce_band,
-    reduce_groups,
-    reduce_image,
+    reduce_family,
 )
 from recaption.dedup.hashes import HOT_BUCKET, HotBuckets
 from recaption.dedup.text import MinHasher, normalise_text, text_hash
@@ -69,44 +69,41 @@ def _paths(option: str, value: Any) -> list[str]:
     paths = [value] if isinstance(value, str) else value
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise StageError(f"dedup.{option} is a list of paths (index files, run folders or datasets)")
-    from pathlib import Path  # noqa: PLC0415
-
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         raise StageError(f"dedup.{option}: no such file or folder: {', '.join(missing)}")
     return paths
 
 
-def _reference_matches(image: dict[str, np.ndarray], members: np.ndarray, ref: Any, radius: int, hot_bucket: int,
+def _reference_matches(image: dict[str, np.ndarray], ref: Any, radius: int, hot_bucket: int,
                        hot: HotBuckets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each member: the reference row it copies (-1: none), how ("exact copy", "near copy",
+    """For each record: the reference row it copies (-1: none), how ("exact copy", "near copy",
     "mirror image") and the distance in bits: an exact sha256 first, else the nearest of its hash
     and its mirror's to a reference hash."""
     from recaption.dedup.hashes import nearest_in  # noqa: PLC0415
 
-    match = np.full(len(members), -1, np.int64)
-    how = np.full(len(members), "", object)
-    distance = np.zeros(len(members), np.int64)
-    if not len(members) or not len(ref):
+    n = len(image["sha"])
+    match = np.full(n, -1, np.int64)
+    how = np.full(n, "", object)
+    distance = np.zeros(n, np.int64)
+    if not n or not len(ref):
         return match, how, distance
     ref_with_hash = np.flatnonzero(ref.has_phash)
     ref_phash = ref.phash[ref_with_hash]
-    best = np.full(len(members), radius + 1, np.int64)
+    best = np.full(n, radius + 1, np.int64)
     for name, column, present in (("near copy", "phash", "has_phash"), ("mirror image", "mirror", "has_mirror")):
-        have = np.flatnonzero(image[present][members])
-        row, d = nearest_in(image[column][members[have]], ref_phash, radius, hot_bucket, hot)
+        have = np.flatnonzero(image[present])
+        row, d = nearest_in(image[column][have], ref_phash, radius, hot_bucket, hot)
         better = (row >= 0) & (d < best[have])
         match[have[better]] = ref_with_hash[row[better]]
         best[have[better]] = d[better]
         how[have[better]] = name
     distance[:] = np.where(match >= 0, best, 0)
-    # an exact copy by bytes wins over any near one
-    sha = image["sha"][members]
-    ref_sha = np.where(ref.sha != 0, ref.sha, np.uint64(0))
-    order = np.argsort(ref_sha, kind="stable")
-    at = np.searchsorted(ref_sha[order], sha)
-    at = np.minimum(at, len(order) - 1)
-    exact = (sha != 0) & (ref_sha[order][at] == sha)
+    # an exact copy by bytes wins over any near one (0: a sha256 nobody recorded)
+    sha = image["sha"]
+    order = np.argsort(ref.sha, kind="stable")
+    at = np.minimum(np.searchsorted(ref.sha[order], sha), len(order) - 1)
+    exact = (sha != 0) & (ref.sha[order][at] == sha)
     match[exact] = order[at[exact]]
     how[exact], distance[exact] = "exact copy", 0
     return match, how, distance
@@ -121,10 +118,10 @@ class Dedup(GlobalStage):
     provides = ("score:text_dup_count",)
     requires = (("score:sha256",),)  # the image check's hashes: image duplicates are found from them
 
+    FINDINGS = 200  # evaluation overlaps listed in stats.json and the report (all are counted)
+
     def facts_needed(self) -> list[set[str]]:
         return super().facts_needed() if self.exact_image or self.near_image or self.against or self.eval_sets else []
-    AGREEMENT_CHUNK = 65_536
-    FINDINGS = 200  # evaluation overlaps listed in stats.json and the report (all are counted)
 
     def __init__(
         self,
@@ -201,7 +198,7 @@ class Dedup(GlobalStage):
         hot = {name: HotBuckets() for name in HOT_FAMILIES}
         hits = self.reference_hits(cols, hot)
         for family, table in map_signatures(cols, rules, 1, self.minhasher.band_hash, in_process=True).items():
-            reduce_family(family, table, rules, resolver, hot)
+            resolver.add(family, *reduce_family(family, table, rules, hot))
         return self.resolve(resolver, hits, hot)
 
     def decide_sharded(self, tasks: Any, shards: list[tuple[int, str]], work: str, records: int) -> dict[str, Decision]:
@@ -211,12 +208,13 @@ class Dedup(GlobalStage):
 
         return decide_sharded(self, tasks, shards, work, records)
 
-    def reference_hits(self, cols: SignatureColumns, hot: dict[str, HotBuckets]) -> dict[str, dict[int, RefHit]]:
+    def reference_hits(self, cols: SignatureColumns, hot: dict[str, HotBuckets]) -> dict[str, ReferenceHits]:
         """Each record that copies an image of the evaluation sets or of earlier runs, by kind:
         named, and rejected (or, for evaluation sets with ``eval_action: flag``, flagged)."""
         from recaption.dedup.index import ReferenceIndexError, cached_references  # noqa: PLC0415 - pyarrow, only when used
 
-        hits: dict[str, dict[int, RefHit]] = {}
+        hits: dict[str, ReferenceHits] = {}
+        image = {name: cols.column(name) for name in ("sha", "phash", "has_phash", "mirror", "has_mirror")}
         for kind, paths in (("eval", self.eval_sets), ("kept", self.against)):
             if not paths:
                 continue
@@ -225,23 +223,20 @@ class Dedup(GlobalStage):
             except ReferenceIndexError as exc:
                 raise StageError(f"dedup.{'eval_sets' if kind == 'eval' else 'against'}: {exc}") from exc
             reason = "contaminates_eval" if kind == "eval" else "seen_before"
-            image = {name: cols.column(name) for name in ("sha", "phash", "has_phash", "mirror", "has_mirror")}
-            match, how, distance = _reference_matches(image, np.arange(len(cols)), ref, self.phash_radius if self.near_image else 0,
-                                                      self.hot_bucket, hot[reason])
+            match, how, distance = _reference_matches(image, ref, self.phash_radius if self.near_image else 0, self.hot_bucket, hot[reason])
             flag = kind == "eval" and self.eval_action == "flag"
-            found: dict[int, RefHit] = {}
+            found = hits[kind] = ReferenceHits(", ".join(f"{s['name']} ({s['records']} images)" for s in ref.sources))
             for pos in np.flatnonzero(match >= 0):
                 source, ref_id = ref.name(int(match[pos]))
                 what = f"{how[pos]} of {ref_id!r} in {source}" + (f" ({distance[pos]} bits)" if how[pos] != "exact copy" else "")
-                found[order_of(cols.keys[pos])] = RefHit(reason, what, {"contaminates_eval": f"{source}:{ref_id}"} if flag else None,
-                                                         [cols.ids[pos], source, ref_id, str(how[pos]), int(distance[pos])])
-            hits[kind] = found
+                found.hits[order_of(cols.keys[pos])] = RefHit(reason, what, {"contaminates_eval": f"{source}:{ref_id}"} if flag else None,
+                                                              [cols.ids[pos], source, ref_id, str(how[pos]), int(distance[pos])])
         return hits
 
-    def resolve(self, resolver: Resolver, hits: dict[str, dict[int, RefHit]], hot: dict[str, HotBuckets]) -> dict[str, Decision]:
+    def resolve(self, resolver: Resolver, hits: dict[str, ReferenceHits], hot: dict[str, HotBuckets]) -> dict[str, Decision]:
         """The decisions from what the reduce found, and the findings and counts they make."""
         for kind, found in hits.items():
-            resolver.add_reference_hits(kind, found)
+            resolver.add_reference_hits(kind, found.hits)
         decisions = resolver.resolve()
         self.findings = {}
         for kind, found in hits.items():
@@ -251,48 +246,22 @@ class Dedup(GlobalStage):
                 self.stat(name, value)
         return decisions  # a mapping made when read: written shard by shard, never all held as objects
 
-    def _reference_findings(self, kind: str, hits: dict[int, RefHit], decisions: DecisionColumns) -> None:
-        """Count and list the hits the decision kept (a record that went earlier, as a repeated
-        id, is not one)."""
+    def _reference_findings(self, kind: str, found: ReferenceHits, decisions: DecisionColumns) -> None:
+        """Count and list the hits the decision applied (a record that went earlier, as a
+        repeated id, or whose copy of an evaluation image was taken over by an earlier run's,
+        is not one)."""
         reason = "contaminates_eval" if kind == "eval" else "seen_before"
         flag = kind == "eval" and self.eval_action == "flag"
-        applied = []
-        for o in sorted(hits):
-            code, flagged = decisions.verdict_of(o)
-            applied_hit = decisions.hits.get(o)
-            if flag and flagged and applied_hit is not None and applied_hit.flag is not None:
-                applied.append(o)
-            elif not flag and code == REFERENCE and applied_hit is not None and applied_hit.reason == reason:
-                applied.append(o)
+        applied = [o for o in sorted(found.hits) if decisions.hits.get(o) is found.hits[o]]
         self.stat(reason, len(applied))
-        rows = [hits[o].row for o in applied[: self.FINDINGS]]
+        rows = [found.hits[o].row for o in applied[: self.FINDINGS]]
         self.findings[reason] = {
             "title": "Copies of evaluation images" if kind == "eval" else "Already kept by earlier runs",
             "summary": f"{len(applied)} pair(s) {'flagged (meta.contaminates_eval)' if flag else f'rejected as dedup/{reason}'}, "
-                       f"checked against {self._indexed(kind)}" + (f"; the first {self.FINDINGS} listed" if len(applied) > self.FINDINGS else ""),
+                       f"checked against {found.checked}" + (f"; the first {self.FINDINGS} listed" if len(applied) > self.FINDINGS else ""),
             "count": len(applied), "columns": ["id", "source", "copies", "how", "bits"], "rows": rows,
         }
 
-
-    def _indexed(self, kind: str) -> str:
-        from recaption.dedup.index import cached_references  # noqa: PLC0415
-
-        ref = cached_references(tuple(self.eval_sets if kind == "eval" else self.against), kind)
-        return ", ".join(f"{s['name']} ({s['records']} images)" for s in ref.sources)
-
-
-HOT_FAMILIES = ("near_image", "near_text", "contaminates_eval", "seen_before")
-
-
-def reduce_family(family: str, table: Any, rules: Rules, resolver: Resolver, hot: dict[str, HotBuckets]) -> None:
-    """One partition of one family, reduced and handed to the resolver."""
-    if family in ("ids", "sha", "text"):
-        resolver.add(family, reduce_groups(table, {"ids": "id", "sha": "sha", "text": "text"}[family]))
-    elif family == "image":
-        resolver.add(family, *reduce_image(table, rules, hot["near_image"]))
-    elif family == "band":
-        rows, lookup = table if isinstance(table, tuple) else (table, None)
-        resolver.add(family, *reduce_band(rows, rules, hot["near_text"], lookup))
 
 
 @register
@@ -357,14 +326,9 @@ class SemanticDedup(GlobalStage):
         except ValueError:
             return None
 
-    def k_for(self, n: int) -> int:
-        """The number of clusters: as set, or one per thousand records (at most 4,096: beyond
-        that, clusters over max_cluster are split again in their own task)."""
-        return int(self.clusters) if self.clusters != "auto" else max(1, min(4096, -(-n // 1000)))
-
-    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
-        from recaption.dedup.semantic import semantic_duplicates, unit_rows  # noqa: PLC0415
-
+    def embeddings(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[str], list[np.ndarray], list[float], int]:
+        """(keys, ids, vectors, ranking scores, how many had no usable embedding) of signatures;
+        a record without one (or of another size than the first) is not compared."""
         keys: list[str] = []
         ids: list[str] = []
         rows: list[np.ndarray] = []
@@ -373,12 +337,23 @@ class SemanticDedup(GlobalStage):
         for key, sig in signatures:
             vector = self.vector_of(sig)
             if vector is None or (rows and len(vector) != len(rows[0])):
-                missing += 1  # not compared: nothing to compare it by
+                missing += 1
                 continue
             keys.append(key)
             ids.append(sig["id"])
             rows.append(vector)
-            scores.append(sig.get("score") if sig.get("score") is not None else -np.inf)
+            scores.append(float(sig["score"]) if sig.get("score") is not None else -np.inf)
+        return keys, ids, rows, scores, missing
+
+    def k_for(self, n: int) -> int:
+        """The number of clusters: as set, or one per thousand records (at most 4,096: beyond
+        that, clusters over max_cluster are split again in their own task)."""
+        return int(self.clusters) if self.clusters != "auto" else max(1, min(4096, -(-n // 1000)))
+
+    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
+        from recaption.dedup.semantic import semantic_duplicates, unit_rows  # noqa: PLC0415
+
+        keys, ids, rows, scores, missing = self.embeddings(signatures)
         if not rows:
             return self.semantic_decisions([], 0, missing, [0] * len(self.what_if), {})
         x = unit_rows(np.stack(rows)).astype(np.float16)  # half the memory; each cluster is compared in float32
