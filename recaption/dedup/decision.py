@@ -247,6 +247,20 @@ def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return values.view(np.int64) if values.dtype == np.uint64 else values.astype(np.int64)
 
 
+def first_of_each(keys: list[np.ndarray]) -> np.ndarray:
+    """The row numbers, in row order, of the first row of each distinct combination of the
+    integer columns ``keys`` (a stable sort: a fraction of what ``np.unique(axis=0)`` holds)."""
+    if not len(keys[0]):
+        return np.zeros(0, np.int64)
+    by = np.lexsort(keys[::-1])
+    new = np.zeros(len(by), bool)
+    new[0] = True
+    for k in keys:
+        sorted_k = k[by]
+        new[1:] |= sorted_k[1:] != sorted_k[:-1]
+    return np.sort(by[new])
+
+
 def _shared(codes: np.ndarray, orders: np.ndarray) -> np.ndarray:
     """Per row: is its code held by two or more distinct records? (A record may come twice.)"""
     if not len(codes):
@@ -301,7 +315,9 @@ def reduce_image(table: pa.Table, rules: Rules, hot: HotBuckets | None = None) -
         mine = cls == c
         in_edge = np.concatenate([cols["a"][cols["a_cls"] == c], cols["b"][cols["b_cls"] == c]])
         keep[mine] = _shared(value[mine].view(np.int64), orders[mine]) | np.isin(value[mine], in_edge)
-    return edge_table, table.filter(pa.array(keep))
+    members = table.filter(pa.array(keep))  # a record's rows for one node, once (two of its windows can hash alike)
+    first = first_of_each([members.column(c).to_numpy() for c in ("order", "value", "cls")])
+    return edge_table, members.take(pa.array(first)) if len(first) < members.num_rows else members
 
 
 TEXT_EDGE_SCHEMA = pa.schema([("a", pa.uint64()), ("b", pa.uint64())])
@@ -359,6 +375,8 @@ def reduce_band(table: pa.Table, rules: Rules, hot: HotBuckets | None = None, lo
         members = pa.table({"text": caption, "order": lookup.orders[rows], "id": lookup.ids.take(pa.array(rows))})
     else:
         members = table.filter(pa.array(np.isin(text, pairs.reshape(-1)))).select(["text", "order", "id"])
+        first = first_of_each([members.column(c).to_numpy() for c in ("order", "text")])  # a row per band: one
+        members = members.take(pa.array(first))
     return edges, members
 
 
@@ -500,15 +518,26 @@ class DecisionColumns(Mapping):
         return len(self._rows())
 
 
+# What makes a row of each of the resolver's tables distinct: the same row comes from several
+# reduce tasks (a near-image node from the partition of each hash block it met another node in,
+# a caption from each band), and only one is needed.
+DISTINCT_BY = {"ids": ("group", "order"), "sha": ("group", "order"), "image": ("value", "cls", "order"),
+               "image_edges": ("a", "a_cls", "b", "b_cls"), "text": ("value", "order"), "text_edges": ("a", "b"),
+               "names": ("order",), "pixels": ("order",)}
+
+
 class Resolver:
     """Takes the reduce outputs as they stream in, keeping only duplicated records, as arrays
-    (tens of bytes a duplicated record, not Python objects), and applies the rules in order."""
+    (tens of bytes a duplicated record, not Python objects), and applies the rules in order.
+    Each table is compacted to its distinct rows whenever what came since the last compaction
+    outgrows it: the rows the tasks repeat (2-3x at 1.6M records) are never all held."""
+
+    COMPACT_AT = 65_536  # rows a table takes in before its first compaction
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
-        self.parts: dict[str, list[dict[str, np.ndarray]]] = {"ids": [], "sha": [], "image": [], "image_edges": [], "text": [], "text_edges": []}
-        self.names: list[tuple[np.ndarray, pa.Array]] = []  # (orders, ids) of every member row seen
-        self.pixels: list[tuple[np.ndarray, np.ndarray]] = []
+        self.parts: dict[str, list[dict[str, Any]]] = {name: [] for name in DISTINCT_BY}
+        self._compacted = dict.fromkeys(DISTINCT_BY, 0)  # rows in each table's first part, distinct
         self.groups = 0  # id groups are numbered as they come (each is whole in one partition)
         self.ref_hits: list[dict[int, RefHit]] = [{}, {}]  # evaluation sets, then earlier runs
 
@@ -516,40 +545,49 @@ class Resolver:
         # Every array kept is a copy: a view would pin the whole task result it came from (on
         # Ray, an object mapped from the object store) for as long as the resolver lives.
         members = tables[-1]
-        if family in ("image", "band") and members.num_rows:
-            # a record's row comes once per hash block or band in a task's partition: keep one
-            keys = [members.column("order").to_numpy(), members.column("text" if family == "band" else "value").to_numpy().view(np.int64)]
-            if family == "image":
-                keys.append(members.column("cls").to_numpy().astype(np.int64))
-            _, first = np.unique(np.stack(keys, axis=1), axis=0, return_index=True)
-            members = members.take(pa.array(np.sort(first)))
         if members.num_rows:
             orders = members.column("order").to_numpy().copy()
             _, once = np.unique(orders, return_index=True)  # one name per record
             ids = members.column("id")
             ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-            self.names.append((orders[once], ids.take(pa.array(once))))
+            self._append("names", {"order": orders[once], "id": ids.take(pa.array(once)).cast(pa.string())})
             if "pixels" in members.column_names:
-                self.pixels.append((orders[once], members.column("pixels").to_numpy()[once]))
+                self._append("pixels", {"order": orders[once], "pixels": members.column("pixels").to_numpy()[once]})
         if family == "ids" and members.num_rows:
             codes = _codes(members.column("id"))
-            self.parts["ids"].append({"group": codes + self.groups, "order": orders})
+            self._append("ids", {"group": codes + self.groups, "order": orders})
             self.groups += int(codes.max()) + 1
         elif family == "sha" and members.num_rows:
-            self.parts["sha"].append({"group": members.column("sha").to_numpy().copy().view(np.int64), "order": orders})
+            self._append("sha", {"group": members.column("sha").to_numpy().copy().view(np.int64), "order": orders})
         elif family == "image":
             edges = tables[0]
             if members.num_rows:
-                self.parts["image"].append({"value": members.column("value").to_numpy().copy(), "cls": members.column("cls").to_numpy().copy(), "order": orders})
+                self._append("image", {"value": members.column("value").to_numpy().copy(), "cls": members.column("cls").to_numpy().copy(), "order": orders})
             if edges.num_rows:
-                self.parts["image_edges"].append({n: edges.column(n).to_numpy().copy() for n in ("a", "a_cls", "b", "b_cls")})
+                self._append("image_edges", {n: edges.column(n).to_numpy().copy() for n in ("a", "a_cls", "b", "b_cls")})
         elif family in ("text", "band"):
             if members.num_rows:
-                self.parts["text"].append({"value": members.column("text").to_numpy().copy(), "cls": np.zeros(members.num_rows, np.int8), "order": orders})
+                self._append("text", {"value": members.column("text").to_numpy().copy(), "cls": np.zeros(members.num_rows, np.int8), "order": orders})
             if family == "band" and tables[0].num_rows:
                 e = tables[0]
                 zero = np.zeros(e.num_rows, np.int8)
-                self.parts["text_edges"].append({"a": e.column("a").to_numpy().copy(), "a_cls": zero, "b": e.column("b").to_numpy().copy(), "b_cls": zero})
+                self._append("text_edges", {"a": e.column("a").to_numpy().copy(), "a_cls": zero, "b": e.column("b").to_numpy().copy(), "b_cls": zero})
+
+    def _append(self, name: str, part: dict[str, Any]) -> None:
+        parts = self.parts[name]
+        parts.append(part)
+        since = sum(len(p["order" if "order" in p else "a"]) for p in parts) - self._compacted[name]
+        if since > max(self._compacted[name], self.COMPACT_AT):
+            self._compact(name)
+
+    def _compact(self, name: str) -> None:
+        """The table's parts as one, each distinct row once (its first: names and pixels agree)."""
+        parts = self.parts[name]
+        whole = {f: (pa.concat_arrays([p[f] for p in parts]) if isinstance(parts[0][f], pa.Array) else np.concatenate([p[f] for p in parts]))
+                 for f in parts[0]}
+        first = first_of_each([whole[f] for f in DISTINCT_BY[name]])
+        self.parts[name] = [{f: (c.take(pa.array(first)) if isinstance(c, pa.Array) else c[first]) for f, c in whole.items()}]
+        self._compacted[name] = len(first)
 
     def add_reference_hits(self, kind: str, hits: dict[int, RefHit]) -> None:
         self.ref_hits[0 if kind == "eval" else 1].update(hits)
@@ -559,16 +597,19 @@ class Resolver:
 
     def resolve(self) -> DecisionColumns:
         hit_orders = [np.fromiter(h.keys(), np.int64, count=len(h)) for h in self.ref_hits]
-        every = np.unique(np.concatenate([o for o, _ in self.names] + hit_orders + [np.zeros(0, np.int64)]))
+        for name in self.parts:
+            if len(self.parts[name]) > 1:
+                self._compact(name)
+        id_rows = self._column("names", "order", np.int64)  # each record once
+        every = np.unique(np.concatenate([id_rows, *hit_orders]))
         n = len(every)
-        # an id and the pixels for every record we know of (first seen wins: they agree)
-        id_rows = np.concatenate([o for o, _ in self.names] + [np.zeros(0, np.int64)])
-        id_values = pa.concat_arrays([i.cast(pa.string()) for _, i in self.names]) if self.names else pa.array([], pa.string())
+        # an id and the pixels for every record we know of
+        names = self.parts["names"]
+        id_values = names[0]["id"] if names else pa.array([], pa.string())
         first_row = np.full(n, -1, np.int64)
-        first_row[np.searchsorted(every, id_rows)[::-1]] = np.arange(len(id_rows))[::-1]
+        first_row[np.searchsorted(every, id_rows)] = np.arange(len(id_rows))
         pixels = np.zeros(n, np.int64)
-        for o, px in self.pixels:
-            pixels[np.searchsorted(every, o)] = px
+        pixels[np.searchsorted(every, self._column("pixels", "order", np.int64))] = self._column("pixels", "pixels", np.int64)
         out = DecisionColumns(every, first_row, id_values)
 
         # 1. repeated ids: the first in input order keeps it

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from recaption.dedup.decision import Resolver
 from recaption.dedup.sharded import LocalTasks, decide_sharded
 from recaption.record import Pair
 from recaption.stages.dedup import Dedup
@@ -54,8 +55,10 @@ def mixed_pairs():
 
 
 @pytest.mark.parametrize("options", [{}, {"near_crops": True, "text_action": "reject"}, {"phash_radius": 0, "near_text": False}])
-@pytest.mark.parametrize("partitions,shard_size", [(1, 1000), (3, 97), (7, 40)])
-def test_tasks_decide_as_one_process_does(tmp_path, mixed_pairs, options, partitions, shard_size):
+@pytest.mark.parametrize("partitions,shard_size,compact_at", [(1, 1000, None), (3, 97, None), (7, 40, None), (7, 40, 1)])
+def test_tasks_decide_as_one_process_does(tmp_path, monkeypatch, mixed_pairs, options, partitions, shard_size, compact_at):
+    if compact_at:  # the resolver compacts its tables after every task result, not only at the end
+        monkeypatch.setattr(Resolver, "COMPACT_AT", compact_at)
     stage = Dedup(**options)
     shards, sigs = signature_files(tmp_path, stage, mixed_pairs, shard_size)
     expected = as_plain(Dedup(**options).decide(sigs))
