@@ -12,6 +12,17 @@ import pytest
 from PIL import Image
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_outside_home(tmp_path_factory):
+    """What runs would keep in ~/.cache/recaption (ONNX exports, image embeddings) goes to a
+    folder of this test session's, which the CLI runs the tests start inherit."""
+    import os
+
+    if "RECAPTION_CACHE" not in os.environ:
+        os.environ["RECAPTION_CACHE"] = str(tmp_path_factory.mktemp("recaption-cache"))
+    yield
+
+
 def photo(name: str = "chelsea", size: tuple[int, int] | None = None) -> Image.Image:
     from skimage import data
 

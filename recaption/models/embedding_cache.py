@@ -59,8 +59,13 @@ class EmbeddingCache:
         self.db.close()
 
 
+def cache_root() -> Path:
+    """Where recaption keeps what it can make again: $RECAPTION_CACHE, or ~/.cache/recaption."""
+    return Path(os.environ.get("RECAPTION_CACHE") or Path.home() / ".cache" / "recaption")
+
+
 def default_cache_folder() -> Path:
-    return Path(os.environ.get("RECAPTION_CACHE") or Path.home() / ".cache" / "recaption") / "image-embeddings"
+    return cache_root() / "image-embeddings"
 
 
 def cache_folder_of(cache: str | bool | None) -> Path | None:

@@ -130,3 +130,64 @@ def test_the_larger_classifier_loads_from_its_package_and_a_missing_one_is_a_cle
     assert "cat" in {t["noun"] for t in tags_of(pair, "classify")}
     with pytest.raises(StageError, match="no bundled weights for 'efficientnet-lite1'"):
         Classify(variant="efficientnet-lite1")([Pair("cat", encode(photo("chelsea")))])
+
+
+def test_the_onnx_classifier_gives_eager_pytorchs_probabilities_and_is_exported_once(tmp_path, monkeypatch):
+    import numpy as np
+
+    from recaption.models.imagenet import ImageNetClassifier
+
+    monkeypatch.setenv("RECAPTION_CACHE", str(tmp_path))
+    images = [photo(name).convert("RGB") for name in ("chelsea", "coffee", "astronaut", "rocket", "camera", "retina")]
+    eager = ImageNetClassifier(backend="torch").predict(images)
+    onnx = ImageNetClassifier(backend="onnx")
+    exported = list((tmp_path / "onnx").glob("efficientnet-lite0-*.onnx"))
+    assert len(exported) == 1 and onnx.model_hash == ImageNetClassifier(backend="torch").model_hash
+    got = onnx.predict(images)
+    assert np.abs(got - eager).max() < 1e-4
+    assert [list(np.argsort(-p)[:5]) for p in got] == [list(np.argsort(-p)[:5]) for p in eager]
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(ImageNetClassifier, "_torch_model", no_export)
+    again = ImageNetClassifier(backend="onnx")  # read from the cache: PyTorch is not even asked for the model
+    assert np.abs(again.predict(images[:1]) - eager[:1]).max() < 1e-4
+    monkeypatch.undo()
+    monkeypatch.setenv("RECAPTION_CACHE", str(tmp_path))
+    exported[0].write_bytes(b"half a file")  # damaged: made again
+    mended = ImageNetClassifier(backend="onnx")
+    assert np.abs(mended.predict(images[:1]) - eager[:1]).max() < 1e-4
+
+
+def test_an_unknown_classifier_backend_is_refused():
+    from recaption.stages.base import StageError
+    from recaption.stages.tags import Classify
+
+    with pytest.raises(StageError, match="classify.backend must be one of onnx, torch, not 'tensorrt'"):
+        Classify(backend="tensorrt")
+
+
+def test_nsfw_post_processing_with_arrays_equals_nudenets_own():
+    import numpy as np
+    from nudenet.nudenet import _postprocess
+
+    from recaption.imaging import to_bgr_array
+    from recaption.models.nsfw import NsfwDetector, detections_of
+
+    detector = NsfwDetector()
+    for name in ("astronaut", "chelsea", "coffee", "camera"):
+        image = photo(name).convert("RGB")
+        ours = detector.detect(image).detections
+        theirs = [{"class": d["class"], "score": round(float(d["score"]), 4), "box": [int(v) for v in d["box"]]}
+                  for d in detector.detector.detect(to_bgr_array(image))]
+        assert ours == theirs
+    rng = np.random.default_rng(0)  # crowded outputs: hundreds of candidates, overlapping boxes
+    for _ in range(5):
+        out = rng.random((1, 22, 2100), dtype=np.float32)
+        out[0, :4] *= np.array([[320], [320], [120], [120]], np.float32)
+        out[0, 4:] *= (rng.random((18, 2100)) < 0.02) * 1.0
+        got = detections_of(out, 0, 107, 427, 320, 320, 320)
+        want = _postprocess([out], 0, 107, 1.0, 1.33, 427, 320, 320, 320)
+        assert [(d["class"], d["score"]) for d in got] == [(d["class"], d["score"]) for d in want] and len(got) > 10
+        assert all(abs(a - b) <= 1 for g, w in zip(got, want) for a, b in zip(g["box"], w["box"]))
