@@ -67,6 +67,8 @@ class Recipe:
     # A stage that fails on this many records in a row, before any succeeds, with the same
     # error, stops the run (a wrong model or setting, not bad records). 0: never stop.
     stop_after_failures: int = DEFAULT_STOP_AFTER_FAILURES
+    # "STAGE.ARG" of every argument --set changed (the report marks them in the recipe it shows)
+    overridden: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class Recipe:
             "source": self.source,
             "ray": self.ray,
             "stop_after_failures": self.stop_after_failures,
+            "overridden": self.overridden,
         }
 
     def build(self) -> list[Stage]:
@@ -175,7 +178,8 @@ def load_recipe(name_or_path: str = "default", overrides: list[str] | None = Non
     for key, value in report.items():
         if key not in REPORT_KEYS or not isinstance(value, REPORT_KEYS[key]):
             raise RecipeError(f"{at(nodes['report'])}: report.{key} is unknown or not {REPORT_KEYS.get(key, int).__name__}")
-    recipe = Recipe(str(data.get("name") or Path(source).stem), str(data.get("description") or ""), specs, report, source, ray)
+    recipe = Recipe(str(data.get("name") or Path(source).stem), str(data.get("description") or ""), specs, report, source, ray,
+                    overridden=sorted({f"{stage}.{arg}" for stage, arg, _, _ in _parse_overrides(overrides or []) if stage != "ray"}))
     validate_build(recipe)
     return recipe
 
@@ -307,5 +311,5 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     stages = [StageSpec(name, dict(args or {}), f"{d.get('source', 'saved run')}") for s in d["stages"] for name, args in s.items()]
     return Recipe(
         d["name"], d.get("description", ""), stages, d.get("report", {}), d.get("source", ""), d.get("ray") or {},
-        d.get("stop_after_failures", DEFAULT_STOP_AFTER_FAILURES),
+        d.get("stop_after_failures", DEFAULT_STOP_AFTER_FAILURES), list(d.get("overridden") or []),
     )

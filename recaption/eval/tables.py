@@ -97,10 +97,22 @@ def html_section(result: EvalResult, meta: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+SLOT = "<!-- recaption eval slot -->"  # where the run's report keeps a place for it: after the summary
+
+
 def add_to_report(report: Path, section: str) -> None:
+    """Put the evaluation in a run's report, after its summary (replacing an earlier one), with
+    a line that says when it was added."""
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = section.replace("<h2>Evaluation</h2>", f'<h2>Evaluation</h2><p class="muted">Added to this run\'s report by '
+                              f"<code>recaption eval</code> on {when}; the rest of the page is the run's own.</p>", 1)
     page = report.read_text(encoding="utf-8")
     if START in page and END in page:
         page = page[: page.index(START)] + section + page[page.index(END) + len(END) :]
-    else:
+    elif SLOT in page:
+        page = page.replace(SLOT, SLOT + "\n" + section, 1)
+    else:  # a report from before the slot existed
         page = page.replace("</body>", section + "\n</body>", 1) if "</body>" in page else page + section
     report.write_text(page, encoding="utf-8")

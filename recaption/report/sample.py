@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import heapq
 import io
+import math
 import warnings
 import zlib
 from collections import Counter
@@ -60,11 +61,35 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+SHOWN_SCORES = 12  # numeric scores a report card carries (for the gallery's filters and sorts)
+
+
+def _numeric_scores(pair: Pair, selected: Any) -> dict[str, float]:
+    """The pair's numeric scores and its selected caption's (prefixed ``caption.``), rounded."""
+    out: dict[str, float] = {}
+    for prefix, scores in (("", pair.scores), ("caption.", selected.scores if selected else {})):
+        for key, value in scores.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and len(out) < SHOWN_SCORES:
+                out[prefix + str(key)[:40]] = round(float(value), 4)
+    return out
+
+
+def _origin(pair: Pair) -> str:
+    """Where the record came from: "file line N" / "file row N" (for the report's links)."""
+    o = pair.origin or {}
+    where = next((f"{k} {o[k]}" for k in ("line", "row") if k in o), "")
+    return shown(f"{o.get('file', '')} {where}".strip(), 300)
+
+
 def _pair_view(pair: Pair) -> dict[str, Any]:
     first = pair.cleaned_alt_index()
     original = pair.captions[first] if first is not None else None
     selected = pair.selected()
     return {
+        "source": selected.source if selected else "",
+        "scores": _numeric_scores(pair, selected),
+        "origin": _origin(pair),
+        "origin_file": shown(str((pair.origin or {}).get("file", "")), 300),
         "image_id": shown(pair.image_id, 120),
         "texts": [shown(t) for t in pair.texts[:3]],
         "cleaned": shown(original.text) if original else "",
@@ -91,6 +116,7 @@ class ReportSampler:
         self.widths: Counter[int] = Counter()
         self.heights: Counter[int] = Counter()
         self.rules: Counter[str] = Counter()
+        self.quality: Counter[str] = Counter()
         self.score_bins: dict[str, Counter[int]] = {key: Counter() for key in WHAT_IF_SCORES}
 
     def _observe_scores(self, pair: Pair) -> None:
@@ -112,6 +138,7 @@ class ReportSampler:
         for cap in pair.captions:
             if cap.parent is None:
                 self.rules.update(cap.params.get("cleaned_by", []))
+        self._observe_caption(pair, selected)
         if pair.scores.get("width"):
             self.widths[int(pair.scores["width"])] += 1
             self.heights[int(pair.scores["height"])] += 1
@@ -120,6 +147,25 @@ class ReportSampler:
             self.gallery.append((rank, pair))
             self.gallery.sort(key=lambda item: item[0])
             del self.gallery[self.gallery_size :]
+
+    def _observe_caption(self, pair: Pair, selected: Any) -> None:
+        """Counts for the caption-quality figures a run can give without references."""
+        from recaption.text.clean import says_nothing  # noqa: PLC0415
+
+        q = self.quality
+        q["pairs"] += 1
+        if selected is None:
+            q["no_caption"] += 1
+            return
+        q[f"source:{selected.source.split(':')[0]}"] += 1
+        if selected.text != (pair.texts[0] if pair.texts else ""):
+            q["changed"] += 1
+        if selected.params.get("hedged"):
+            q["hedged"] += 1
+        if "fit_to_tokens" in selected.params:
+            q["fitted"] += 1
+        if says_nothing(selected.text):
+            q["content_free"] += 1
 
     def rejected(self, pair: Pair) -> None:
         assert pair.reject is not None
@@ -144,6 +190,7 @@ class ReportSampler:
             "widths": dict(self.widths),
             "heights": dict(self.heights),
             "rules": dict(self.rules),
+            "quality": dict(self.quality),
             "score_bins": {key: dict(bins) for key, bins in self.score_bins.items() if bins},
         }
 
@@ -153,7 +200,8 @@ class SampleMerger:
     gallery keeps the ``gallery`` smallest ranks (a heap), each reason its first examples.
     Memory is bounded by those sizes and the histograms' keys, whatever the number of shards."""
 
-    HISTOGRAMS = ("tokens_before", "tokens_after", "widths", "heights", "rules")
+    HISTOGRAMS = ("tokens_before", "tokens_after", "widths", "heights", "rules", "quality")
+    NAMED = ("rules", "quality")  # keyed by name, not by a number
 
     def __init__(self, gallery: int, examples_per_reason: int) -> None:
         self.gallery_size, self.examples_per_reason = gallery, examples_per_reason
@@ -165,7 +213,7 @@ class SampleMerger:
 
     def add(self, sample: dict[str, Any]) -> None:
         for key in self.HISTOGRAMS:
-            self.histograms[key].update({(int(k) if key != "rules" else k): v for k, v in sample.get(key, {}).items()})
+            self.histograms[key].update({(int(k) if key not in self.NAMED else k): v for k, v in sample.get(key, {}).items()})
         for key, bins in sample.get("score_bins", {}).items():
             self.score_bins.setdefault(key, Counter()).update({int(k): v for k, v in bins.items()})
         for item in sample.get("gallery", []):

@@ -109,6 +109,9 @@ def test_the_cli_evaluates_a_run_folder_and_adds_a_section_to_its_report(tmp_pat
     assert (tmp_path / "eval" / "eval.csv").read_text().startswith("source,n,")
     report = (tmp_path / "out" / "report.html").read_text()
     assert report.count("<!-- recaption eval -->") == 1
+    # after the summary cards, before the stages; and it says it was added
+    assert report.index("<!-- recaption eval slot -->") < report.index("<!-- recaption eval -->") < report.index("<h2>Stages</h2>")
+    assert "Added to this run's report by <code>recaption eval</code> on 20" in report
     assert main(["eval", str(tmp_path / "out"), str(tmp_path / "eval")]) == 0  # again: the section is replaced, not repeated
     assert (tmp_path / "out" / "report.html").read_text().count("<!-- recaption eval -->") == 1
 
