@@ -462,6 +462,7 @@ class DecisionColumns(Mapping):
         self.text_first = np.full(n, -1, np.int64)
         self.flagged = np.zeros(n, bool)
         self.hits: dict[int, RefHit] = {}
+        self.shown: dict[int, dict[str, Any]] = {}  # row -> the report's mark (duplicate clusters it shows)
         self._decided: np.ndarray | None = None
 
     def set(self, rows: np.ndarray, reason: int, other: np.ndarray) -> None:
@@ -470,7 +471,9 @@ class DecisionColumns(Mapping):
 
     def _rows(self) -> np.ndarray:
         if self._decided is None:
-            self._decided = np.flatnonzero((self.reason != NONE) | (self.text_count > 0) | self.flagged)
+            marked = np.zeros(len(self.every), bool)
+            marked[list(self.shown)] = True
+            self._decided = np.flatnonzero((self.reason != NONE) | (self.text_count > 0) | self.flagged | marked)
         return self._decided
 
     def name(self, i: int) -> str:
@@ -480,7 +483,7 @@ class DecisionColumns(Mapping):
         from recaption.stages.base import Decision  # noqa: PLC0415 - the stage contract, not needed to compute
 
         order, reason = int(self.every[i]), int(self.reason[i])
-        d = Decision()
+        d = Decision(show=self.shown.get(i))
         if self.flagged[i]:
             d.meta.update(self.hits[order].flag or {})
         if reason == DUPLICATE_ID:
@@ -655,7 +658,43 @@ class Resolver:
             if self.rules.text_action == "reject":
                 others = members[members != firsts]
                 out.set(others, DUPLICATE_TEXT, out.text_first[others])
+        self._mark_clusters(out)
         return out
+
+    CLUSTERS_SHOWN, MEMBERS_SHOWN = 6, 4  # duplicate clusters the report shows, and dropped members of each
+
+    def _mark_clusters(self, out: DecisionColumns) -> None:
+        """Mark the first image clusters (by their kept record's input order) for the report:
+        the record that survives, and up to MEMBERS_SHOWN it replaced, each with its rule and
+        the Hamming distance between its closest perceptual hash and the survivor's (mirror
+        included). An exact copy of a record that went as a near copy belongs to the survivor."""
+        image_rule = (out.reason == EXACT_IMAGE) | (out.reason == NEAR_IMAGE)
+        dropped = np.flatnonzero(image_rule)
+        if not len(dropped):
+            return
+        survivor = out.other[dropped]
+        for _ in range(len(dropped)):  # follow chains to the record that stays (they are short)
+            on = image_rule[survivor]
+            if not on.any():
+                break
+            survivor = np.where(on, out.other[survivor], survivor)
+        keepers = np.unique(survivor)[: self.CLUSTERS_SHOWN]
+        value, cls = self._column("image", "value", np.uint64), self._column("image", "cls", np.int8)
+        order = self._column("image", "order", np.int64)
+        radius = self.rules.radius
+        for k in keepers:
+            label = f"{out.name(int(k))} · {key_of(int(out.every[k]))}"
+            members = dropped[survivor == k][: self.MEMBERS_SHOWN]
+            out.shown[int(k)] = {"cluster": label, "role": "kept", "rule": "most pixels, then earliest, is kept"}
+            mine = value[(order == out.every[k]) & (cls == WHOLE)]
+            for m in members:
+                theirs = value[(order == out.every[m]) & (cls == WHOLE)]
+                bits = min((bin(int(a) ^ int(b)).count("1") for a in mine for b in theirs), default=None)
+                if out.reason[m] == EXACT_IMAGE:
+                    rule = f"exact copy (same sha256) of {out.name(int(out.other[m]))!r}"
+                else:
+                    rule = f"near copy: perceptual hashes within {radius} bits (the mirror's and crop windows' count; chains join)"
+                out.shown[int(m)] = {"cluster": label, "role": "dropped", "rule": rule, "distance": 0 if out.reason[m] == EXACT_IMAGE and bits is None else bits}
 
     @staticmethod
     def _survive(labels: np.ndarray, members: np.ndarray, every: np.ndarray, pixels: np.ndarray, out: DecisionColumns, reason: int) -> None:

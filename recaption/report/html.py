@@ -178,6 +178,7 @@ def render_report(stats: dict[str, Any], sample: dict[str, Any], settings: dict[
         gallery_scores=sorted({k for g in gallery for k in g["scores"]}),
         recipe_lines=lines,
         quality=quality,
+        clusters=[(label, sorted(members, key=lambda m: m.get("role") != "kept")) for label, members in sorted(sample.get("groups", {}).items())],
         recipe_overridden=any(o for _, o in lines),
     )
 

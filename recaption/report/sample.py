@@ -117,6 +117,7 @@ class ReportSampler:
         self.heights: Counter[int] = Counter()
         self.rules: Counter[str] = Counter()
         self.quality: Counter[str] = Counter()
+        self.groups: dict[str, list[dict[str, Any]]] = {}  # records a stage marked for the report, by group
         self.score_bins: dict[str, Counter[int]] = {key: Counter() for key in WHAT_IF_SCORES}
 
     def _observe_scores(self, pair: Pair) -> None:
@@ -167,6 +168,14 @@ class ReportSampler:
         if says_nothing(selected.text):
             q["content_free"] += 1
 
+    def shown(self, pair: Pair, mark: dict[str, Any]) -> None:
+        """A record a global stage marked for the report (a member of a duplicate cluster): its
+        card, with what the mark says; the stage bounds how many it marks."""
+        view = _pair_view(pair)
+        view.update(thumb=thumbnail_b64(pair.image), detail=shown(pair.reject.detail) if pair.reject else "",
+                    **{k: v for k, v in mark.items() if k != "cluster"})
+        self.groups.setdefault(str(mark.get("cluster", "")), []).append(view)
+
     def rejected(self, pair: Pair) -> None:
         assert pair.reject is not None
         self._observe_scores(pair)
@@ -191,6 +200,7 @@ class ReportSampler:
             "heights": dict(self.heights),
             "rules": dict(self.rules),
             "quality": dict(self.quality),
+            "groups": self.groups,
             "score_bins": {key: dict(bins) for key, bins in self.score_bins.items() if bins},
         }
 
@@ -209,6 +219,7 @@ class SampleMerger:
         self.score_bins: dict[str, Counter[int]] = {}
         self.gallery: list[tuple[float, int, dict[str, Any]]] = []  # a max-heap by rank (negated)
         self.examples: dict[str, list[Any]] = {}
+        self.groups: dict[str, list[Any]] = {}
         self._seen = 0
 
     def add(self, sample: dict[str, Any]) -> None:
@@ -226,12 +237,15 @@ class SampleMerger:
         for reason, items in sample.get("examples", {}).items():
             bucket = self.examples.setdefault(reason, [])
             bucket.extend(items[: max(0, self.examples_per_reason - len(bucket))])
+        for group, members in sample.get("groups", {}).items():  # a cluster's members come from any shard
+            self.groups.setdefault(group, []).extend(members)
 
     def result(self) -> dict[str, Any]:
         merged: dict[str, Any] = {key: dict(total) for key, total in self.histograms.items()}
         merged["score_bins"] = {key: dict(bins) for key, bins in self.score_bins.items()}
         merged["gallery"] = [item for _, _, item in sorted(self.gallery, key=lambda e: (-e[0], -e[1]))]
         merged["examples"] = self.examples
+        merged["groups"] = self.groups
         return merged
 
 

@@ -183,7 +183,7 @@ class RunDriver:
 
 
 def _fields(decision: Any) -> dict[str, Any]:
-    fields = {"reject": decision.reject, "scores": decision.scores, "meta": decision.meta}
+    fields = {"reject": decision.reject, "scores": decision.scores, "meta": decision.meta, "show": decision.show}
     return {k: v for k, v in fields.items() if v}
 
 

@@ -42,7 +42,7 @@ from recaption.recipe import Recipe
 from recaption.record import Pair
 from recaption.report.sample import ReportSampler
 from recaption.runners.intermediate import IntermediateWriter, read_intermediate
-from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES, Decision, GlobalStage, Stage
+from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES, REPORT_MARK, Decision, GlobalStage, Stage
 
 WRITE_STAGE = "write"
 # Errors of the output as a whole (disk full, read-only, quota), not of one record: they stop the run.
@@ -283,6 +283,9 @@ class ShardSink:
 
     def put(self, pair: Pair) -> None:
         self.n_in += 1
+        mark = pair.meta.pop(REPORT_MARK, None)  # for the report, never written
+        if mark:
+            self.sampler.shown(pair, mark)
         if pair.reject is None:
             try:
                 # The writers make everything they store before writing a byte, so a record

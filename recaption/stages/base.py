@@ -265,6 +265,14 @@ class Decision:
     reject: tuple[str, str] | None = None  # (reason, detail)
     scores: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    # For the report only, never written with the record: the record is shown in a group the
+    # stage names (a duplicate cluster: {"cluster", "role", "rule", "distance"}).
+    show: dict[str, Any] | None = None
+
+
+# The meta key that carries a Decision's ``show`` from the stage to the shard's report sampler,
+# which takes it out before the record is written (it travels in meta, which every runner carries).
+REPORT_MARK = "_recaption_report_mark"
 
 
 class GlobalStage(Stage):
@@ -303,6 +311,8 @@ class GlobalStage(Stage):
                     continue
                 pair.scores.update(decision.scores)
                 pair.meta.update(decision.meta)
+                if decision.show:
+                    pair.meta[REPORT_MARK] = decision.show
                 if decision.reject:
                     pair.reject_with(self.name, *decision.reject)
 

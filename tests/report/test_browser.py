@@ -42,6 +42,15 @@ def test_report_charts_gallery_and_settings_in_headless_chromium(tmp_path, demo_
         assert tokens.locator("g.legend").count() == 2 and tokens.locator("line.marker").count() == 1
         assert "60" in tokens.locator("text.marker-label").text_content()  # the budget, as --set made it
 
+        clusters = page.locator(".cluster")  # each duplicate cluster: the kept pair beside what went for it
+        assert clusters.count() >= 2
+        for i in range(clusters.count()):
+            cluster = clusters.nth(i)
+            assert cluster.locator(".pair.kept").count() == 1 and cluster.locator(".pair.dropped").count() >= 1
+            assert cluster.locator(".pair").first.get_attribute("class") == "pair kept"
+            assert "bits" in cluster.locator(".pair.dropped .role").first.text_content()
+            assert cluster.locator(".pair.dropped").first.text_content().count("copy") >= 1  # the rule
+
         kept = int(json.loads((out / "stats.json").read_text())["output"])
         cards = page.locator("#gallery > .pair")
         total = cards.count()

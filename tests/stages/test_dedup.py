@@ -68,7 +68,13 @@ def test_image_duplicates_keep_the_largest_then_the_earliest():
     d = Dedup(near_text=False).decide(sigs)
     assert d["0:2"].reject == ("exact_image", "duplicate of 'a'")
     assert d["0:0"].reject == ("near_image", "duplicate of 'b'")
-    assert "0:1" not in d and "0:3" not in d
+    assert "0:3" not in d
+    # b survives with nothing to change, marked only for the report's cluster view, with a and
+    # a's exact copy c (which went before a did) in its cluster
+    assert (d["0:1"].reject, d["0:1"].scores, d["0:1"].meta) == (None, {}, {})
+    assert d["0:1"].show == {"cluster": "b · 0:1", "role": "kept", "rule": "most pixels, then earliest, is kept"}
+    assert d["0:0"].show["cluster"] == "b · 0:1" and d["0:0"].show["distance"] == 2  # 0x3: two bits
+    assert d["0:2"].show == {"cluster": "b · 0:1", "role": "dropped", "rule": "exact copy (same sha256) of 'a'", "distance": 2}
 
 
 def test_duplicate_ids_keep_the_first():
