@@ -425,6 +425,12 @@ def cmd_review_export(args: argparse.Namespace) -> int:
         session.store.close()
     print(f"recaption: round {summary['round']}: {summary['decisions']} decisions on {summary['pairs_decided']} of {summary['pairs']} pairs; "
           f"{summary['kept']} pairs written to {output}, {summary['rejected']} to {output / 'rejects'}; summary in {output / 'review.json'}")
+    if summary["conflicts"]:
+        print(f"recaption: {len(summary['conflicts'])} pair(s) with reviewers who disagree, resolved by the rule: {summary['conflict_rule']}; "
+              f"listed in {output / 'review.html'}")
+        for c in summary["conflicts"][:5]:
+            who = "; ".join(f"{d['reviewer']} {d['action']}" for d in c["decisions"])
+            print(f"  {c['image_id']}: {who} -> {c['resolved']}")
     return 0
 
 

@@ -132,3 +132,39 @@ def test_export_writes_human_captions_and_the_next_round_builds_on_them(dataset,
 def test_the_review_command_says_what_is_wrong_with_its_dataset(tmp_path, capsys):
     assert main(["review", str(tmp_path / "missing"), "--no-browser"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_export_resolves_reviewers_who_disagree_by_the_stated_rule_and_lists_them(dataset, tmp_path, capsys):
+    import time
+
+    session = ReviewSession.open(dataset)
+    # img-1: ann edits, then bob accepts another caption: kept, bob's (the latest) is the training caption
+    session.decide("ann", {"image_id": "img-1", "action": "edit", "caption_index": 1, "text": "ann's caption of img-1"})
+    time.sleep(0.01)
+    session.decide("bob", {"image_id": "img-1", "action": "accept", "caption_index": 1, "text": "a photo of a red car 1"})
+    # img-2: ann accepts, bob rejects later: a tie, the latest (a reject) wins
+    session.decide("ann", {"image_id": "img-2", "action": "accept", "caption_index": 1, "text": "a photo of a red car 2"})
+    time.sleep(0.01)
+    session.decide("bob", {"image_id": "img-2", "action": "reject", "reason": "text and image unrelated"})
+    # img-3: both accept the same caption: no conflict
+    session.decide("ann", {"image_id": "img-3", "action": "accept", "caption_index": 1, "text": "same"})
+    session.decide("bob", {"image_id": "img-3", "action": "accept", "caption_index": 1, "text": "same"})
+    session.store.close()
+    out = tmp_path / "round1"
+    assert main(["review", "export", str(dataset), str(out), "--finetune", str(tmp_path / "ft.jsonl")]) == 0
+    printed = capsys.readouterr().out
+    assert "2 pair(s) with reviewers who disagree" in printed and "img-2: ann accept; bob reject -> rejected" in printed
+    summary = json.loads((out / "review.json").read_text())
+    assert [c["image_id"] for c in summary["conflicts"]] == ["img-1", "img-2"]
+    assert summary["conflicts"][0]["resolved"] == "kept, with bob's caption" and "latest" in summary["conflict_rule"]
+    pairs, _ = read_kept_pairs(out, None, ReaderOptions())
+    by_id = {p.image_id: p for p in pairs}
+    assert "img-2" not in by_id
+    humans = [c for c in by_id["img-1"].captions if c.source == "human"]
+    assert [(c.params["reviewer"], c.selected) for c in humans] == [("ann", False), ("bob", True)]
+    assert by_id["img-1"].selected().text == "a photo of a red car 1"
+    finetune = [json.loads(line) for line in open(tmp_path / "ft.jsonl")]
+    assert sorted((r["image_id"], r["caption"], r["reviewer"]) for r in finetune) == [
+        ("img-1", "a photo of a red car 1", "bob"), ("img-3", "same", "bob")]  # one per image
+    page = (out / "review.html").read_text()
+    assert "Conflicts (2)" in page and "ann: edit: ann&#x27;s caption of img-1" in page
