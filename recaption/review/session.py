@@ -37,6 +37,28 @@ def human_captions(pair: Pair) -> list[tuple[int, Caption]]:
     return [(i, c) for i, c in enumerate(pair.captions) if c.source == "human"]
 
 
+def evidence(pair: Pair) -> dict[str, Any]:
+    """What the taggers stored that a reviewer checks a caption against: the classifier's labels
+    with their probabilities, the OCR text, the NSFW score and faces, the image's size."""
+    def entries(tagger: str) -> list[dict[str, Any]]:  # a dataset's meta is input like any other: only what has the shape
+        try:
+            found = pair.tags(tagger)
+        except AttributeError:
+            return []
+        return [t for t in found if isinstance(t, dict)][:20] if isinstance(found, list) else []
+
+    def number(v: Any) -> float | None:
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    size = [pair.scores.get("width"), pair.scores.get("height")]
+    return {
+        "size": size if all(isinstance(v, int) and not isinstance(v, bool) for v in size) else None,
+        "labels": [{"label": str(t.get("label", ""))[:100], "p": number(t.get("p"))} for t in entries("classify")][:10],
+        "ocr": [str(t.get("text", ""))[:200] for t in entries("ocr")],
+        "nsfw": number(pair.scores.get("nsfw")), "faces": number(pair.scores.get("faces")),
+    }
+
+
 @dataclass
 class ReviewSession:
     dataset: Path
@@ -97,8 +119,9 @@ class ReviewSession:
         ]
         return {
             "position": k, "image_id": pair.image_id, "alt_text": pair.texts[0] if pair.texts else "",
+            "alt_texts": list(pair.texts),  # every original text: the page shows the others below the first
             "previous": {"index": previous_index, "text": previous_text}, "candidates": candidates,
-            "has_image": self.has_image(k),
+            "has_image": self.has_image(k), "evidence": evidence(pair),
         }
 
     def progress(self, reviewer: str) -> tuple[list[int], dict[str, Decision], int]:

@@ -24,6 +24,7 @@ def test_edit_accept_reload_in_headless_chromium(dataset):  # noqa: F811 - the f
     playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
     session = ReviewSession.open(dataset)
     server = ReviewServer(session, "ann").start()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     dialogs: list[str] = []
     try:
         with playwright.sync_playwright() as p:
@@ -39,6 +40,20 @@ def test_edit_accept_reload_in_headless_chromium(dataset):  # noqa: F811 - the f
             page.fill("#edit-text", "a photo of a <b>red</b> car")
             page.keyboard.press("Control+Enter")
             progress.to_have_text("1 / 5 decided")
+            # the second pair: the taggers' evidence and both of its original texts are shown
+            evidence = page.inner_text("#evidence")
+            assert "96 × 80 px" in evidence and "sports car 0.71" in evidence and '"SALE 50%"' in evidence and "nsfw" in evidence
+            assert page.inner_text("#more-alts") == "second alt-text: my red car at the beach"
+            assert page.locator("#candidates li").first.inner_text().startswith("[1] alt-text")  # numbered once
+            page.keyboard.press("9")  # there is no ninth candidate: said where the eye is, nothing saved
+            playwright.expect(page.locator("#status")).to_have_text("no candidate 9: this pair has 2 (press 1–2, e to edit, r to reject)")
+            assert "warn" in page.get_attribute("#status", "class")
+            progress.to_have_text("1 / 5 decided")
+            page.keyboard.press("z")  # zoom, and any key closes it
+            playwright.expect(page.locator("#zoom")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "review-zoom.png"))
+            page.keyboard.press("Escape")
+            playwright.expect(page.locator("#zoom")).to_be_hidden()
             page.keyboard.press("1")  # accept the second pair's first candidate
             progress.to_have_text("2 / 5 decided")
             page.reload()

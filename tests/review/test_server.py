@@ -29,6 +29,11 @@ def dataset(tmp_path):
             "image_id": f"img-{i}", "image_path": f"images/{i}.jpg", "texts": [f"{HOSTILE} photo {i}" if i == 0 else f"IMG_{i}.jpg a red car"],
             "captions": [{"text": f"a red car {i}", "source": "alt-text", "selected": True}, {"text": f"a photo of a red car {i}", "source": "rules", "round": 1, "parent": 0, "scores": {"clip_score": 30.5}}],
         })
+        if i == 1:  # what the taggers stored, and a second alt-text: the page shows both
+            records[-1]["texts"].append("second alt-text: my red car at the beach")
+            records[-1]["scores"] = {"width": 96, "height": 80, "nsfw": 0.03, "faces": 0}
+            records[-1]["meta"] = {"tags": {"classify": {"model": "m", "value": [{"label": "sports car", "p": 0.71}, {"label": "convertible", "p": 0.12}]},
+                                            "ocr": {"model": "o", "value": [{"text": "SALE 50%"}]}}}
     records.append({"image_id": "escape", "image_path": str(secret), "texts": ["a photo"]})
     return write_jsonl(root / "pairs.jsonl", records)
 

@@ -26,6 +26,7 @@ function describe(decision) {
 }
 
 function show() {
+  if ($("status").classList.contains("warn")) { text($("status"), ""); $("status").className = "muted"; }  // a warning is about the pair left
   text($("progress"), `${state.decided} / ${state.total} decided`);
   if (!state.items.length) { text($("status"), "nothing to review in this round"); return; }
   const item = state.items[at];
@@ -35,6 +36,10 @@ function show() {
   $("noimage").hidden = item.has_image;
   if (item.has_image) $("image").src = "/image/" + item.position;
   text($("alt"), item.alt_text);
+  const others = (item.alt_texts || []).slice(1);
+  $("more-alts-box").hidden = !others.length;
+  $("more-alts").replaceChildren(...others.map((t) => { const li = document.createElement("li"); text(li, t); return li; }));
+  showEvidence(item.evidence || {});
   text($("previous"), item.previous.text);
   const list = $("candidates");
   list.replaceChildren();
@@ -58,7 +63,35 @@ function show() {
   closeForms();
 }
 
+function showEvidence(ev) {
+  const rows = [];
+  if (ev.size) rows.push(["size", `${ev.size[0]} × ${ev.size[1]} px`]);
+  if (ev.labels && ev.labels.length) rows.push(["classifier", ev.labels.map((l) => l.p == null ? l.label : `${l.label} ${l.p.toFixed(2)}`).join(" · ")]);
+  if (ev.ocr && ev.ocr.length) rows.push(["text in image", ev.ocr.map((t) => `"${t}"`).join(" ")]);
+  if (ev.nsfw != null) rows.push(["nsfw", ev.nsfw.toFixed(2)]);
+  if (ev.faces != null) rows.push(["faces", ev.faces]);
+  if (!rows.length) rows.push(["", "no tags stored (run the taggers to see them here)"]);
+  $("evidence").replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement("dt"); text(dt, k);
+    const dd = document.createElement("dd"); text(dd, v);
+    return [dt, dd];
+  }));
+}
+
+function warn(message) {
+  text($("status"), message);
+  $("status").className = "muted warn";
+}
+
+function zoom(on) {
+  const item = state && state.items[at];
+  if (on && !(item && item.has_image)) return;
+  if (on) $("zoom-image").src = $("image").src;
+  $("zoom").hidden = !on;
+}
+
 async function send(body) {
+  $("status").className = "muted";
   text($("status"), "saving ...");
   const res = await fetch("/api/decision" + reviewerQuery, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -74,7 +107,10 @@ async function send(body) {
 async function accept(k) {
   const item = state.items[at];
   const cand = item.candidates[k];
-  if (!cand) return;
+  if (!cand) {  // a key with no candidate: say so, where the eye is
+    warn(`no candidate ${k + 1}: this pair has ${item.candidates.length} (press 1–${item.candidates.length}, e to edit, r to reject)`);
+    return;
+  }
   if (await send({ image_id: item.image_id, action: "accept", caption_index: cand.index, text: cand.text })) next();
 }
 
@@ -128,7 +164,9 @@ document.addEventListener("keydown", (event) => {
     else if (event.key === "Enter" && event.target.id === "reject-reason") { saveReject(); event.preventDefault(); }
     return;
   }
+  if (!$("zoom").hidden) { zoom(false); event.preventDefault(); return; }  // any key closes the zoom
   if (/^[1-9]$/.test(event.key)) accept(Number(event.key) - 1);
+  else if (event.key === "z") { zoom(true); event.preventDefault(); }
   else if (event.key === "e") { openEditor(); event.preventDefault(); }
   else if (event.key === "r") { openRejecter(); event.preventDefault(); }
   else if (event.key === "ArrowRight" || event.key === "j") next();
@@ -145,5 +183,7 @@ window.addEventListener("DOMContentLoaded", () => {
   $("cancel-edit").addEventListener("click", closeForms);
   $("save-reject").addEventListener("click", saveReject);
   $("cancel-reject").addEventListener("click", closeForms);
+  $("image").addEventListener("click", () => zoom(true));
+  $("zoom").addEventListener("click", () => zoom(false));
   load();
 });
