@@ -84,8 +84,12 @@ class Recipe:
 
     def build(self) -> list[Stage]:
         stages = [STAGES[s.name](**s.args) for s in self.stages]
+        # image_check hashes crop windows only for a dedup stage that compares them (near_crops)
+        windows = any(getattr(stage, "near_crops", False) for stage in stages)
         for stage in stages:
             stage.stop_after_failures = self.stop_after_failures
+            if getattr(stage, "crop_windows", False) is None:
+                stage.crop_windows = windows
         return stages
 
 

@@ -81,3 +81,18 @@ def test_what_no_stage_of_the_recipe_makes_may_come_from_the_input(tmp_path):
     recipe = load_recipe(write(tmp_path, "stages:\n  - select:\n  - score_filter:\n      score: width\n      min: 64\n  - dedup:\n"))
     assert [s.name for s in recipe.build()] == ["select", "score_filter", "dedup"]
     assert load_recipe(write(tmp_path, "stages:\n  - dedup:\n      exact_image: false\n      near_image: false\n  - image_check:\n"))  # no image dedup: no order
+
+
+def test_image_check_hashes_crop_windows_only_for_a_dedup_that_compares_them():
+    from recaption.record import Pair
+    from tests.conftest import encode, noise_image
+
+    def windows_made(recipe):
+        check = next(s for s in recipe.build() if s.name == "image_check")
+        pair = Pair("a", encode(noise_image(1)))
+        check([pair])
+        return check.crop_windows, "phash_windows" in pair.scores
+
+    assert windows_made(load_recipe("clean")) == (False, False)  # 1.2 ms an image no stage reads
+    assert windows_made(load_recipe("clean", ["dedup.near_crops=true"])) == (True, True)
+    assert windows_made(load_recipe("clean", ["image_check.crop_windows=true"])) == (True, True)  # asked for: kept

@@ -94,8 +94,8 @@ def trim_border(img: Image.Image) -> Image.Image | None:
     return img.crop(box)
 
 
-def image_hashes(img: Image.Image, small: Image.Image | None = None) -> tuple[str, str, list[str]]:
-    """The hashes dedup compares: the whole image's, its mirror's and its crop windows'.
+def image_hashes(img: Image.Image, small: Image.Image | None = None, windows: bool = True) -> tuple[str, str, list[str] | None]:
+    """The hashes dedup compares: the whole image's, its mirror's and (``windows``) its crop windows'.
 
     An image with a uniform frame is hashed without it: a copy given a border then hashes like
     its original, and the frame (the same dark or white edges on every framed image) does not
@@ -106,7 +106,7 @@ def image_hashes(img: Image.Image, small: Image.Image | None = None) -> tuple[st
     if trimmed is not None:
         base, small = trimmed, None
     phash, mirror = perceptual_hashes(base, small)
-    return phash, mirror, window_hashes(base)
+    return phash, mirror, window_hashes(base) if windows else None
 
 
 def window_hashes(base: Image.Image) -> list[str]:
@@ -204,6 +204,7 @@ class ImageCheck(Stage):
         border_color: list[int] | tuple[int, int, int] = (0, 0, 0),
         jpeg_quality: int = 95,
         phash: bool = True,
+        crop_windows: bool | None = None,
         keep_formats: list[str] | tuple[str, ...] = tuple(PASS_THROUGH_FORMATS),
     ) -> None:
         super().__init__()
@@ -220,6 +221,10 @@ class ImageCheck(Stage):
         self.border_color = tuple(border_color)
         self.jpeg_quality = jpeg_quality
         self.phash = phash
+        # The crop windows' hashes (``dedup: {near_crops: true}`` compares them) cost 1.2 ms an
+        # image: unset, the recipe computes them only when a dedup stage of it compares them
+        # (``Recipe.build``); a stage built on its own computes them.
+        self.crop_windows = crop_windows
         if isinstance(keep_formats, str):
             keep_formats = [keep_formats]
         self.keep_formats = {"JPEG" if f.upper() == "JPG" else f.upper() for f in keep_formats}
@@ -340,7 +345,9 @@ class ImageCheck(Stage):
         small = thumbnail32(rgb)
         found: dict[str, Any] = {**look_scores(small), "flat_share": flat_share(rgb)}
         if self.phash:
-            found["phash"], found["phash_mirror"], found["phash_windows"] = image_hashes(rgb, small)
+            found["phash"], found["phash_mirror"], windows = image_hashes(rgb, small, self.crop_windows is not False)
+            if windows is not None:
+                found["phash_windows"] = windows
         return found
 
     def _read_bytes(self, pair: Pair) -> bytes | None:
