@@ -131,11 +131,12 @@ def decide_sharded(stage: Any, tasks: Any, shards: list[tuple[int, str]], work: 
     order), with ``tasks`` running the map and the reduce."""
     out = Path(work)
     shutil.rmtree(out, ignore_errors=True)  # what an interrupted decision left
+    indexed = stage.references_indexed(out / "references")  # for the map tasks: not once per task process
     parts = partitions or partitions_for(records)
     hot = {name: HotBuckets() for name in HOT_FAMILIES}
     hits: dict[str, ReferenceHits] = {}
     files: dict[str, list[str]] = {f: [] for f in FAMILIES}
-    for result in tasks.map(map_shard, [(stage, index, path, str(out), parts) for index, path in shards]):
+    for result in tasks.map(map_shard, [(indexed, index, path, str(out), parts) for index, path in shards]):
         for family, path in result["files"].items():
             files[family].append(path)
         for kind, found in result["hits"].items():

@@ -208,6 +208,35 @@ class Dedup(GlobalStage):
 
         return decide_sharded(self, tasks, shards, work, records)
 
+    def references_indexed(self, folder: Path) -> Dedup:
+        """This stage with every reference that is not an index file (a run folder, a dataset)
+        indexed once, here, into ``folder``: tasks then read the index instead of each worker
+        process hashing the source again. The index keeps the source's name, so hits read the
+        same; a source that holds nothing is left as it is, for the task to say so."""
+        import copy  # noqa: PLC0415
+
+        from recaption.dedup.index import ReferenceIndexError, index_source, is_index_file  # noqa: PLC0415
+
+        out = copy.copy(self)
+        for attr, kind in (("eval_sets", "eval"), ("against", "kept")):
+            paths = []
+            for i, path in enumerate(getattr(self, attr)):
+                if is_index_file(path):
+                    paths.append(path)
+                    continue
+                try:
+                    index = index_source(path, kind=kind)
+                except ReferenceIndexError as exc:
+                    raise StageError(f"dedup.{attr}: {exc}") from exc
+                if not len(index):
+                    paths.append(path)
+                    continue
+                folder.mkdir(parents=True, exist_ok=True)
+                index.save(folder / f"{attr}-{i}.parquet")
+                paths.append(str(folder / f"{attr}-{i}.parquet"))
+            setattr(out, attr, paths)
+        return out
+
     def reference_hits(self, cols: SignatureColumns, hot: dict[str, HotBuckets]) -> dict[str, ReferenceHits]:
         """Each record that copies an image of the evaluation sets or of earlier runs, by kind:
         named, and rejected (or, for evaluation sets with ``eval_action: flag``, flagged)."""

@@ -123,6 +123,29 @@ def test_a_second_run_rejects_what_the_first_kept(tmp_path):
     assert stats["stages"]["dedup"]["metrics"]["seen_before"] == 3
 
 
+def test_tasks_read_a_run_folder_reference_indexed_once_on_the_driver(tmp_path):
+    from recaption.dedup.index import is_index_file
+    from recaption.dedup.sharded import LocalTasks, decide_sharded
+
+    first = dataset(tmp_path / "a", {f"p{i}": noise_image(i, (128, 96)) for i in range(4)})
+    assert run(first, tmp_path / "run-a") == 0
+    stage = Dedup(against=[str(tmp_path / "run-a")], near_text=False)
+    sigs = [(f"0:{i}", stage.signature(Pair(f"x{i}", None, texts=["t"], scores={"sha256": f"{i + 1:064x}", "phash": f"{i:016x}", "width": 9, "height": 9})))
+            for i in range(3)]
+    shard = tmp_path / "sig.jsonl"
+    shard.write_text("".join(json.dumps(list(s)) + "\n" for s in sigs))
+    seen = []
+
+    class Recording(LocalTasks):
+        def map(self, fn, calls):
+            seen.extend([(p, is_index_file(p)) for p in args[0].against] for args in calls if fn.__name__ == "map_shard")
+            return super().map(fn, calls)
+
+    decide_sharded(stage, Recording(), [(0, str(shard))], str(tmp_path / "work"), 3)
+    assert seen and all(a == [(str(tmp_path / "work" / "references" / "against-0.parquet"), True)] for a in seen)  # an index, not the folder
+    assert stage.against == [str(tmp_path / "run-a")]  # the stage itself is left as the recipe made it
+
+
 def test_bad_reference_paths_are_refused_before_the_run(tmp_path, capsys):
     with pytest.raises(StageError, match="no such file or folder"):
         Dedup(against=[str(tmp_path / "gone.parquet")])
