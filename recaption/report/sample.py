@@ -70,7 +70,7 @@ def _numeric_scores(pair: Pair, selected: Any) -> dict[str, float]:
     for prefix, scores in (("", pair.scores), ("caption.", selected.scores if selected else {})):
         for key, value in scores.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and len(out) < SHOWN_SCORES:
-                out[prefix + str(key)[:40]] = round(float(value), 4)
+                out[prefix + str(key)[:40]] = value if isinstance(value, int) else round(float(value), 4)
     return out
 
 
