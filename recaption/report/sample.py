@@ -64,13 +64,17 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
 SHOWN_SCORES = 12  # numeric scores a report card carries (for the gallery's filters and sorts)
 
 
-def _numeric_scores(pair: Pair, selected: Any) -> dict[str, float]:
+def _numeric_scores(pair: Pair, selected: Any) -> dict[str, int | float]:
     """The pair's numeric scores and its selected caption's (prefixed ``caption.``), rounded."""
-    out: dict[str, float] = {}
+    out: dict[str, int | float] = {}
     for prefix, scores in (("", pair.scores), ("caption.", selected.scores if selected else {})):
         for key, value in scores.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and len(out) < SHOWN_SCORES:
-                out[prefix + str(key)[:40]] = value if isinstance(value, int) else round(float(value), 4)
+            if len(out) >= SHOWN_SCORES or isinstance(value, bool):
+                continue
+            if isinstance(value, int) and abs(value) < 2**53:  # a whole number a browser holds exactly
+                out[prefix + str(key)[:40]] = value
+            elif isinstance(value, float) and math.isfinite(value):
+                out[prefix + str(key)[:40]] = round(value, 4)
     return out
 
 
