@@ -51,3 +51,14 @@ def test_merging_shard_samples_one_at_a_time_keeps_the_smallest_ranks():
     merged = merge_samples(iter(shards), 4, 3)  # an iterator: read once, one shard at a time
     assert [g["id"] for g in merged["gallery"]] == ["0:1", "1:1", "2:2", "1:3"]  # ties keep the earlier shard
     assert merged["examples"] == {"x/y": [0, 0, 0]} and merged["widths"] == {100: 3}
+
+
+def test_report_cards_take_only_the_scores_a_browser_can_hold():
+    from recaption.record import Pair
+    from recaption.report.sample import ReportSampler
+
+    sampler = ReportSampler()
+    hostile = {"width": 10, "huge": 10**400, "nan": float("nan"), "inf": float("inf"), "flag": True, "text": "x", "p": 0.123456}
+    sampler.kept(Pair("a", None, scores=hostile))
+    (card,) = sampler.to_dict()["gallery"]
+    assert card["scores"] == {"width": 10, "p": 0.1235}
