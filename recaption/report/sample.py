@@ -144,9 +144,10 @@ class ReportSampler:
             if cap.parent is None:
                 self.rules.update(cap.params.get("cleaned_by", []))
         self._observe_caption(pair, selected)
-        if pair.scores.get("width"):
-            self.widths[int(pair.scores["width"])] += 1
-            self.heights[int(pair.scores["height"])] += 1
+        w, h = pair.scores.get("width"), pair.scores.get("height")
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 2**31 for v in (w, h)):  # NaN fails 0 < v
+            self.widths[int(w)] += 1
+            self.heights[int(h)] += 1
         rank = _sample_rank(pair.image_id)
         if len(self.gallery) < self.gallery_size or rank < self.gallery[-1][0]:
             self.gallery.append((rank, pair))
