@@ -689,7 +689,7 @@ class Resolver:
             mine = value[(order == out.every[k]) & (cls == WHOLE)]
             for m in members:
                 theirs = value[(order == out.every[m]) & (cls == WHOLE)]
-                bits = min((bin(int(a) ^ int(b)).count("1") for a in mine for b in theirs), default=None)
+                bits = int(np.bitwise_count(mine[:, None] ^ theirs[None, :]).min()) if len(mine) and len(theirs) else None
                 if out.reason[m] == EXACT_IMAGE:
                     rule = f"exact copy (same sha256) of {out.name(int(out.other[m]))!r}"
                 else:
