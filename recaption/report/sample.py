@@ -173,7 +173,7 @@ class ReportSampler:
         if says_nothing(selected.text):
             q["content_free"] += 1
 
-    def shown(self, pair: Pair, mark: dict[str, Any]) -> None:
+    def marked(self, pair: Pair, mark: dict[str, Any]) -> None:
         """A record a global stage marked for the report (a member of a duplicate cluster): its
         card, with what the mark says; the stage bounds how many it marks."""
         view = _pair_view(pair)

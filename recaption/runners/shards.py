@@ -285,7 +285,7 @@ class ShardSink:
         self.n_in += 1
         mark = pair.meta.pop(REPORT_MARK, None)  # for the report, never written
         if mark:
-            self.sampler.shown(pair, mark)
+            self.sampler.marked(pair, mark)
         if pair.reject is None:
             try:
                 # The writers make everything they store before writing a byte, so a record
