@@ -18,6 +18,14 @@ from recaption import __version__
 from recaption.errors import Interrupted, RecaptionError, UsageError
 
 
+
+ALLOW_OUTSIDE_HELP = ("read image paths that lead outside the input's folder (absolute paths, '..', symlinks out); "
+                      "without it they are rejects 'outside_input', so a record cannot copy any file of this machine into the output")
+
+
+def _add_outside_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-outside-input", action="store_true", help=ALLOW_OUTSIDE_HELP)
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     from recaption.io import OUTPUT_FORMATS, READERS  # noqa: PLC0415 - keep `--help` fast
 
@@ -33,6 +41,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-format", choices=sorted(OUTPUT_FORMATS), help="output format (default: the input's)")
     p.add_argument("--embed-images", action="store_true", help="Parquet output: store every image's bytes, not the paths of images the run left untouched (a dataset that travels on its own)")
     p.add_argument("--image-root", help="folder that image paths are relative to (default: the JSONL's folder)")
+    _add_outside_input(p)
     p.add_argument("--text-field", help="field holding the text(s), e.g. caption")
     p.add_argument("--id-field", help="field holding the image id, e.g. key")
     p.add_argument("--image-field", help="field holding the image path or bytes")
@@ -98,6 +107,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hallucination-threshold", type=float, default=20.0, help="with --clip: a noun phrase scoring under this (100 * cos) counts as unlike the image")
     p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
     p.add_argument("--image-root", help="folder that image paths are relative to")
+    _add_outside_input(p)
     p.add_argument("--text-field", help="field holding the text(s)")
     p.add_argument("--device", default="auto", help="device for the models (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="do not report each metric family as it runs")
@@ -125,6 +135,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
     s.add_argument("--image-root", help="folder that image paths are relative to")
+    _add_outside_input(s)
     s.set_defaults(handler=cmd_audit)
 
 
@@ -204,6 +215,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=10_000, help="samples per tar or Parquet file (default 10000)")
     p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
+    p.add_argument("--image-root", help="folder that image paths are relative to")
+    _add_outside_input(p)
     p.set_defaults(handler=cmd_export)
 
 
@@ -273,6 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             id_field=args.id_field,
             image_field=args.image_field,
             shard_size=args.shard_size,
+            allow_outside_input=args.allow_outside_input,
         ),
         workers=args.workers or default_workers(),
         keep_work=args.keep_work,
@@ -362,7 +376,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         clip=args.clip, references=args.references, sources=args.sources, fluency_model=args.fluency_model,
         names=not args.no_names, device=args.device, hallucination_threshold=args.hallucination_threshold, progress=not args.no_progress,
     )
-    options = ReaderOptions(image_root=args.image_root, text_field=args.text_field)
+    options = ReaderOptions(image_root=args.image_root, text_field=args.text_field, allow_outside_input=args.allow_outside_input)
     _, summary = run_eval(Path(args.input), Path(args.output), settings, args.input_format, options)
     print(summary)
     return 0
@@ -376,7 +390,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     settings = SampleSettings(args.rate, args.mode, args.by, args.bands, args.lowest, args.disagreeing, args.seed)
     try:
         settings.check()
-        summary = write_sample(args.input, args.output, settings, args.input_format, ReaderOptions(image_root=args.image_root))
+        summary = write_sample(args.input, args.output, settings, args.input_format,
+                               ReaderOptions(image_root=args.image_root, allow_outside_input=args.allow_outside_input))
     except ValueError as exc:  # settings the dataset cannot honour (a score it does not have)
         raise UsageError(str(exc)) from None
     reasons = ", ".join(f"{n} {reason}" for reason, n in summary["by_reason"].items())
@@ -510,9 +525,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         policy = CaptionPolicy(args.policy, args.p, args.seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    pairs, rejected = read_kept_pairs(args.input, args.input_format, ReaderOptions())
-    done = export(pairs, output, args.to, policy, args.shard_size)
-    note = f", {done['skipped']} without a readable image listed in {output / 'skipped.jsonl'}" if done["skipped"] else ""
+    refused: list = []  # paths that lead outside the input: listed as skipped, never read
+    options = ReaderOptions(image_root=args.image_root, allow_outside_input=args.allow_outside_input)
+    pairs, rejected = read_kept_pairs(args.input, args.input_format, options, refused)
+    rejected -= len(refused)
+    done = export(pairs, output, args.to, policy, args.shard_size, refused)
+    note = f", {done['skipped']} without a readable image (or outside the input) listed in {output / 'skipped.jsonl'}" if done["skipped"] else ""
     left = f"; {rejected} records the input had rejected are not exported" if rejected else ""
     print(f"recaption: {done['written']} pairs written to {output} for {args.to} (captions: {args.policy}){note}{left}")
     return 0
@@ -535,6 +553,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--kind", choices=("kept", "eval"), default="kept", help="what the sources are: pairs kept by earlier runs, or evaluation images (default kept)")
     b.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format of the sources (default: detected)")
     b.add_argument("--image-root", help="folder that image paths are relative to")
+    _add_outside_input(b)
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(handler=cmd_index_build)
     i = what.add_parser("info", help="what an index holds")
@@ -550,7 +569,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         raise UsageError(f"--name is given {len(args.name)} time(s) for {len(args.sources)} source(s); give one per SOURCE or none")
     if not args.output.endswith(".parquet"):
         raise UsageError(f"INDEX is a .parquet file, not {args.output!r}")
-    options = ReaderOptions(image_root=args.image_root)
+    options = ReaderOptions(image_root=args.image_root, allow_outside_input=args.allow_outside_input)
     names = args.name or [None] * len(args.sources)
     try:
         parts = [index_source(src, name, args.kind, args.input_format, options, not args.no_progress) for src, name in zip(args.sources, names)]

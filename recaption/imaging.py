@@ -71,6 +71,36 @@ def read_image_file(path: str, max_bytes: int) -> bytes:
     return data
 
 
+# Magic numbers of the encoded image types recaption reads: (MIME type, file extension).
+def image_type(head: bytes) -> tuple[str, str] | None:
+    """The image type of encoded bytes from their first 16 bytes, or None: a file is an image
+    by what it holds, never by its name."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg", "jpg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png", "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp", "webp"
+    if head[:4] == b"GIF8":
+        return "image/gif", "gif"
+    if head[:2] == b"BM" and len(head) >= 14:
+        return "image/bmp", "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff", "tif"
+    return None
+
+
+def read_image_bytes(path: str, max_bytes: int) -> tuple[bytes, str]:
+    """The bytes of an image file to copy into an output, and its extension: a regular file
+    (``read_image_file``) that is an image by its magic number. Whatever else a path names
+    (a password file, a process's environment) is ImageFileError ``not_an_image``."""
+    data = read_image_file(path, max_bytes)
+    kind = image_type(data[:16])
+    if kind is None:
+        raise ImageFileError("not_an_image", f"{path[:200]!r} is not an image by its bytes")
+    return data, kind[1]
+
+
 def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """8-bit RGB from any mode: alpha composited on ``background``, 16-bit and float scaled."""
     mode = img.mode

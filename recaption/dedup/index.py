@@ -154,7 +154,7 @@ class _Builder:
 def _pairs_of(path: Path, fmt: str | None, options: ReaderOptions) -> Iterator[Pair]:
     reader = open_reader(path / "data" if is_run_folder(path) else path, fmt, options)
     for shard in reader.plan():
-        yield from reader.read(shard)
+        yield from reader.pairs(shard)
 
 
 def index_source(path: str | Path, name: str | None = None, kind: str = "kept", fmt: str | None = None,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from recaption.errors import UsageError
+from recaption.io.input_tree import OUTSIDE_INPUT, InputTree, is_url
 from recaption.record import Pair
 
 READ_STAGE = "read"
@@ -46,6 +47,7 @@ class ReaderOptions:
     id_field: str | None = None
     image_field: str | None = None
     shard_size: int = 1000  # records per shard where the input has no natural shards
+    allow_outside_input: bool = False  # image paths may lead outside the input's tree (io.input_tree)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Reader(ABC):
         self.options = options or ReaderOptions()
         if not self.path.exists():
             raise InputError(f"input {path} does not exist")
+        self.tree = InputTree.of_input(self.path, self.options.image_root, self.options.allow_outside_input)
 
     def input_files(self, pattern: str, what: str) -> list[Path]:
         """The input file itself, or the files below the input folder that match ``pattern``.
@@ -91,6 +94,17 @@ class Reader(ABC):
     @abstractmethod
     def read(self, shard: InputShard) -> Iterator[Pair]:
         """Yield the shard's records in order, broken ones already rejected."""
+
+    def pairs(self, shard: InputShard) -> Iterator[Pair]:
+        """``read``, with every image path checked against the input's tree: the one place a
+        path from the data enters a run, whatever the format (``io.input_tree``)."""
+        for pair in self.read(shard):
+            image = pair.image
+            if pair.reject is None and isinstance(image, str) and image and not is_url(image):
+                why = self.tree.refusal(image)
+                if why is not None:
+                    pair.reject_with(READ_STAGE, OUTSIDE_INPUT, why)
+            yield pair
 
 
 class Writer(ABC):

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recaption.imaging import read_image_file
+from recaption.imaging import read_image_bytes
 from recaption.io.base import (
     InputError,
     InputShard,
@@ -254,7 +254,7 @@ def parquet_row(pair: Pair, embed_images: bool = False) -> dict:
     if has_bytes:
         rec["image"] = {"bytes": bytes(pair.image), "path": None}  # type: ignore[arg-type]
     elif local and embed_images:
-        rec["image"] = {"bytes": read_image_file(pair.image, MAX_IMAGE_BYTES), "path": Path(pair.image).name}  # type: ignore[arg-type]
+        rec["image"] = {"bytes": read_image_bytes(pair.image, MAX_IMAGE_BYTES)[0], "path": Path(pair.image).name}  # type: ignore[arg-type]
     else:
         rec["image"] = {"bytes": None, "path": pair.image if local else None}
     rec["image_ext"] = pair.image_ext

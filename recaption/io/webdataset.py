@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from recaption.imaging import ImageFileError, read_image_file
+from recaption.imaging import ImageFileError, read_image_bytes
 from recaption.io.base import (
     IMAGE_EXTS,
     InputShard,
@@ -204,13 +204,13 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def image_bytes_and_ext(pair: Pair) -> tuple[bytes, str]:
     """The encoded image of a kept pair, whether it travelled as bytes or as a local path
-    (read as image_check reads it: a regular file, at most MAX_IMAGE_BYTES); ImageFileError
-    (an OSError) where there is none."""
+    (a regular file, at most MAX_IMAGE_BYTES, an image by its magic number: ``read_image_bytes``;
+    its extension from those bytes); ImageFileError (an OSError) where there is none."""
     if isinstance(pair.image, (bytes, bytearray)):
         return bytes(pair.image), safe_ext(pair.image_ext)
     if not isinstance(pair.image, str) or not pair.image or "://" in pair.image:
         raise ImageFileError("no_image", f"no local image for {pair.image_id} ({str(pair.image)[:200]!r})")
-    return read_image_file(pair.image, MAX_IMAGE_BYTES), safe_ext(Path(pair.image).suffix.lstrip("."))
+    return read_image_bytes(pair.image, MAX_IMAGE_BYTES)
 
 
 # The pax global header a shard of ours carries (tar readers take it as metadata, not a file):

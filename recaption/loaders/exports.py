@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +39,7 @@ def _samples(pairs: list[Pair], policy: CaptionPolicy, skipped: list[dict]) -> I
         try:
             data, ext = image_bytes_and_ext(pair)
         except OSError as exc:
-            skipped.append({"image_id": pair.image_id, "reason": "unreadable_image", "detail": str(exc)[:200]})
+            skipped.append({"image_id": pair.image_id, "reason": getattr(exc, "reason", "unreadable_image"), "detail": str(exc)[:200]})
             continue
         yield pair, data, ext, policy.caption(pair, k)
 
@@ -51,11 +50,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(member, io.BytesIO(data))
 
 
-def export(pairs: list[Pair], output: Path, fmt: str, policy: CaptionPolicy, shard_size: int = 10_000) -> dict[str, Any]:
+def export(pairs: list[Pair], output: Path, fmt: str, policy: CaptionPolicy, shard_size: int = 10_000, refused: list[Pair] | None = None) -> dict[str, Any]:
+    """Write ``pairs`` in the layout ``fmt``; ``refused``: pairs whose image path the reader
+    refused (outside the input), listed as skipped with that reason."""
     if fmt not in FORMATS:
         raise ValueError(f"--to must be one of {FORMATS}")
     output.mkdir(parents=True, exist_ok=True)
-    skipped: list[dict] = []
+    skipped: list[dict] = [{"image_id": p.image_id, "reason": p.reject.reason, "detail": p.reject.detail[:300]} for p in refused or [] if p.reject]
     samples = _samples(pairs, policy, skipped)
     if fmt == "open_clip":
         written = _open_clip_shards(samples, output, shard_size)
@@ -102,11 +103,7 @@ def _image_folder(samples: Iterator[tuple[Pair, bytes, str, str]], output: Path,
     rows = []
     for n, (pair, data, ext, text) in enumerate(samples):
         name = f"{n:09d}.{ext}"
-        source = Path(pair.image) if isinstance(pair.image, str) else None
-        if source is not None and source.is_file():
-            shutil.copyfile(source, folder / name)
-        else:
-            (folder / name).write_bytes(data)
+        (folder / name).write_bytes(data)  # the bytes read and checked once (never the path again)
         if fmt == "llava":
             rows.append({"id": pair.image_id, "image": name, "conversations": [{"from": "human", "value": LLAVA_PROMPT}, {"from": "gpt", "value": text}]})
         elif fmt == "open_clip_csv":

@@ -83,6 +83,6 @@ class WebDatasetPairs(_base()):  # type: ignore[misc]
 
         for number, path in self.my_shards():
             reader = WebDatasetReader(path, ReaderOptions())
-            for k, pair in enumerate(reader.read(InputShard(number, Path(path).stem, {"file": path}))):
+            for k, pair in enumerate(reader.pairs(InputShard(number, Path(path).stem, {"file": path}))):
                 # The caption draw is keyed by shard and position, stable across workers and ranks.
                 yield encode_item(pair, number * 1_000_003 + k, self.processor, self.policy, self.max_length, self.decode_side)

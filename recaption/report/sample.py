@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image
 
 from recaption.imaging import ImageFileError, read_image_file
+from recaption.io.input_tree import OUTSIDE_INPUT, is_url
 from recaption.limits import MAX_IMAGE_BYTES
 from recaption.record import Pair
 
@@ -32,7 +33,7 @@ SHOWN_CHARS = 400  # of any one text in the report
 
 
 def thumbnail_b64(image: str | bytes | None) -> str | None:
-    if not image or (isinstance(image, str) and image.startswith(("http://", "https://"))):
+    if not image or (isinstance(image, str) and is_url(image)):
         return None
     try:
         # A path is read as image_check reads it: a FIFO or a device would never end.
@@ -187,7 +188,9 @@ class ReportSampler:
         bucket = self.examples.setdefault(pair.reject.key, [])
         if len(bucket) < self.examples_per_reason:
             view = _pair_view(pair)
-            view.update(detail=shown(pair.reject.detail), thumb=thumbnail_b64(pair.image))
+            # A path the input's tree refused is never opened, not even for its picture.
+            refused = pair.reject.reason == OUTSIDE_INPUT
+            view.update(detail=shown(pair.reject.detail), thumb=None if refused else thumbnail_b64(pair.image))
             bucket.append(view)
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recaption.imaging import ImageFileError, read_image_file
+from recaption.imaging import ImageFileError, image_type, read_image_file
 from recaption.limits import MAX_IMAGE_BYTES, MAX_TEXT_CHARS
 from recaption.record import Caption, Pair
 from recaption.review.store import Decision, DecisionStore
@@ -214,17 +214,14 @@ def embed_images(pairs: list[Pair], roots: list[Path]) -> int:
     return n
 
 
+# What a browser shows: the review server serves these types only.
+SERVED_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
+
+
 def sniff_type(head: bytes) -> str | None:
-    """The image type of encoded bytes, from their magic number (nothing else is served)."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG"):
-        return "image/png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[:4] in (b"GIF8",):
-        return "image/gif"
-    return None
+    """The MIME type of encoded bytes the review page may show, from their magic number."""
+    kind = image_type(head)
+    return kind[0] if kind and kind[0] in SERVED_TYPES else None
 
 
 def recorded_roots(dataset: Path) -> tuple[list[Path], list[Path]]:

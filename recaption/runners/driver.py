@@ -71,6 +71,7 @@ class RunDriver:
         reader = open_reader(self.config.input, self.config.input_format, self.config.reader)
         plan = reader.plan()
         settings["resolved_input_format"] = reader.format
+        settings["image_roots"] = reader.tree.to_list()  # where this run's untouched images live: a reader of its output trusts them
         settings["resolved_output_format"] = settings["output_format"] or default_output_format(reader)
         output_writer(settings, layout)  # an output option the format cannot honour stops the run here
         layout.work.mkdir(parents=True, exist_ok=True)
@@ -165,6 +166,7 @@ class RunDriver:
             "seconds": shard_seconds + sum(decide_seconds.values()),
             "recipe": settings["recipe"]["name"],
             "input_path": settings["input"],
+            "image_roots": settings.get("image_roots", []),
             "input_format": settings["resolved_input_format"],
             "output_format": settings["resolved_output_format"],
         }

@@ -35,6 +35,7 @@ from typing import Any
 
 from recaption import __version__
 from recaption.errors import Interrupted, RecaptionError
+from recaption.imaging import ImageFileError
 from recaption.io import open_writer
 from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, Writer, atomic_path
 from recaption.io.jsonl import write_jsonl
@@ -295,7 +296,9 @@ class ShardSink:
             except (OSError, ValueError, TypeError, UnicodeError, OverflowError, RecursionError) as exc:
                 if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
                     raise
-                pair.reject_with(WRITE_STAGE, "unwritable", f"{type(exc).__name__}: {exc}"[:300])
+                # An image file that is no image by its bytes, or is gone, says so by its reason.
+                reason = exc.reason if isinstance(exc, ImageFileError) else "unwritable"
+                pair.reject_with(WRITE_STAGE, reason, f"{type(exc).__name__}: {exc}"[:300])
         self.counts.add(pair)
         if pair.reject is not None:
             self.rejected_by[pair.reject.key] += 1
@@ -339,7 +342,7 @@ def read_segment_source(layout: OutputLayout, seg_index: int, shard: InputShard,
     """The records a segment starts from: the input shard for the first, the previous
     segment's intermediate (and the global stage's decisions for it) for the others."""
     if seg_index == 0:
-        return reader.read(shard), {}
+        return reader.pairs(shard), {}
     source = read_intermediate(layout.intermediate(seg_index - 1) / f"{shard.name}.parquet")
     decisions = {k: Decision(**d) for k, d in read_json(layout.decisions(seg_index, shard.name)).items()}
     return source, decisions

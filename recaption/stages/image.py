@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from recaption.imaging import ImageFileError, read_image_file, to_rgb
+from recaption.io.input_tree import is_url
 from recaption.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from recaption.record import Pair
 from recaption.stages.base import Stage, StageError, register
@@ -357,7 +358,7 @@ class ImageCheck(Stage):
         elif not src:
             pair.reject_with(self.name, "no_image", "the record names no image")
             return None
-        elif src.startswith(("http://", "https://")):
+        elif is_url(src):  # never a file, whatever follows the "://"
             pair.reject_with(self.name, "not_downloaded", f"{src[:200]}: download images first (img2dataset)")
             return None
         else:

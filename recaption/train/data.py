@@ -58,7 +58,7 @@ def pretraining_pairs(data: str, image_root: str | None) -> tuple[list[tuple[Pai
     reader = open_reader(data, None, ReaderOptions(image_root=image_root))
     found, skipped = [], []
     for shard in reader.plan():
-        for pair in reader.read(shard):
+        for pair in reader.pairs(shard):
             if pair.reject is not None:
                 skipped.append({"image_id": pair.image_id, "reason": pair.reject.reason, "detail": pair.reject.detail})
                 continue

@@ -62,7 +62,7 @@ def test_the_page_is_static_and_locked_down(dataset):
         assert b"innerHTML" not in script and b"textContent" in script
         status, _, body = call(server.url + "api/state")
         state = json.loads(body)
-        assert status == 200 and state["total"] == 5 and state["round"] == 1
+        assert status == 200 and state["total"] == 4 and state["round"] == 1  # "escape" leads outside: refused by the reader
         assert state["items"][0]["alt_text"].startswith(HOSTILE)  # data travels as JSON, as it is
     finally:
         server.stop()

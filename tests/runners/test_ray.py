@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import shutil
 from pathlib import Path
 
 import pytest
@@ -73,10 +74,12 @@ def test_dedup_decides_in_tasks_on_ray_as_the_local_runner_does(tmp_path):
     assert LocalRunner(config(first, tmp_path / "first"), show_progress=False).run()["output"] == 15
     index = tmp_path / "kept.parquet"
     assert main(["index", "build", str(tmp_path / "first"), "-o", str(index), "--no-progress"]) == 0
-    records = read_jsonl(first)[:8]  # what the first run kept, again
-    for r in records:
-        r["image_path"] = str(tmp_path / "a" / r["image_path"])
+    records = read_jsonl(first)[:8]  # what the first run kept, again (the same images, copied in)
     (tmp_path / "b" / "images").mkdir(parents=True)
+    for r in records:
+        copy = Path("images") / f"again-{Path(r['image_path']).name}"
+        shutil.copyfile(tmp_path / "a" / r["image_path"], tmp_path / "b" / copy)
+        r["image_path"] = str(copy)
     for i in range(20):  # new images, some sharing captions, one id repeated
         noise_image(100 + i, (96, 80)).save(tmp_path / "b" / "images" / f"n{i}.jpg")
         records.append({"image_id": f"new{i % 19}", "image_path": f"images/n{i}.jpg", "texts": [f"a shared caption, number {i % 4}"]})
