@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from recaption.imaging import decode_for_model
+from recaption.limits import MAX_TEXT_CHARS, MAX_TEXTS
 from recaption.record import Caption, Pair
 from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, SystematicFailure, register
 from recaption.stages.text import SensitiveCheck
@@ -279,18 +280,30 @@ class VlmCaption(Stage):
             prompts.append(self.captioner.format_prompt(instruction))
         from recaption.models.openai_server import ServiceUnavailable  # noqa: PLC0415
 
+        dropped_before = getattr(self.captioner, "extra_choices_dropped", 0)
         try:
             outputs = self.captioner.generate(images, prompts, self.sampling)
         except ServiceUnavailable as exc:  # the server, not these records: the run stops
             raise SystematicFailure(str(exc)) from exc
+        dropped = getattr(self.captioner, "extra_choices_dropped", 0) - dropped_before
+        if dropped:
+            self.stat("extra_choices_dropped", dropped)  # a server that sent more than n
         params = {"template": self.template_name, "backend": self.backend, **asdict(self.sampling)}
         for pair, prompt, texts in zip(pairs, prompts, outputs):
             if isinstance(texts, Exception):  # the server refused this record's request alone
                 pair.reject_with(self.name, "refused_by_server", str(texts)[:300])
                 continue
+            # What any backend answers stays within what our readers accept: n candidates at
+            # most (fewer are flagged on the pair), the record's captions at most MAX_TEXTS,
+            # each text (and its raw form) at most MAX_TEXT_CHARS.
+            texts = texts[: max(0, min(self.sampling.n, MAX_TEXTS - len(pair.captions)))]
+            if len(texts) < self.sampling.n:
+                pair.meta["vlm_candidates_missing"] = self.sampling.n - len(texts)
+                self.stat("candidates_missing", self.sampling.n - len(texts))
             parent = pair.selected_alt_index()
             first = len(pair.captions)
             for j, raw in enumerate(texts):
+                raw = raw[:MAX_TEXT_CHARS]
                 text = tidy_generated(raw, prompt, self.starting_prompt)
                 extra = {"raw": raw} if text != raw.strip() else {}
                 pair.captions.append(

@@ -31,6 +31,12 @@ class Stub:
         self.max_in_flight = 0
         self.lock = threading.Lock()
         self.models = ["tiny-vlm"]
+        # A hostile server: "redirect" (302 to ``redirect_to``), "trickle" (a body a byte every
+        # 0.2 s), "huge" (a body of ``huge_bytes``), or "choices" (answers ``choices`` as sent).
+        self.hostile: str | None = None
+        self.redirect_to = ""
+        self.huge_bytes = 0
+        self.choices: list = []
 
 
 def serve(stub: Stub) -> tuple[ThreadingHTTPServer, str]:
@@ -49,6 +55,8 @@ def serve(stub: Stub) -> tuple[ThreadingHTTPServer, str]:
             self.wfile.write(data)
 
         def do_GET(self):
+            with stub.lock:
+                stub.headers.append(dict(self.headers))
             if self.path == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in stub.models]})
             else:
@@ -64,6 +72,8 @@ def serve(stub: Stub) -> tuple[ThreadingHTTPServer, str]:
                 status = stub.fail.pop(0) if stub.fail else stub.always
             try:
                 time.sleep(stub.delay)
+                if stub.hostile and self._hostile(body):
+                    return
                 if status:
                     self._send(status, {"error": {"message": f"stub says {status}"}}, {"Retry-After": "0"} if status == 429 else None)
                     return
@@ -77,6 +87,39 @@ def serve(stub: Stub) -> tuple[ThreadingHTTPServer, str]:
             finally:
                 with stub.lock:
                     stub.in_flight -= 1
+
+        def _hostile(self, body: dict) -> bool:
+            if stub.hostile == "redirect":
+                self.send_response(302)
+                self.send_header("Location", stub.redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif stub.hostile == "trickle":
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                try:
+                    for _ in range(100):  # bounded: 20 s at most, the test's client gives up long before
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:
+                    pass
+            elif stub.hostile == "huge":
+                self.send_response(200)
+                self.send_header("Content-Length", str(stub.huge_bytes))
+                self.end_headers()
+                block = b" " * (1 << 20)
+                try:
+                    for _ in range(stub.huge_bytes >> 20):
+                        self.wfile.write(block)
+                except OSError:
+                    pass
+            elif stub.hostile == "choices":
+                self._send(200, {"choices": stub.choices})
+            else:
+                return False
+            return True
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -200,3 +243,84 @@ def test_the_cli_runs_a_recipe_against_the_server(stub, tiny_clip, tmp_path):
     rows = [json.loads(line) for f in sorted((tmp_path / "out" / "data").glob("*.jsonl")) for line in open(f)]
     assert len(rows) == 2 and len(stub.requests) == 2
     assert all(any(c["source"] == "vlm:tiny-vlm" and c["params"]["backend"] == "openai" for c in r["captions"]) for r in rows)
+
+
+# --- a hostile server (issue: trust, part 2) -----------------------------------------------
+
+
+def test_a_redirect_is_never_followed_and_the_key_stays_on_its_host(stub, monkeypatch):
+    """A 302 from 127.0.0.1 to localhost (another host by name): nothing is sent there."""
+    monkeypatch.setenv("RECAPTION_TEST_KEY", "sk-secret-key")
+    elsewhere = Stub()
+    server, url = serve(elsewhere)
+    try:
+        stub.hostile = "redirect"
+        stub.redirect_to = url.replace("127.0.0.1", "localhost") + "/chat/completions"
+        with pytest.raises(SystematicFailure, match="follows no redirect"):
+            stage(stub, api_key_env="RECAPTION_TEST_KEY", max_retries=0)(pairs(2))
+        assert elsewhere.requests == [] and elsewhere.headers == []  # neither the POST nor a GET replay
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_trickled_body_cannot_hold_the_run_past_its_deadline(stub):
+    stub.hostile = "trickle"
+    start = time.perf_counter()
+    with pytest.raises(SystematicFailure, match="did not answer after 1 attempt"):
+        stage(stub, request_timeout=1.0, max_retries=0)(pairs(1))
+    assert time.perf_counter() - start < 6  # was: the whole 20 s body (and, unbounded, forever)
+
+
+def test_a_huge_body_is_not_read_past_its_limit(stub):
+    import resource
+
+    stub.hostile = "huge"
+    stub.huge_bytes = 200 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    batch = pairs(2)
+    stage(stub, max_new_tokens=32, n=1)(batch)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert all(p.reject is not None and p.reject.key == "vlm_caption/refused_by_server" and "over" in p.reject.detail for p in batch)
+    assert grown_mib < 100, f"a 200 MB answer grew the process by {grown_mib:.0f} MiB"
+
+
+def test_what_a_server_answers_stays_within_what_our_readers_accept(stub):
+    from recaption.limits import MAX_TEXT_CHARS
+
+    stub.hostile = "choices"
+    long_text = "a red car " * 3_000  # 30,000 characters: over the reader's 20,000
+    stub.choices = [{"index": k, "message": {"content": long_text if k == 0 else f"a car {k}"}} for k in range(2000)]
+    batch = pairs(1)
+    stage(stub, n=1, max_new_tokens=8000)(batch)
+    made = [c for c in batch[0].captions if c.source == "vlm:tiny-vlm"]
+    assert len(made) == 1 and len(made[0].text) <= MAX_TEXT_CHARS and len(made[0].params.get("raw", "")) <= MAX_TEXT_CHARS
+    # Zero choices: the pair keeps what it had, and says what is missing.
+    stub.choices = []
+    batch = pairs(1)
+    stage(stub, n=2, temperature=0.7)(batch)
+    assert batch[0].reject is None and batch[0].meta["vlm_candidates_missing"] == 2
+    # Indexes of mixed types (and none): read in a stated order, never an error.
+    stub.choices = [{"index": "b", "message": {"content": "a blue car"}}, {"index": 1, "message": {"content": "a green car"}},
+                    {"message": {"content": "a red car"}}, {"index": 0, "message": {"content": "a white car"}}, {"index": None}]
+    batch = pairs(1)
+    stage(stub, n=3, temperature=0.7)(batch)
+    made = [c.text for c in batch[0].captions if c.source == "vlm:tiny-vlm"]
+    assert batch[0].reject is None and len(made) == 3
+    assert "white car" in made[0] and "green car" in made[1] and "blue car" in made[2]
+
+
+def test_a_server_answer_round_trips_through_our_reader(stub, tmp_path):
+    """Too many choices, each over the reader's text limit, written and read back: no reject."""
+    from recaption.io import open_reader
+    from recaption.io.base import ReaderOptions
+    from recaption.io.jsonl import JsonlWriter
+
+    stub.hostile = "choices"
+    stub.choices = [{"index": k, "message": {"content": "a red car " * 3_000}} for k in range(12)]
+    batch = pairs(3)
+    stage(stub, n=4, temperature=0.7, max_new_tokens=8000)(batch)
+    JsonlWriter(tmp_path / "data").write("part-00000", batch)
+    reader = open_reader(tmp_path / "data" / "part-00000.jsonl", None, ReaderOptions())
+    back = [p for shard in reader.plan() for p in reader.pairs(shard)]
+    assert [p.reject for p in back] == [None, None, None]
