@@ -261,7 +261,10 @@ class WebDatasetWriter(Writer):
                         row += 1
 
                     yield add
-                _retype_tar(staging, tmp, sketch, None, {"image_exts": exts, "extras": kinds})
+                if row:
+                    _retype_tar(staging, tmp, sketch, None, {"image_exts": exts, "extras": kinds})
+                else:  # a shard that kept nothing: a bare empty tar (tarfile cannot read a global header with no member after it)
+                    tarfile.open(tmp, "w").close()
             finally:
                 staging.unlink(missing_ok=True)
 
@@ -298,8 +301,11 @@ def _header_json_paths(tar: tarfile.TarFile) -> list[list[str]] | None:
 def _shard_header(path: Path) -> tuple[tuple | None, dict[str, Any]]:
     """A shard's sketch (None: not ours), image-type counts and extras' features, from its pax
     global header."""
-    with tarfile.open(path, "r:") as tar:  # opening reads the first member, and the global header before it
-        headers = dict(tar.pax_headers)
+    try:
+        with tarfile.open(path, "r:") as tar:  # opening reads the first member, and the global header before it
+            headers = dict(tar.pax_headers)
+    except tarfile.ReadError:  # a global header with no member after it (an empty shard of an older version)
+        return None, {"image_exts": Counter(), "extras": {}}
     sketches = read_sketches({METADATA_KEY: headers.get(SKETCH_HEADER, "").encode()})
     try:
         shard = json.loads(headers.get(SHARD_HEADER, "{}"))

@@ -115,6 +115,22 @@ def make_tar(path: Path, members: list[tuple[str, bytes]], kind: dict[str, bytes
     return path
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "webdataset", "imagefolder"])
+def test_a_shard_that_keeps_nothing_is_written_and_reads_back(tmp_path, fmt):
+    """Ordinary data does this (a shard of content-free alt-texts under the clean recipe): the
+    empty shard, then a full one, finished as a dataset and read back by us."""
+    writer = open_writer(fmt, tmp_path / "data")
+    writer.write("part-00000", [])
+    writer.write("part-00001", sample_pairs(2))
+    writer.finish_dataset()
+    writer.finish_dataset()  # a re-run finishes the same files again
+    back = read_all(tmp_path / "data", fmt)
+    assert [p.image_id for p in back] == ["id/0", "id/1"] and all(p.reject is None for p in back)
+    if fmt == "webdataset":
+        datasets = pytest.importorskip("datasets")
+        assert datasets.load_dataset(str(tmp_path / "data"), split="train").num_rows == 2
+
+
 def test_webdataset_output_loads_in_hugging_face_datasets_whatever_the_records_hold(tmp_path):
     datasets = pytest.importorskip("datasets")
     pairs = sample_pairs(3)
