@@ -232,6 +232,45 @@ def test_a_corrupt_parquet_row_group_costs_its_rows_not_the_run(tmp_path: Path, 
     assert stats["rejects_by_reason"] == {"read/corrupt_row_group": 3}
 
 
+def test_parquet_rows_whose_struct_repeats_a_field_name_are_rejected_not_the_file(tmp_path: Path, capsys) -> None:
+    """``meta`` with fields Foo, foo, foo: pyarrow will not make a dict of it. Those rows are
+    rejects that keep what did convert (id, texts, image); a row of 50,000 meta keys is one
+    reject as well (a record over the JSON reader's 1 MiB), and the other rows are kept."""
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    images = [encode(noise_image(i)) for i in range(4)]
+    meta = pa.StructArray.from_arrays([pa.array([1, 2]), pa.array([3, 4]), pa.array([5, 6])], names=["Foo", "foo", "foo"])
+    pq.write_table(pa.table({"image_id": ["d0", "d1"], "image": images[:2], "texts": [["a red kite"], ["a blue kite"]], "meta": meta}), folder / "a.parquet")
+    wide = {f"k{i}": "v" * 20 for i in range(50_000)}
+    rows = [{"image_id": "wide", "image": images[2], "texts": ["a green kite"], "meta": json.dumps(wide)},
+            {"image_id": "fine", "image": images[3], "texts": ["a yellow kite"], "meta": json.dumps({"k": "v"})}]
+    pq.write_table(pa.Table.from_pylist(rows), folder / "b.parquet")
+    rc, _, err = _run([str(folder), str(tmp_path / "out"), "--recipe", "clean", "--set", "dedup.near_image=false"], capsys)
+    assert rc == 0, err
+    stats = _accounted(tmp_path / "out")
+    assert stats["output"] == 1 and stats["rejects_by_reason"] == {"read/unreadable_column": 2, "read/too_large": 1}
+    rejects = _rejects(tmp_path / "out")
+    assert rejects["d0"]["texts"] == ["a red kite"] and "duplicate field names" in rejects["d0"]["reject"]["detail"]
+
+
+def test_a_clean_run_whose_shard_keeps_nothing_finishes_in_every_format(tmp_path: Path, capsys) -> None:
+    """Three content-free alt-texts fill the first shard: it keeps nothing, and a re-run resumes."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    records = []
+    for i in range(4):
+        (folder / f"{i}.jpg").write_bytes(encode(noise_image(40 + i)))
+        records.append({"image_id": f"r{i}", "image_path": f"{i}.jpg", "texts": ["IMG_0042.JPG" if i < 3 else "a red kite on a beach"]})
+    (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    for fmt in ("webdataset", "imagefolder", "parquet", "jsonl"):
+        out = tmp_path / fmt
+        args = [str(folder / "pairs.jsonl"), str(out), "--recipe", "clean", "--shard-size", "3", "--output-format", fmt]
+        rc, _, err = _run(args, capsys)
+        assert rc == 0, (fmt, err)
+        assert _accounted(out)["output"] == 1
+        assert _run(args, capsys)[0] == 0  # the re-run finds it done
+
+
 # --- failures that hit every record stop the run with one line --------------------------------
 
 

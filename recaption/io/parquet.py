@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from recaption.imaging import read_image_bytes
 from recaption.io.base import (
+    READ_STAGE,
     InputError,
     InputShard,
     Reader,
@@ -50,8 +51,8 @@ from recaption.io.nested_columns import (
     typed_metadata,
 )
 from recaption.io.records import pair_from_record, record_from_pair
-from recaption.io.safejson import dumps
-from recaption.limits import MAX_IMAGE_BYTES
+from recaption.io.safejson import RecordProblem, dumps
+from recaption.limits import MAX_IMAGE_BYTES, MAX_RECORD_BYTES
 from recaption.record import Pair
 
 
@@ -97,8 +98,16 @@ class ParquetReader(Reader):
                 continue
             for record in plain_records(table, sketches):
                 origin = {"file": str(path), "row": row}
-                if isinstance(record, Exception):
-                    yield broken_pair(f"{path.stem}:{row}", "malformed_record", f"{type(record).__name__}: {record}"[:300], origin)
+                rest = getattr(record, "rest", None)
+                if rest is not None:  # a column that would not convert: the rest of the row, rejected
+                    pair = pair_from_record(rest, self.options, origin, path.parent, f"{path.stem}:{row}")
+                    if pair.reject is None:
+                        pair.reject_with(READ_STAGE, record.reason, str(record))
+                    yield pair
+                elif isinstance(record, Exception):
+                    reason = record.reason if isinstance(record, RecordProblem) else "malformed_record"
+                    detail = str(record) if isinstance(record, RecordProblem) else f"{type(record).__name__}: {record}"
+                    yield broken_pair(f"{path.stem}:{row}", reason, detail[:300], origin)
                 else:
                     yield pair_from_record(record, self.options, origin, path.parent, f"{path.stem}:{row}")
                 row += 1
@@ -235,15 +244,55 @@ def plain_records(table: pa.Table, sketches: dict[str, tuple]) -> Iterator[dict 
     subtrees parsed, the nulls of absent keys dropped). A row that cannot be restored comes back
     as the exception, for the caller to reject."""
     paths = {name: json_paths(settle(s)) for name, s in sketches.items() if name in NESTED}
-    for record in table.to_pylist():
+    for record in _rows(table):
+        if isinstance(record, Exception):
+            yield record
+            continue
         try:
             for name, p in paths.items():
                 if name in record:
                     record[name] = restore(record[name], p)
+            size = text_size(record)
+            if size > MAX_RECORD_BYTES:  # as a JSON line of ours would be refused: a record we could not read back
+                raise RecordProblem("too_large", f"the row's fields take {size} bytes as JSON > {MAX_RECORD_BYTES}")
         except Exception as exc:  # noqa: BLE001 - one row's damage is that row's reject
             yield exc
             continue
         yield record
+
+
+def _rows(table: pa.Table) -> Iterator[dict | Exception]:
+    """The rows of a row group as dicts, column by column; a column that will not convert
+    (a struct whose field names repeat: ``Foo``, ``foo``, ``foo``) costs the rows it fails on,
+    each as the exception, not the file."""
+    columns: dict[str, list] = {}
+    failed: dict[str, Exception] = {}
+    for name, column in zip(table.column_names, table.columns):
+        try:
+            columns[name] = column.to_pylist()
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            failed[name] = exc
+    for i in range(table.num_rows):
+        record = {name: values[i] for name, values in columns.items()}
+        if failed:
+            name, exc = next(iter(failed.items()))
+            problem = RecordProblem("unreadable_column", f"column {name!r}: {type(exc).__name__}: {exc}"[:300])
+            problem.rest = record  # what did convert: the reject keeps the row's id, texts and image
+            yield problem
+            continue
+        yield record
+
+
+def text_size(record: dict) -> int:
+    """About the bytes a record's fields take as a JSON line, image bytes left out."""
+    def holds_bytes(value: object) -> bool:
+        if isinstance(value, (bytes, bytearray)):
+            return True
+        if isinstance(value, dict):
+            return any(isinstance(v, (bytes, bytearray)) for v in value.values())
+        return isinstance(value, list) and any(isinstance(v, dict) and holds_bytes(v) for v in value[:1])
+
+    return len(json.dumps({k: v for k, v in record.items() if not holds_bytes(v)}, default=str, ensure_ascii=False).encode("utf-8", "replace"))
 
 
 def parquet_row(pair: Pair, embed_images: bool = False) -> dict:
