@@ -23,6 +23,7 @@ import io
 import json
 import re
 import tarfile
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,7 +65,7 @@ from recaption.io.nested_columns import (
 )
 from recaption.io.records import pair_from_record, record_from_pair, record_from_sidecars, training_text
 from recaption.io.safejson import RecordProblem, dumps
-from recaption.limits import MAX_EXTRA_BYTES, MAX_EXTRAS, MAX_IMAGE_BYTES, MAX_RECORD_BYTES
+from recaption.limits import INT_LIMIT, MAX_EXTRA_BYTES, MAX_EXTRAS, MAX_IMAGE_BYTES, MAX_RECORD_BYTES
 from recaption.record import Pair
 
 SIDECAR_EXTS = ("txt", "json")
@@ -195,6 +196,70 @@ def _extra_refused(ext: str, size: int, group: list[Member]) -> str | None:
     return None
 
 
+# The members Hugging Face's webdataset loader decodes by extension, whatever the card says:
+# one it cannot decode fails the whole dataset, so it is not carried into WebDataset output.
+_TEXT_DECODED = ("txt", "text", "transcript")
+_INT_MEMBERS = ("cls", "cls2", "index", "inx", "id")
+
+
+def loader_unfit(ext: str, data: bytes) -> str | None:
+    """Why a carried member would break Hugging Face's webdataset loader (which decodes
+    ``cls`` with int(), ``npy`` without pickle, ...), or None where it loads."""
+    last = ext.rsplit(".", 1)[-1].lower()
+    if last in _INT_MEMBERS:
+        try:
+            value = int(data)
+        except ValueError:
+            return "not an integer, which loaders decode it as"
+        return None if -INT_LIMIT <= value < INT_LIMIT else "an integer past 64 bits"
+    if last in _TEXT_DECODED:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "not UTF-8 text, which loaders decode it as"
+        return None
+    if last in ("json", "jsn"):
+        try:
+            json.loads(data)
+        except ValueError:
+            return "not JSON, which loaders decode it as"
+        return None
+    if last == "npy":
+        return _npy_unfit(io.BytesIO(data))
+    if last == "npz":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                for name in archive.namelist()[:64]:
+                    with archive.open(name) as member:  # the header alone: never the (maybe huge) array
+                        why = _npy_unfit(member)
+                    if why:
+                        return f"{name}: {why}"
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+            return f"not a readable .npz ({str(exc)[:60]})"
+    return None
+
+
+def _npy_unfit(stream: Any) -> str | None:
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
+        _, _, dtype = read_header(stream)
+    except (ValueError, OSError, SyntaxError, TypeError, KeyError):
+        return "not a readable .npy"
+    return "an array of Python objects (read only with pickle, which loaders refuse)" if dtype.hasobject else None
+
+
+def drop_unloadable_extras(pair: Pair) -> None:
+    """Take out of ``pair.extras`` each member a loader could not decode, naming it in
+    ``meta.dropped_members``: one record must not make the whole dataset unloadable."""
+    unfit = {ext: why for ext, data in pair.extras.items() if (why := loader_unfit(ext, data))}
+    if not unfit:
+        return
+    pair.extras = {ext: data for ext, data in pair.extras.items() if ext not in unfit}
+    earlier = pair.meta.get("dropped_members")
+    pair.meta["dropped_members"] = [*(earlier if isinstance(earlier, list) else []), *(f".{ext}: {why}" for ext, why in unfit.items())][: 2 * MAX_EXTRAS]
+
+
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -244,6 +309,7 @@ class WebDatasetWriter(Writer):
                     def add(pair: Pair) -> None:
                         nonlocal row, sketch
                         # Everything that can fail comes before the first member is written.
+                        drop_unloadable_extras(pair)
                         record = record_from_pair(pair, holds_extras=True)
                         encoded = dumps(record).encode("utf-8")
                         data, ext = image_bytes_and_ext(pair)
@@ -323,7 +389,7 @@ def _same(a: Any, b: Any) -> Any:
     return b if a == NO_KIND else (a if a == b else None)
 
 
-_INT_MEMBERS, _TEXT_MEMBERS = ("cls", "index", "inx", "id"), ("text", "transcript")
+_TEXT_MEMBERS = ("text", "transcript")  # typed as strings on the card (txt is the caption's own)
 
 
 def extra_feature(ext: str, data: bytes) -> Any:
@@ -335,8 +401,7 @@ def extra_feature(ext: str, data: bytes) -> Any:
         return "image"
     if ext in _INT_MEMBERS:
         try:
-            int(data.decode("utf-8"))
-            return "int64"
+            return "int64" if -INT_LIMIT <= int(data.decode("utf-8")) < INT_LIMIT else None
         except (UnicodeDecodeError, ValueError):
             return None
     if ext in _TEXT_MEMBERS:

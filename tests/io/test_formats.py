@@ -5,6 +5,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -129,6 +130,35 @@ def test_a_shard_that_keeps_nothing_is_written_and_reads_back(tmp_path, fmt):
     if fmt == "webdataset":
         datasets = pytest.importorskip("datasets")
         assert datasets.load_dataset(str(tmp_path / "data"), split="train").num_rows == 2
+
+
+def _npy(array, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, **kwargs)
+    return buf.getvalue()
+
+
+def test_one_records_carried_member_cannot_make_the_dataset_unloadable(tmp_path):
+    """A KEY.cls of 10**29 (int64 on the card: OverflowError) and a pickled-object KEY.npy
+    (allow_pickle=False) once broke datasets.load_dataset for the whole output: each is dropped
+    from its own record and named in meta.dropped_members; the others are carried."""
+    datasets = pytest.importorskip("datasets")
+    pairs = sample_pairs(4)
+    pairs[0].extras = {"cls": b"3", "npy": _npy(np.arange(3))}
+    pairs[1].extras = {"cls": str(10**29).encode(), "npy": _npy(np.array([{"a": 1}], dtype=object), allow_pickle=True)}
+    pairs[2].extras = {"cls": b"not a number", "npz": b"PK broken"}
+    pairs[3].extras = {"cls": b"7"}
+    writer = open_writer("webdataset", tmp_path / "data")
+    writer.write("part-00000", pairs)
+    writer.finish_dataset()
+    loaded = datasets.load_dataset(str(tmp_path / "data"), split="train")
+    assert loaded["cls"] == [3, None, None, 7] and loaded[0]["npy"] == [0, 1, 2]
+    dropped = [row["meta"].get("dropped_members") for row in (json.loads(r) if isinstance(r, str) else r for r in loaded["json"])]
+    assert dropped[0] is None and dropped[3] is None
+    assert any("64 bits" in d for d in dropped[1]) and any("pickle" in d for d in dropped[1])
+    assert any("not an integer" in d for d in dropped[2]) and any(".npz" in d for d in dropped[2])
+    back = read_all(tmp_path / "data")
+    assert back[0].extras["cls"] == b"3" and "cls" not in back[1].extras and "npy" not in back[1].extras
 
 
 def test_webdataset_output_loads_in_hugging_face_datasets_whatever_the_records_hold(tmp_path):
