@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -100,30 +101,76 @@ def is_index_file(path: str | Path) -> bool:
         return False
 
 
+# Each column of an index file and its type; a file is data, and is checked before it is used.
+COLUMNS = {"source": pa.int32(), "id": pa.string(), "sha": pa.uint64(), "phash": pa.uint64(), "has_phash": pa.bool_(),
+           "mirror": pa.uint64(), "has_mirror": pa.bool_()}
+
+
 def read_index(path: str | Path) -> ReferenceIndex:
+    """An index file, checked whole (columns, types, no nulls, sources that name every row's
+    source): a damaged or crafted file is one ReferenceIndexError naming what is wrong."""
     try:
         table = pq.read_table(path)
         meta = json.loads((table.schema.metadata or {})[INDEX_KEY])
-    except (OSError, KeyError, ValueError, pa.ArrowInvalid) as exc:
+    except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
         raise ReferenceIndexError(f"{path}: not a recaption index ({type(exc).__name__}: {exc}); build one with `recaption index build`") from exc
-    if meta.get("version") != INDEX_VERSION:
-        raise ReferenceIndexError(f"{path}: index version {meta.get('version')} is not {INDEX_VERSION}; rebuild it with `recaption index build`")
-    col = {name: table.column(name).combine_chunks() for name in table.column_names}
+
+    def bad(what: str) -> ReferenceIndexError:
+        return ReferenceIndexError(f"{path}: a damaged recaption index ({what}); rebuild it with `recaption index build`")
+
+    if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise ReferenceIndexError(f"{path}: index version {version!r} is not {INDEX_VERSION}; rebuild it with `recaption index build`")
+    sources = meta.get("sources")
+    if not isinstance(sources, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in sources):
+        raise bad("its sources are not a list of named sources")
+    col = {}
+    for name, kind in COLUMNS.items():
+        if name not in table.column_names:
+            raise bad(f"no column {name!r}")
+        try:
+            col[name] = table.column(name).combine_chunks().cast(kind)
+        except (pa.ArrowException, ValueError) as exc:
+            raise bad(f"column {name!r} is {table.schema.field(name).type}, not {kind}: {str(exc)[:100]}") from None
+        if col[name].null_count:
+            raise bad(f"column {name!r} holds {col[name].null_count} nulls")
+    codes = col["source"].to_numpy().astype(np.int32)
+    if len(codes) and (codes.min() < 0 or codes.max() >= len(sources)):
+        raise bad(f"rows name source {int(codes.max() if codes.max() >= len(sources) else codes.min())}, and it lists {len(sources)}")
+    counts = np.bincount(codes, minlength=len(sources)) if len(codes) else np.zeros(len(sources), int)
     return ReferenceIndex(
-        col["source"].to_numpy().astype(np.int32), col["id"],
+        codes, col["id"],
         col["sha"].to_numpy(), col["phash"].to_numpy(), col["has_phash"].to_numpy(zero_copy_only=False),
-        col["mirror"].to_numpy(), col["has_mirror"].to_numpy(zero_copy_only=False), sources=meta["sources"],
+        col["mirror"].to_numpy(), col["has_mirror"].to_numpy(zero_copy_only=False),
+        sources=[_source_entry(s, int(n)) for s, n in zip(sources, counts)],
     )
+
+
+def _source_entry(source: dict[str, Any], rows: int) -> dict[str, Any]:
+    """A source as the file lists it, with every key the tools read, of the type they read:
+    its record count is the rows it has, whatever the file claims."""
+    skipped = source.get("skipped")
+    return {
+        "name": source["name"][:200], "path": str(source.get("path", ""))[:1000],
+        "kind": source.get("kind") if source.get("kind") in ("kept", "eval") else "kept", "records": rows,
+        "skipped": {str(k)[:100]: v for k, v in skipped.items() if isinstance(v, int) and not isinstance(v, bool)} if isinstance(skipped, dict) else {},
+    }
+
+
+_HASH64 = re.compile(r"[0-9a-fA-F]{1,16}")  # 64 bits as hex, as the image check stores them
 
 
 def stored_hashes(pair: Pair) -> tuple[int, int | None, int | None]:
     """(sha64, phash, mirror hash) from what the image check stored; 0 / None where missing."""
     sha = pair.scores.get("sha256") or ""
     phash, mirror = pair.scores.get("phash"), pair.scores.get("phash_mirror")
-    try:
-        return (int(sha[:16], 16) if sha else 0, int(phash, 16) if phash else None, int(mirror, 16) if mirror else None)
-    except (TypeError, ValueError):
+    # A stored score is data: anything but hex of 64 bits at most (a 40-digit phash) counts as
+    # none, and the image is hashed again.
+    if not isinstance(sha, str) or not (sha == "" or _HASH64.fullmatch(sha[:16])):
         return 0, None, None
+    if any(h is not None and h != "" and not (isinstance(h, str) and _HASH64.fullmatch(h)) for h in (phash, mirror)):
+        return 0, None, None
+    return (int(sha[:16], 16) if sha else 0, int(phash, 16) if phash else None, int(mirror, 16) if mirror else None)
 
 
 class _Builder:

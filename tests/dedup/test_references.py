@@ -173,3 +173,59 @@ def test_reference_decision_ties_go_to_the_nearest_then_the_earliest(tmp_path):
     pair = Pair("x", None, texts=["t"], scores={"sha256": "ff" * 32, "phash": f"{0:016x}", "width": 10, "height": 10})
     decision = d.decide([("0:0", d.signature(pair))])["0:0"]
     assert decision.reject == ("seen_before", "near copy of 'near' in ref (1 bits)")
+
+
+def test_a_stored_hash_past_64_bits_is_hashed_again_not_a_traceback(tmp_path, capsys):
+    """A run folder whose records carry a 40-hex-digit phash (crafted, or another tool's)."""
+    data = dataset(tmp_path / "a", {f"s{i}": noise_image(300 + i) for i in range(3)})
+    records = read_jsonl(data)
+    records[0]["scores"] = {"sha256": "ab" * 32, "phash": "f" * 40, "phash_mirror": "0" * 16}
+    records[1]["scores"] = {"sha256": "zz-not-hex", "phash": -5}
+    write_jsonl(data, records)
+    index = tmp_path / "ix.parquet"
+    assert main(["index", "build", str(data), "-o", str(index), "--no-progress"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    ix = read_index(index)
+    assert len(ix) == 3 and ix.has_phash.all()  # the three images hashed by the image check
+
+
+def _crafted(path: Path, table: pa.Table, meta: object) -> Path:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table.replace_schema_metadata({b"recaption_index": json.dumps(meta).encode()}), path)
+    return path
+
+
+CRAFTED = {
+    "missing_columns": (lambda: pa.table({"source": pa.array([0], pa.int32()), "id": ["a"]}), {"version": 1, "sources": [{"name": "x"}]}),
+    "wrong_types": (lambda: pa.table({"source": ["zero"], "id": ["a"], "sha": ["x"], "phash": [1.5], "has_phash": [True], "mirror": [1], "has_mirror": [True]}),
+                    {"version": 1, "sources": [{"name": "x"}]}),
+    "source_out_of_range": (lambda: pa.table({"source": pa.array([7], pa.int32()), "id": ["a"], "sha": pa.array([1], pa.uint64()), "phash": pa.array([1], pa.uint64()),
+                                              "has_phash": [True], "mirror": pa.array([1], pa.uint64()), "has_mirror": [True]}), {"version": 1, "sources": [{"name": "x"}]}),
+    "sources_not_a_list": (lambda: pa.table({"source": pa.array([0], pa.int32())}), {"version": 1, "sources": "x"}),
+    "nulls": (lambda: pa.table({"source": pa.array([0], pa.int32()), "id": ["a"], "sha": pa.array([None], pa.uint64()), "phash": pa.array([1], pa.uint64()),
+                                "has_phash": [True], "mirror": pa.array([1], pa.uint64()), "has_mirror": [True]}), {"version": 1, "sources": [{"name": "x"}]}),
+    "meta_not_an_object": (lambda: pa.table({"source": pa.array([0], pa.int32())}), [1, 2]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_a_crafted_index_is_one_line_in_info_and_in_a_run(tmp_path, capsys, case):
+    make, meta = CRAFTED[case]
+    index = _crafted(tmp_path / "ix.parquet", make(), meta)
+    assert main(["index", "info", str(index)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(index) in err and len(err.strip().splitlines()) == 1
+    data = dataset(tmp_path / "d", {"a": noise_image(1)})
+    assert run(data, tmp_path / "out", f"dedup.against=[{index}]") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(index) in err
+
+
+def test_an_index_whose_sources_lack_keys_reads_with_what_it_has(tmp_path, capsys):
+    table = pa.table({"source": pa.array([0, 0], pa.int32()), "id": ["a", "b"], "sha": pa.array([1, 2], pa.uint64()), "phash": pa.array([1, 2], pa.uint64()),
+                      "has_phash": [True, True], "mirror": pa.array([1, 2], pa.uint64()), "has_mirror": [True, True]})
+    index = _crafted(tmp_path / "ix.parquet", table, {"version": 1, "sources": [{"name": "bare", "records": "many", "skipped": [1]}]})
+    assert main(["index", "info", str(index)]) == 0
+    assert "bare (kept): 2 images" in capsys.readouterr().out
+    assert main(["index", "build", str(index), "-o", str(tmp_path / "again.parquet"), "--no-progress"]) == 0
