@@ -27,6 +27,7 @@ from pathlib import Path
 
 from recaption.io.base import (
     ID_FIELDS,
+    READ_STAGE,
     IMAGE_EXTS,
     SKIPPED_FOLDERS,
     InputError,
@@ -56,7 +57,8 @@ class FolderMetadata:
     could not be used (each a reject: (id, reason, detail, origin))."""
 
     rows: dict[str, dict] = field(default_factory=dict)
-    problems: list[tuple[str, str, str, dict]] = field(default_factory=list)
+    problems: list[tuple[str, str, str, dict, dict | None]] = field(default_factory=list)  # the row itself, where it was read
+    where: dict[str, str] = field(default_factory=dict)  # image -> the file and line whose row it took
 
 
 def _metadata_rows(path: Path) -> Iterator[tuple[int, dict | RecordProblem]]:
@@ -95,17 +97,22 @@ def read_folder_metadata(root: Path, images: set[str]) -> FolderMetadata:
             origin = {"file": str(path), "line": n}
             key = f"{base.as_posix()}/{path.name}:{n}".lstrip("./")
             if isinstance(row, RecordProblem):
-                found.problems.append((key, row.reason, str(row), origin))
+                found.problems.append((key, row.reason, str(row), origin, None))
                 continue
             name = row.pop("file_name", None)
             if not isinstance(name, str) or not name:
-                found.problems.append((key, "missing_field", f"{path.name} line {n} has no file_name", origin))
+                found.problems.append((key, "missing_field", f"{path.name} line {n} has no file_name", origin, row))
                 continue
             rel = (base / name).as_posix()
             if rel.startswith("../") or "/../" in rel or rel not in images:
-                found.problems.append((key, "missing_file", f"{path.name} line {n} names {name!r}, which is no image there", origin))
+                found.problems.append((key, "missing_file", f"{path.name} line {n} names {name!r}, which is no image there", origin, row))
+                continue
+            if rel in found.rows:  # the first row naming an image is its row; a later one is a reject of its own
+                detail = f"{path.name} line {n} names {name!r} again: {found.where[rel]} gave that image its row"
+                found.problems.append((key, "duplicate_file_name", detail, origin, {"file_name": name, **row}))
                 continue
             found.rows[rel] = row
+            found.where[rel] = f"{path.relative_to(root).as_posix()} line {n}"
     return found
 
 
@@ -143,8 +150,17 @@ class ImageFolderReader(Reader):
         root = Path(shard.spec["root"])
         metadata = self._metadata(root)
         if shard.index == 0:  # the metadata rows that name no image, once
-            for key, reason, detail, origin in metadata.problems:
-                yield broken_pair(key, reason, detail, origin)
+            for key, reason, detail, origin, row in metadata.problems:
+                if row is None:
+                    yield broken_pair(key, reason, detail, origin)
+                    continue
+                # The row as read goes with its reject (its caption is not lost); its image
+                # stays the one the kept row holds, so it is never read twice.
+                pair = pair_from_record({k: v for k, v in row.items() if k not in ("image", "image_path", "path", "file_name")},
+                                        self.options, origin, None, key)
+                if pair.reject is None:
+                    pair.reject_with(READ_STAGE, reason, detail)
+                yield pair
         for rel in shard.spec["images"]:
             image = root / rel
             image_id = Path(rel).with_suffix("").as_posix()

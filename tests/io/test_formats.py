@@ -462,6 +462,27 @@ def test_hugging_face_imagefolder_metadata_gives_the_captions(tmp_path):
     assert [(p.image_id, p.texts) for p in read_all(csv_root)] == [("d", ["a boat, at dusk"])]
 
 
+def test_metadata_rows_that_name_one_image_twice_are_each_accounted(tmp_path):
+    """img0.jpg twice, ./img1.jpg then img1.jpg: the first row of each is the image's row, the
+    later one a reject read/duplicate_file_name naming the row kept and carrying its caption."""
+    for i in range(2):
+        noise_image(i).save(tmp_path / f"img{i}.jpg")
+    write_jsonl(tmp_path / "metadata.jsonl", [
+        {"file_name": "img0.jpg", "text": "a red car"},
+        {"file_name": "img0.jpg", "text": "a blue car"},
+        {"file_name": "./img1.jpg", "text": "a green boat"},
+        {"file_name": "img1.jpg", "text": "a white boat"},
+    ])
+    pairs = read_all(tmp_path)
+    kept = {p.image_id: p.texts for p in pairs if p.reject is None}
+    assert kept == {"img0": ["a red car"], "img1": ["a green boat"]}
+    dropped = [p for p in pairs if p.reject]
+    assert [p.reject.reason for p in dropped] == ["duplicate_file_name", "duplicate_file_name"]
+    assert [p.texts for p in dropped] == [["a blue car"], ["a white boat"]]
+    assert "metadata.jsonl line 1 gave that image its row" in dropped[0].reject.detail
+    assert "metadata.jsonl line 3" in dropped[1].reject.detail
+
+
 def test_imagefolder_output_loads_in_hugging_face_datasets_with_its_captions(tmp_path):
     datasets = pytest.importorskip("datasets")
     pairs = sample_pairs()
