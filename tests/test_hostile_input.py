@@ -213,6 +213,51 @@ def test_webdataset_huge_members_deep_json_and_compression(tmp_path: Path, capsy
     assert "another pattern" in "".join(texts.values()) and "\ufeff" not in "".join(texts.values())
 
 
+def test_a_tar_header_that_lies_about_its_size_is_counted_not_swallowed(tmp_path: Path, capsys) -> None:
+    """a.jpg's header claims the bytes of b.jpg and b.txt too: tarfile reads them as a.jpg's.
+    The lying sample is a reject and so is what it swallowed, counted; c is kept."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        _tar_member(tar, "a.jpg", encode(noise_image(0)))
+        _tar_member(tar, "a.txt", b"a colourful pattern")
+        _tar_member(tar, "b.jpg", encode(noise_image(1)))
+        _tar_member(tar, "b.txt", b"a second pattern")
+        _tar_member(tar, "c.jpg", encode(noise_image(2)))
+        _tar_member(tar, "c.txt", b"a third pattern")
+    blob = bytearray(raw.getvalue())
+    size = int(blob[124:136].rstrip(b"\0 "), 8)
+    spans = [-(-size // 512) * 512]
+    offset = 512 + spans[0]  # a.txt's header
+    for _ in range(3):  # a.txt, b.jpg, b.txt: swallowed by the lie
+        member = int(blob[offset + 124 : offset + 136].rstrip(b"\0 "), 8)
+        step = 512 + -(-member // 512) * 512
+        spans.append(step)
+        offset += step
+    blob[124:136] = f"{sum(spans):011o}\0".encode()  # a.jpg's data now runs up to c.jpg's header
+    blob[148:156] = b" " * 8
+    blob[148:156] = f"{sum(blob[:512]):06o}\0 ".encode()
+    (folder / "00000.tar").write_bytes(bytes(blob))
+    rc, _, err = _run([str(folder), str(tmp_path / "out"), "--recipe", "clean", "--set", "dedup.near_image=false"], capsys)
+    assert rc == 0, err
+    stats = _accounted(tmp_path / "out")
+    assert stats["output"] == 1 and stats["rejects_by_reason"] == {"read/corrupt_shard": 2}
+    details = [r["reject"]["detail"] for r in _rejects(tmp_path / "out").values()]
+    assert any("swallow 3 following member(s)" in d for d in details)
+
+
+def test_a_batch_is_cut_by_bytes_as_well_as_by_records() -> None:
+    """A gzip bomb of a tar (each member within its limit, many of them) holds at most
+    BATCH_BYTES of images in a worker's batch, whatever the batch size."""
+    from recaption.record import Pair
+    from recaption.runners.shards import batches
+
+    big = [Pair(f"p{i}", bytes(40 << 20)) for i in range(10)]
+    sizes = [len(b) for b in batches(iter(big), 64, max_bytes=100 << 20)]
+    assert sizes == [3, 3, 3, 1]
+
+
 def test_a_corrupt_parquet_row_group_costs_its_rows_not_the_run(tmp_path: Path, capsys) -> None:
     folder = tmp_path / "pq"
     folder.mkdir()

@@ -93,6 +93,7 @@ class WebDatasetReader(Reader):
         current: str | None = None
         paths: list[list[str]] | None = None  # where the shard is ours: the JSON-stored fields
         header_read = False
+        lost: list[tuple[str, int, int]] = []  # members whose header lied about their size, and what they swallowed
         try:
             with tarfile.open(path, "r|*") as tar:
                 for member in tar:
@@ -126,9 +127,17 @@ class WebDatasetReader(Reader):
                         else:
                             fh = tar.extractfile(member)
                             data = fh.read(MAX_EXTRA_BYTES) if fh else b""
+                    if data is not None and problem is None:
+                        swallowed = embedded_headers(data)
+                        if swallowed:  # its header claims more bytes than the member has: the next members are inside it
+                            lost.append((member.name, member.size, swallowed))
+                            problem = ("corrupt_shard", f"its header claims {member.size} bytes, which hold {swallowed} more member header(s)")
                     group.append((member.name, ext, data, problem))
             if current is not None:
                 yield self._sample(path, current, group, paths)
+            for name, size, swallowed in lost:  # what a lying header took with it, counted (read past it is no use)
+                yield broken_pair(f"{path.stem}:{name}", "corrupt_shard", f"{name} in {path.name}: its header claims {size} bytes, "
+                                  f"which swallow {swallowed} following member(s) (their samples are lost in it)", {"file": str(path), "member": name})
         except (tarfile.TarError, EOFError, OSError) as exc:
             if current is not None and group:
                 yield self._sample(path, current, group, paths)
@@ -150,7 +159,8 @@ class WebDatasetReader(Reader):
         dropped = [f"{m}: {p[1]}" for m, _, _, p in group if p and p[0] == "dropped"]
         problems = [(m, p) for m, _, _, p in group if p and p[0] != "dropped"]
         if problems:
-            reason = "too_large" if all(p[0] == "too_large" for _, p in problems) else "unsafe_member"
+            kinds = {p[0] for _, p in problems}
+            reason = kinds.pop() if len(kinds) == 1 and kinds <= {"too_large", "corrupt_shard"} else "unsafe_member"
             return broken_pair(fallback_id, reason, "; ".join(f"{m}: {p[1]}" for m, p in problems)[:300], origin)
         by_ext: dict[str, bytes] = {}
         extras: dict[str, bytes] = {}
@@ -180,6 +190,29 @@ class WebDatasetReader(Reader):
             if dropped:
                 pair.meta["dropped_members"] = dropped[:MAX_EXTRAS]
         return pair
+
+
+def embedded_headers(data: bytes) -> int:
+    """How many tar member headers lie inside a member's bytes, at 512-byte blocks with a good
+    checksum: a header that claims more bytes than its member has takes the members after it
+    as its own data (tarfile cannot tell)."""
+    found, at = 0, data.find(b"ustar", 257)
+    while at != -1:
+        start = at - 257
+        if start % tarfile.BLOCKSIZE == 0 and _good_checksum(data[start : start + tarfile.BLOCKSIZE]):
+            found += 1
+        at = data.find(b"ustar", at + 1)
+    return found
+
+
+def _good_checksum(block: bytes) -> bool:
+    if len(block) < tarfile.BLOCKSIZE:
+        return False
+    try:
+        stored = int(block[148:156].rstrip(b"\0 ").strip() or b"-1", 8)
+    except ValueError:
+        return False
+    return stored in tarfile.calc_chksums(block)
 
 
 SAFE_EXTRA_EXT = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")  # it becomes an output file name's end

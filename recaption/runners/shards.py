@@ -203,15 +203,29 @@ def gallery_share(gallery: int, n_shards: int) -> int:
     return min(gallery, 3 * gallery // max(n_shards, 1) + 4)
 
 
-def batches(pairs: Any, size: int) -> Any:
+# The most bytes of images and carried members one batch holds: a batch is cut at ``size``
+# records or at this, whichever comes first, so that a shard of large images (or a gzip bomb
+# of a tar: each member within its limit, many of them) costs a worker bounded memory.
+BATCH_BYTES = 256 * 1024 * 1024
+
+
+def batches(pairs: Any, size: int, max_bytes: int = BATCH_BYTES) -> Any:
     batch: list[Pair] = []
+    held = 0
     for pair in pairs:
         batch.append(pair)
-        if len(batch) >= size:
+        held += held_bytes(pair)
+        if len(batch) >= size or held >= max_bytes:
             yield batch
-            batch = []
+            batch, held = [], 0
     if batch:
         yield batch
+
+
+def held_bytes(pair: Pair) -> int:
+    """The bytes a pair holds in memory beyond its texts: its image and carried members."""
+    image = len(pair.image) if isinstance(pair.image, (bytes, bytearray)) else 0
+    return image + sum(len(data) for data in pair.extras.values())
 
 
 def stage_order(seg: Segment) -> list[str]:
