@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from recaption.io.base import (
     ID_FIELDS,
@@ -43,7 +44,7 @@ from recaption.io.base import (
 )
 from recaption.io.jsonl import iter_lines
 from recaption.io.records import pair_from_record, record_from_pair, record_from_sidecars, training_text
-from recaption.io.safejson import RecordProblem, decode_text, dumps, parse_record, read_small_file
+from recaption.io.safejson import RecordProblem, dumps, parse_record, read_small_file
 from recaption.io.webdataset import image_bytes_and_ext
 from recaption.limits import MAX_RECORD_BYTES
 from recaption.record import Pair
@@ -77,15 +78,63 @@ def _metadata_rows(path: Path) -> Iterator[tuple[int, dict | RecordProblem]]:
         return
     csv.field_size_limit(MAX_RECORD_BYTES)
     try:
-        text = decode_text(read_small_file(path, path.name, limit=64 * MAX_RECORD_BYTES), path.name)
-    except RecordProblem as exc:
-        yield 0, exc
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the generator's rows
+    except OSError as exc:
+        yield 0, RecordProblem("unreadable_file", f"{path.name}: {exc.strerror or exc}")
         return
-    try:
-        for n, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
-            yield n, {k: v for k, v in row.items() if k is not None}
-    except csv.Error as exc:
-        yield 0, RecordProblem("malformed_csv", f"{path.name}: {exc}")
+    with fh:
+        header: list[str] | None = None
+        for n, raw in csv_records(fh, MAX_RECORD_BYTES):
+            if raw is None:
+                yield n, RecordProblem("record_too_large", f"{path.name} row at line {n} is over {MAX_RECORD_BYTES} bytes")
+                continue
+            try:
+                text = raw.decode("utf-8-sig" if header is None else "utf-8")
+                if not text.strip():
+                    continue
+                rows = [r for r in csv.reader(io.StringIO(text)) if r]  # more than one where lines end in CR alone
+            except (UnicodeDecodeError, csv.Error) as exc:
+                if header is None:  # no columns: nothing of the file can be read
+                    yield 0, RecordProblem("malformed_csv", f"{path.name}: its header: {exc}")
+                    return
+                yield n, RecordProblem("malformed_csv", f"{path.name} line {n}: {exc}")
+                continue
+            for values in rows:
+                if header is None:
+                    header = values
+                    continue
+                yield n, {**dict.fromkeys(header[len(values):]), **dict(zip(header, values))}
+
+
+def csv_records(fh: Any, limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(first line, bytes) of each CSV record of a binary file, a record ending at a newline
+    outside quotes; None for a record over ``limit`` bytes, which is read past, never held
+    (one huge field costs its row, not the file). Linear: quotes are counted between newlines."""
+    parts: list[bytes] = []
+    size, quoted, line, start = 0, False, 1, 1
+    over = False
+    while chunk := fh.read(1 << 20):
+        pos = 0
+        while (end := chunk.find(b"\n", pos)) != -1:
+            piece = chunk[pos : end + 1]
+            quoted ^= piece.count(b'"') % 2 == 1
+            line += 1
+            size += len(piece)
+            over = over or size > limit
+            if not over:
+                parts.append(piece)
+            pos = end + 1
+            if not quoted:
+                yield start, None if over else b"".join(parts)
+                parts, size, over, start = [], 0, False, line
+        rest = chunk[pos:]
+        quoted ^= rest.count(b'"') % 2 == 1
+        size += len(rest)
+        over = over or size > limit
+        if not over:
+            parts.append(rest)
+    if size:
+        yield start, None if over else b"".join(parts)
 
 
 def read_folder_metadata(root: Path, images: set[str]) -> FolderMetadata:

@@ -504,3 +504,17 @@ def test_a_path_only_image_struct_under_a_renamed_column_reads_like_the_default(
     pq.write_table(table, tmp_path / "d.parquet")
     (pair,) = read_all(tmp_path / "d.parquet", image_field="img")
     assert pair.reject is None and pair.image == str(tmp_path / "a.jpg") and pair.texts == ["a red car"]
+
+
+def test_a_huge_field_in_metadata_csv_costs_its_row_not_the_file(tmp_path):
+    """A 100 MB field once made the whole metadata.csv a reject, and every image lost its caption."""
+    for i in range(3):
+        noise_image(i).save(tmp_path / f"i{i}.jpg")
+    with open(tmp_path / "metadata.csv", "w", encoding="utf-8", newline="") as fh:
+        fh.write('file_name,text\ni0.jpg,"a red car, parked"\n')
+        fh.write('i1.jpg,"' + "x" * (100 << 20) + '"\n')
+        fh.write('i2.jpg,"a boat\non two lines"\n')
+    pairs = read_all(tmp_path)
+    kept = {p.image_id: p.texts for p in pairs if p.reject is None}
+    assert kept == {"i0": ["a red car, parked"], "i1": [], "i2": ["a boat\non two lines"]}
+    assert [(p.reject.reason, p.origin.get("line")) for p in pairs if p.reject] == [("record_too_large", 3)]
