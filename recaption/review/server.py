@@ -138,13 +138,19 @@ def make_handler(session: ReviewSession, default_reviewer: str) -> type[BaseHTTP
     return Handler
 
 
+class _ThreadingServer(ThreadingHTTPServer):
+    # http.server listens with a backlog of 5: a burst of connections past it waits on the
+    # kernel's SYN retries (1, 3, 7 s ...) before a thread ever sees it.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class ReviewServer:
     """The server in a thread (tests) or in the foreground (``serve_forever``)."""
 
     def __init__(self, session: ReviewSession, reviewer: str, host: str = "127.0.0.1", port: int = 0) -> None:
         self.session = session
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(session, reviewer))
-        self.httpd.daemon_threads = True
+        self.httpd = _ThreadingServer((host, port), make_handler(session, reviewer))
         self.thread: threading.Thread | None = None
 
     @property
