@@ -23,7 +23,7 @@ from recaption.io.base import (
     first_present,
     texts_from,
 )
-from recaption.io.safejson import RecordProblem, check_value, decode_text, load_record, parse_record
+from recaption.io.safejson import RecordProblem, check_value, decode_text, dumps, load_record, parse_record
 from recaption.limits import INT_LIMIT, MAX_EXTRAS, MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TEXTS
 from recaption.record import Caption, Pair
 
@@ -271,7 +271,8 @@ def record_from_pair(pair: Pair, image_path: str | None = None, holds_extras: bo
     a writer whose format cannot hold extras says so, and the record names what was left out)."""
     d = pair.to_dict()
     if pair.extras and not holds_extras:
-        d["meta"]["dropped_members"] = [*d["meta"].get("dropped_members", []), *(f".{ext}: this output format holds no extra members" for ext in pair.extras)]
+        earlier = d["meta"].get("dropped_members")
+        d["meta"]["dropped_members"] = [*(earlier if isinstance(earlier, list) else []), *(f".{ext}: this output format holds no extra members" for ext in pair.extras)]
     d.pop("image", None)
     out: dict[str, Any] = {"image_id": pair.image_id}
     if image_path is not None:
@@ -282,4 +283,22 @@ def record_from_pair(pair: Pair, image_path: str | None = None, holds_extras: bo
         out[key] = d[key]
     if d["reject"] is not None:
         out["reject"] = d["reject"]
+    else:
+        check_readable(out)
     return out
+
+
+def check_readable(record: dict[str, Any]) -> None:
+    """Refuse to write a record our own readers would refuse: it goes through the very checks a
+    reader makes (its JSON size, depth and integers, then every field as ``pair_from_record``
+    takes it), so whatever a run writes, a run reads back. RecordProblem with the reader's reason.
+
+    The readers' limits (``limits.py``) are the one source of both sides; a rejected record (the
+    rejects output) is not checked: it is kept whole for a person to look at."""
+    parsed = parse_record(dumps(record).encode("utf-8"), "the record as written")
+    found = pair_from_record(parsed, _AS_WRITTEN, {}, None, str(record.get("image_id", "")))
+    if found.reject is not None:
+        raise RecordProblem(found.reject.reason, f"a reader would refuse it: {found.reject.detail}")
+
+
+_AS_WRITTEN = ReaderOptions(allow_outside_input=True)  # how a record of ours reads: its own field names

@@ -39,6 +39,7 @@ from recaption.imaging import ImageFileError
 from recaption.io import open_writer
 from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, Writer, atomic_path
 from recaption.io.jsonl import write_jsonl
+from recaption.io.safejson import RecordProblem
 from recaption.recipe import Recipe
 from recaption.record import Pair
 from recaption.report.sample import ReportSampler
@@ -310,8 +311,9 @@ class ShardSink:
             except (OSError, ValueError, TypeError, UnicodeError, OverflowError, RecursionError) as exc:
                 if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
                     raise
-                # An image file that is no image by its bytes, or is gone, says so by its reason.
-                reason = exc.reason if isinstance(exc, ImageFileError) else "unwritable"
+                # An image file that is no image by its bytes, or a record a reader would refuse
+                # (records.check_readable), says so by its reason.
+                reason = exc.reason if isinstance(exc, (ImageFileError, RecordProblem)) else "unwritable"
                 pair.reject_with(WRITE_STAGE, reason, f"{type(exc).__name__}: {exc}"[:300])
         self.counts.add(pair)
         if pair.reject is not None:
