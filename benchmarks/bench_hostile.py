@@ -2,7 +2,8 @@
 traceback or stop a run, and what is the worst time and memory one record costs?
 
 Every case is a run of its own (``recaption run --recipe clean`` in a fresh process) on a
-JSONL (or tar) holding one good pair and the hostile record. A case is handled when the run
+JSONL (or tar, Parquet file, image folder) holding one good pair and the hostile record; a
+few cases add arguments (an output format) that the defect needs. A case is handled when the run
 exits 0, keeps the good pair, and either rejects the hostile record with a named
 ``stage/reason`` (not ``STAGE/error``) or keeps it where it is a valid record (the long texts
 that once made the text rules quadratic), printing no traceback. Seconds and peak memory are the run's, next to a
@@ -17,11 +18,18 @@ import gzip
 import io
 import json
 import os
+import threading
+import time
+import urllib.request
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from recaption.limits import MAX_IMAGE_BYTES, MAX_TEXT_CHARS
 from tests.conftest import encode, noise_image
@@ -44,6 +52,117 @@ def jsonl_cases() -> dict[str, str]:
     cases["line_20MB"] = '{"image_id":"h","texts":["' + "x" * 20_000_000 + '"]}'
     cases["line_200MB"] = '{"image_id":"h","texts":["' + "x" * 200_000_000 + '"]}'
     return cases
+
+
+SECRET = "sk-bench-hostile-secret"
+
+
+def outside_cases(folder: Path) -> dict[str, str]:
+    """Issue 28, defect 1: records that name files outside the input (the secret in the
+    environment, the password file, '..', a symlink out) as their image."""
+    (folder / "link.jpg").symlink_to(folder.parent / "outside.jpg")
+    return {
+        "outside_environ": _line({"image_id": "h", "image_path": "/proc/self/environ", "texts": ["the environment"]}),
+        "outside_passwd": _line({"image_id": "h", "image_path": "/etc/passwd", "texts": ["the password file"]}),
+        "outside_dotdot": _line({"image_id": "h", "image_path": "../outside.jpg", "texts": ["a private photo"]}),
+        "outside_symlink": _line({"image_id": "h", "image_path": "link.jpg", "texts": ["a linked photo"]}),
+    }
+
+
+def _npy(array: np.ndarray, **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, **kwargs)
+    return buf.getvalue()
+
+
+def _lying_header(members: list[tuple[str, bytes]], liar: int, swallow: int) -> bytes:
+    """A tar whose member ``liar`` claims the bytes of the ``swallow`` members after it too."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, data in members:
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    blob = bytearray(raw.getvalue())
+    offsets, at = [], 0
+    for member, data in members:
+        offsets.append(at)
+        at += 512 + -(-len(data) // 512) * 512
+    start = offsets[liar]
+    claimed = offsets[liar + swallow + 1] - start - 512
+    blob[start + 124 : start + 136] = f"{claimed:011o}\0".encode()
+    blob[start + 148 : start + 156] = b" " * 8
+    blob[start + 148 : start + 156] = f"{sum(blob[start : start + 512]):06o}\0 ".encode()
+    return bytes(blob)
+
+
+def issue28_cases(folder: Path) -> dict[str, tuple[Path, list[str]]]:
+    """name -> (input, extra arguments): the other defects of issue 28, each as a run."""
+    out: dict[str, tuple[Path, list[str]]] = {}
+    good, image = encode(noise_image(0)), encode(noise_image(1))
+    # 4: a shard that keeps nothing, WebDataset output (three content-free alt-texts, then a good pair).
+    empty = folder / "empty_shard"
+    empty.mkdir(parents=True)
+    (empty / "good.jpg").write_bytes(good)
+    (empty / "h.jpg").write_bytes(image)
+    lines = [_line({"image_id": f"h{i}", "image_path": "h.jpg", "texts": ["IMG_0042.JPG"]}) for i in range(3)] + [_line(GOOD)]
+    (empty / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    out["wds_output_empty_shard"] = (empty / "pairs.jsonl", ["--output-format", "webdataset", "--shard-size", "3"])
+    # 5: Parquet meta struct with repeated field names; and 50,000 meta keys in one row.
+    dup = folder / "parquet_repeated_fields"
+    dup.mkdir()
+    meta = pa.StructArray.from_arrays([pa.array([1, 2]), pa.array([3, 4]), pa.array([5, 6])], names=["Foo", "foo", "foo"])
+    pq.write_table(pa.table({"image_id": ["h", "h2"], "image": [image, image], "texts": [["a red kite"], ["a red kite"]], "meta": meta}), dup / "a.parquet")
+    pq.write_table(pa.table({"image_id": ["good"], "image": [good], "texts": [["a colourful pattern"]]}), dup / "b.parquet")
+    out["parquet_repeated_fields"] = (dup, [])
+    wide = folder / "parquet_50000_meta_keys"
+    wide.mkdir()
+    rows = [{"image_id": "good", "image": good, "texts": ["a colourful pattern"], "meta": json.dumps({"k": 1})},
+            {"image_id": "h", "image": image, "texts": ["a red kite"], "meta": json.dumps({f"k{i}": "v" * 20 for i in range(50_000)})}]
+    pq.write_table(pa.Table.from_pylist(rows), wide / "a.parquet")
+    out["parquet_50000_meta_keys"] = (wide, [])
+    # 7: carried members a loader cannot decode, WebDataset output.
+    out["wds_cls_10e29_and_pickled_npy"] = (_tar(folder, "wds_unloadable_members", [("h.jpg", image), ("h.txt", b"a red kite"), ("h.cls", str(10**29).encode()),
+                                                                                     ("h.npy", _npy(np.array([{"a": 1}], dtype=object), allow_pickle=True))]),
+                                            ["--output-format", "webdataset"])
+    # 9: imagefolder metadata naming one image twice (and ./ then plain).
+    meta_dup = folder / "metadata_duplicates"
+    meta_dup.mkdir()
+    (meta_dup / "good.jpg").write_bytes(good)
+    (meta_dup / "h.jpg").write_bytes(image)
+    (meta_dup / "metadata.jsonl").write_text("\n".join(_line(r) for r in [
+        {"file_name": "good.jpg", "text": "a colourful pattern"}, {"file_name": "h.jpg", "text": "a red kite"},
+        {"file_name": "./h.jpg", "text": "a blue kite"}, {"file_name": "h.jpg", "text": "a green kite"}]) + "\n")
+    out["metadata_duplicate_rows"] = (meta_dup, [])
+    # Weaknesses: a 100 MB field in metadata.csv; a lying tar header; a gzip bomb of a tar.
+    csv_field = folder / "metadata_csv_100MB_field"
+    csv_field.mkdir()
+    (csv_field / "good.jpg").write_bytes(good)
+    (csv_field / "h.jpg").write_bytes(image)
+    with open(csv_field / "metadata.csv", "w", encoding="utf-8") as fh:
+        fh.write('file_name,text\ngood.jpg,a colourful pattern\nh.jpg,"' + "x" * 100_000_000 + '"\n')
+    out["metadata_csv_100MB_field"] = (csv_field, [])
+    liar = folder / "tar_lying_header"
+    liar.mkdir()
+    (liar / "00000.tar").write_bytes(_lying_header([("good.jpg", good), ("good.txt", b"a colourful pattern"), ("h.jpg", image), ("h.txt", b"a red kite"),
+                                                    ("s.jpg", encode(noise_image(2))), ("s.txt", b"a swallowed sample"), ("z.jpg", encode(noise_image(3))),
+                                                    ("z.txt", b"a last pattern")], liar=2, swallow=3))
+    out["tar_lying_header"] = (liar, [])
+    bomb = [(f"h{i}.jpg", bytes(60 << 20)) for i in range(24)]  # 1.4 GB of zeros, each member under the image limit
+    out["tar_gzip_bomb_1.4GB"] = (_tar(folder, "tar_gzip_bomb", bomb, compress=True), [])
+    return out
+
+
+def _tar(folder: Path, name: str, members: list[tuple[str, bytes]], compress: bool = False) -> Path:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for member, data in [("good.jpg", encode(noise_image(0))), ("good.txt", b"a colourful pattern"), *members]:
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (folder / name).mkdir(parents=True)
+    (folder / name / "00000.tar").write_bytes(gzip.compress(raw.getvalue(), 1) if compress else raw.getvalue())
+    return folder / name
 
 
 def tar_cases(folder: Path) -> dict[str, Path]:
@@ -71,42 +190,82 @@ def tar_cases(folder: Path) -> dict[str, Path]:
     return out
 
 
-def run_case(input_path: Path, output: Path) -> dict:
+def run_case(input_path: Path, output: Path, extra: list[str] | None = None) -> dict:
     """One `recaption run` in a fresh process: exit code, wall seconds, peak MiB, traceback, counts."""
     code = (
         "import json, resource, sys, time\n"
         "from recaption.cli import main\n"
         "t = time.perf_counter()\n"
-        f"rc = main(['run', {str(input_path)!r}, {str(output)!r}, '--recipe', 'clean', '--workers', '1', '--no-progress'])\n"
+        f"rc = main(['run', {str(input_path)!r}, {str(output)!r}, '--recipe', 'clean', '--workers', '1', '--no-progress', *{extra or []!r}])\n"
         "print(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t, 'peak_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env={**os.environ, "RECAPTION_BENCH_SECRET": SECRET})
     result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {"rc": proc.returncode, "seconds": None, "peak_mib": None}
     result["traceback"] = "Traceback" in proc.stderr
     stats_path = output / "stats.json"
     result["stats"] = json.loads(stats_path.read_text()) if stats_path.exists() else None
+    written = b"".join(p.read_bytes() for p in sorted(output.rglob("*")) if p.is_file() and not p.is_symlink()) if output.exists() else b""
+    result["leaked"] = SECRET.encode() in written or b"root:x:0:0" in written or b"bench-outside-photo" in written
     return result
+
+
+def review_burst(folder: Path, clients: int = 200) -> float:
+    """The review page under ``clients`` requests at once on 6 pairs: the slowest answer, s."""
+    from recaption.review.server import ReviewServer
+    from recaption.review.session import ReviewSession
+
+    (folder / "images").mkdir(parents=True)
+    records = []
+    for i in range(6):
+        (folder / "images" / f"{i}.jpg").write_bytes(encode(noise_image(i)))
+        records.append(_line({"image_id": f"img-{i}", "image_path": f"images/{i}.jpg", "texts": [f"a red car {i}"]}))
+    (folder / "pairs.jsonl").write_text("\n".join(records) + "\n")
+    server = ReviewServer(ReviewSession.open(folder / "pairs.jsonl"), "bench").start()
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def one(k: int) -> None:
+        start = time.perf_counter()
+        with urllib.request.urlopen(server.url + ("api/state" if k % 2 else f"image/{k % 6}"), timeout=60) as res:
+            res.read()
+        with lock:
+            times.append(time.perf_counter() - start)
+
+    try:
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        server.stop()
+    return max(times) if len(times) == clients else float("inf")
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root = Path(tmp) / "in"
+        root.mkdir()
+        (root.parent / "outside.jpg").write_bytes(encode(noise_image(9), comment=b"bench-outside-photo"))
         for name in ("good.jpg", "good2.jpg", "good3.jpg", "good4.jpg", "other.jpg"):
             (root / name).write_bytes(encode(noise_image(len(name))))
         os.mkfifo(root / "pipe.jpg")
         (root / "adir").mkdir()
         inputs: dict[str, Path] = {}
+        extra: dict[str, list[str]] = {}
         (root / "baseline.jsonl").write_text(_line(GOOD) + "\n")
-        for name, line in jsonl_cases().items():
+        for name, line in {**jsonl_cases(), **outside_cases(root)}.items():
             path = root / f"{name}.jsonl"
             with open(path, "w") as fh:
                 fh.write(_line(GOOD) + "\n" + line + "\n")
             inputs[name] = path
         inputs.update(tar_cases(root / "tars"))
+        for name, (path, args) in issue28_cases(root / "issue28").items():
+            inputs[name], extra[name] = path, args
         base = run_case(root / "baseline.jsonl", root / "out-baseline")
         rows, worst_s, worst_mib = [], ("", 0.0), ("", 0.0)
         for name, path in inputs.items():
-            r = run_case(path, root / f"out-{name}")
+            r = run_case(path, root / f"out-{name}", extra.get(name))
             stats = r["stats"] or {}
             reasons = sorted(stats.get("rejects_by_reason", {}))
             kept_both = not reasons and stats.get("output") == 2
@@ -118,13 +277,16 @@ def main() -> None:
             extra_mib = (r["peak_mib"] or 0) - base["peak_mib"]
             worst_s = max(worst_s, (name, extra_s), key=lambda x: x[1])
             worst_mib = max(worst_mib, (name, extra_mib), key=lambda x: x[1])
-            rows.append((name, ", ".join(reasons), named, r["traceback"], stopped, extra_s, extra_mib))
-            print(f"{name:<28} {', '.join(reasons):<40} named={named} traceback={r['traceback']} stopped={stopped} "
-                  f"+{extra_s:.2f} s +{extra_mib:.0f} MiB", flush=True)
+            balanced = bool(stats) and stats.get("input") == stats.get("output", 0) + stats.get("rejected", 0)
+            rows.append((name, ", ".join(reasons), named, r["traceback"], stopped, extra_s, extra_mib, r["leaked"], balanced))
+            print(f"{name:<30} {', '.join(reasons):<48} named={named} traceback={r['traceback']} stopped={stopped} leaked={r['leaked']} "
+                  f"balanced={balanced} +{extra_s:.2f} s +{extra_mib:.0f} MiB", flush=True)
         print(f"\ncases: {len(rows)}; handled (a named reject, or kept where valid): {sum(r[2] for r in rows)}; tracebacks: {sum(r[3] for r in rows)}; "
-              f"runs stopped by one record: {sum(r[4] for r in rows)}")
+              f"runs stopped by one record: {sum(r[4] for r in rows)}; outputs holding a byte from outside the input: {sum(r[7] for r in rows)}; "
+              f"counts balanced: {sum(r[8] for r in rows)}")
         print(f"baseline run (one good pair): {base['seconds']:.2f} s, {base['peak_mib']:.0f} MiB peak")
         print(f"worst extra time for one record: {worst_s[1]:.2f} s ({worst_s[0]}); worst extra peak memory: {worst_mib[1]:.0f} MiB ({worst_mib[0]})")
+        print(f"review page, 200 requests at once on 6 pairs: slowest answer {review_burst(Path(tmp) / 'review'):.2f} s")
 
 
 if __name__ == "__main__":
