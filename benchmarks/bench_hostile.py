@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recaption.limits import MAX_IMAGE_BYTES, MAX_TEXT_CHARS
-from tests.conftest import encode, noise_image
+from tests.conftest import encode, noise_image, with_lying_header
 from tests.test_hostile_input import JSONL_CASES
 
 GOOD = {"image_id": "good", "image_path": "good.jpg", "texts": ["a colourful pattern"]}
@@ -73,27 +73,6 @@ def _npy(array: np.ndarray, **kwargs: object) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, **kwargs)
     return buf.getvalue()
-
-
-def _lying_header(members: list[tuple[str, bytes]], liar: int, swallow: int) -> bytes:
-    """A tar whose member ``liar`` claims the bytes of the ``swallow`` members after it too."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for member, data in members:
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    blob = bytearray(raw.getvalue())
-    offsets, at = [], 0
-    for member, data in members:
-        offsets.append(at)
-        at += 512 + -(-len(data) // 512) * 512
-    start = offsets[liar]
-    claimed = offsets[liar + swallow + 1] - start - 512
-    blob[start + 124 : start + 136] = f"{claimed:011o}\0".encode()
-    blob[start + 148 : start + 156] = b" " * 8
-    blob[start + 148 : start + 156] = f"{sum(blob[start : start + 512]):06o}\0 ".encode()
-    return bytes(blob)
 
 
 def issue28_cases(folder: Path) -> dict[str, tuple[Path, list[str]]]:
@@ -144,7 +123,7 @@ def issue28_cases(folder: Path) -> dict[str, tuple[Path, list[str]]]:
     out["metadata_csv_100MB_field"] = (csv_field, [])
     liar = folder / "tar_lying_header"
     liar.mkdir()
-    (liar / "00000.tar").write_bytes(_lying_header([("good.jpg", good), ("good.txt", b"a colourful pattern"), ("h.jpg", image), ("h.txt", b"a red kite"),
+    (liar / "00000.tar").write_bytes(with_lying_header([("good.jpg", good), ("good.txt", b"a colourful pattern"), ("h.jpg", image), ("h.txt", b"a red kite"),
                                                     ("s.jpg", encode(noise_image(2))), ("s.txt", b"a swallowed sample"), ("z.jpg", encode(noise_image(3))),
                                                     ("z.txt", b"a last pattern")], liar=2, swallow=3))
     out["tar_lying_header"] = (liar, [])
@@ -170,15 +149,7 @@ def tar_cases(folder: Path) -> dict[str, Path]:
     out = {}
 
     def shard(name: str, members: list[tuple[str, bytes]], compress: bool = False) -> None:
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w") as tar:
-            for member, data in [("good.jpg", encode(noise_image(0))), ("good.txt", b"a colourful pattern"), *members]:
-                info = tarfile.TarInfo(member)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        (folder / name).mkdir(parents=True)
-        (folder / name / "00000.tar").write_bytes(gzip.compress(raw.getvalue(), 1) if compress else raw.getvalue())
-        out[name] = folder / name
+        out[name] = _tar(folder, name, members, compress)
 
     image = encode(noise_image(1))
     big = bytes(MAX_IMAGE_BYTES + 1)  # one key, several members over the limit, gzip-compressed

@@ -145,3 +145,34 @@ def tiny_captioner(tmp_path_factory: pytest.TempPathFactory, tiny_clip: Path, ti
     folder = tmp_path_factory.mktemp("captioner")
     train_captioner(load_train_config(captioner_config(folder, tiny_clip, tiny_opt)), progress=False)
     return folder / "run"
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A plain (ustar) tar of ``(name, bytes)`` members, in order."""
+    import tarfile  # noqa: PLC0415
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def with_lying_header(members: list[tuple[str, bytes]], liar: int, swallow: int = 0, extra: int = 0) -> bytes:
+    """``tar_bytes(members)`` where member ``liar``'s header claims the ``swallow`` members after
+    it as its own bytes (and ``extra`` bytes more), its checksum made good: tarfile trusts it."""
+    blob = bytearray(tar_bytes(members))
+    starts, at = [], 0
+    for _, data in members:
+        starts.append(at)
+        at += 512 + -(-len(data) // 512) * 512
+    start = starts[liar]
+    claimed = len(members[liar][1]) + extra
+    if swallow:
+        claimed = starts[liar + swallow + 1] - start - 512 + extra
+    blob[start + 124 : start + 136] = f"{claimed:011o}\0".encode()
+    blob[start + 148 : start + 156] = b" " * 8
+    blob[start + 148 : start + 156] = f"{sum(blob[start : start + 512]):06o}\0 ".encode()
+    return bytes(blob)

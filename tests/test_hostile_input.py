@@ -24,7 +24,7 @@ from recaption.cli import main
 from recaption.limits import MAX_IMAGE_BYTES, MAX_RECORD_BYTES, MAX_TEXT_CHARS
 from recaption.stages import STAGES
 from recaption.stages.base import Stage
-from tests.conftest import encode, noise_image, read_jsonl
+from tests.conftest import encode, noise_image, read_jsonl, with_lying_header
 
 GOOD = '"image_path":"good.jpg","texts":["a colourful pattern"]'
 
@@ -214,30 +214,13 @@ def test_webdataset_huge_members_deep_json_and_compression(tmp_path: Path, capsy
 
 
 def test_a_tar_header_that_lies_about_its_size_is_counted_not_swallowed(tmp_path: Path, capsys) -> None:
-    """a.jpg's header claims the bytes of b.jpg and b.txt too: tarfile reads them as a.jpg's.
+    """a.jpg's header claims the bytes of a.txt, b.jpg and b.txt too: tarfile reads them as a.jpg's.
     The lying sample is a reject and so is what it swallowed, counted; c is kept."""
     folder = tmp_path / "shards"
     folder.mkdir()
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        _tar_member(tar, "a.jpg", encode(noise_image(0)))
-        _tar_member(tar, "a.txt", b"a colourful pattern")
-        _tar_member(tar, "b.jpg", encode(noise_image(1)))
-        _tar_member(tar, "b.txt", b"a second pattern")
-        _tar_member(tar, "c.jpg", encode(noise_image(2)))
-        _tar_member(tar, "c.txt", b"a third pattern")
-    blob = bytearray(raw.getvalue())
-    size = int(blob[124:136].rstrip(b"\0 "), 8)
-    spans = [-(-size // 512) * 512]
-    offset = 512 + spans[0]  # a.txt's header
-    for _ in range(3):  # a.txt, b.jpg, b.txt: swallowed by the lie
-        member = int(blob[offset + 124 : offset + 136].rstrip(b"\0 "), 8)
-        step = 512 + -(-member // 512) * 512
-        spans.append(step)
-        offset += step
-    blob[124:136] = f"{sum(spans):011o}\0".encode()  # a.jpg's data now runs up to c.jpg's header
-    blob[148:156] = b" " * 8
-    blob[148:156] = f"{sum(blob[:512]):06o}\0 ".encode()
+    members = [("a.jpg", encode(noise_image(0))), ("a.txt", b"a colourful pattern"), ("b.jpg", encode(noise_image(1))),
+               ("b.txt", b"a second pattern"), ("c.jpg", encode(noise_image(2))), ("c.txt", b"a third pattern")]
+    blob = with_lying_header(members, liar=0, swallow=3)  # a.jpg's data now runs up to c.jpg's header
     (folder / "00000.tar").write_bytes(bytes(blob))
     rc, _, err = _run([str(folder), str(tmp_path / "out"), "--recipe", "clean", "--set", "dedup.near_image=false"], capsys)
     assert rc == 0, err

@@ -10,11 +10,16 @@ anything written; each such record is a reject (or an export's skipped line) nam
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from recaption.cli import main
 from recaption.io import open_reader
@@ -93,6 +98,22 @@ def test_no_file_outside_the_input_enters_a_run_output(leaky_input: Path, tmp_pa
     stats = json.loads((out / "stats.json").read_text())
     assert stats["output"] == 1 and stats["input"] == 6
     assert str(leaky_input.parent) in stats["image_roots"]
+
+
+def test_the_report_never_pictures_a_file_outside_the_input(leaky_input: Path, tmp_path: Path, capsys) -> None:
+    """Not for a record refused for its path, nor for one the reader rejected for another reason
+    (whose path was never checked): the report holds no thumbnail of the outside photo."""
+    records = [json.loads(line) for line in leaky_input.read_text().splitlines()]
+    records.append({"image_id": "too_many", "image_path": "../private.jpg", "texts": ["t"] * 1001})
+    leaky_input.write_text("".join(json.dumps(r) + "\n" for r in records))
+    Image.new("RGB", (96, 80), (255, 0, 255)).save(tmp_path / "private.jpg")  # the outside photo, unmistakable: magenta
+    out = tmp_path / "out"
+    assert _run([str(leaky_input), str(out), "--recipe", "clean"], capsys) == 0
+    assert _reasons(out)["too_many"] == "read/too_many_texts"
+    report = (out / "report.html").read_text()
+    thumbs = [Image.open(io.BytesIO(base64.b64decode(m))).convert("RGB") for m in re.findall(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)", report)]
+    means = [tuple(int(c) for c in np.asarray(t).reshape(-1, 3).mean(axis=0)) for t in thumbs]
+    assert thumbs and not any(r > 200 and g < 60 and b > 200 for r, g, b in means), means  # no magenta picture
 
 
 def test_allow_outside_input_reads_a_real_image_but_never_a_kernel_file(leaky_input: Path, tmp_path: Path, capsys) -> None:

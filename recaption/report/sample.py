@@ -20,7 +20,8 @@ from typing import Any
 from PIL import Image
 
 from recaption.imaging import ImageFileError, read_image_file
-from recaption.io.input_tree import OUTSIDE_INPUT, is_url
+from recaption.io.base import READ_STAGE
+from recaption.io.input_tree import is_url
 from recaption.limits import MAX_IMAGE_BYTES
 from recaption.record import Pair
 
@@ -188,9 +189,11 @@ class ReportSampler:
         bucket = self.examples.setdefault(pair.reject.key, [])
         if len(bucket) < self.examples_per_reason:
             view = _pair_view(pair)
-            # A path the input's tree refused is never opened, not even for its picture.
-            refused = pair.reject.reason == OUTSIDE_INPUT
-            view.update(detail=shown(pair.reject.detail), thumb=None if refused else thumbnail_b64(pair.image))
+            # A record the reader rejected never had its image path checked against the input's
+            # tree (io.input_tree): its path is never opened, not even for a picture (its bytes,
+            # where it came with them, are the input's own).
+            vetted = pair.reject.stage != READ_STAGE or isinstance(pair.image, (bytes, bytearray))
+            view.update(detail=shown(pair.reject.detail), thumb=thumbnail_b64(pair.image) if vetted else None)
             bucket.append(view)
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,9 +5,7 @@ every record comes out as a Pair, kept or rejected with a reason."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from recaption.io.parquet import ParquetReader
 from recaption.io.webdataset import WebDatasetReader, loader_unfit
 from recaption.limits import MAX_TEXT_CHARS
 from recaption.models.openai_server import _error_text, choice_texts
-from tests.conftest import encode, noise_image
+from tests.conftest import encode, noise_image, with_lying_header
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 IMAGE = encode(noise_image(0, (16, 12)))
@@ -73,21 +71,7 @@ MEMBER_NAMES = ["a.jpg", "a.txt", "a.json", "a.cls", "a.npy", "a.seg.png", "b.jp
 @given(st.lists(st.tuples(st.sampled_from(MEMBER_NAMES), st.binary(max_size=40) | st.just(IMAGE)), min_size=1, max_size=8),
        st.integers(min_value=0, max_value=4000), st.integers(min_value=0, max_value=3))
 def test_any_tar_members_even_with_a_lying_header(members: list[tuple[str, bytes]], lie: int, which: int) -> None:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    blob = bytearray(raw.getvalue())
-    offset = 0  # one member's header is made to claim ``lie`` more bytes
-    for _ in range(min(which, len(members) - 1)):
-        size = int(blob[offset + 124 : offset + 136].rstrip(b"\0 ") or b"0", 8)
-        offset += 512 + -(-size // 512) * 512
-    size = int(blob[offset + 124 : offset + 136].rstrip(b"\0 ") or b"0", 8)
-    blob[offset + 124 : offset + 136] = f"{size + lie:011o}\0".encode()
-    blob[offset + 148 : offset + 156] = b" " * 8
-    blob[offset + 148 : offset + 156] = f"{sum(blob[offset : offset + 512]):06o}\0 ".encode()
+    blob = with_lying_header(members, liar=min(which, len(members) - 1), extra=lie)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "00000.tar"
         path.write_bytes(bytes(blob))
