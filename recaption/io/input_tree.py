@@ -15,6 +15,7 @@ for a `recaption run` output folder, the roots that run recorded in its ``stats.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -31,8 +32,26 @@ def is_url(image: str) -> bool:
     return "://" in image
 
 
-def _under(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+def real_path(path: str) -> str:
+    """``os.path.realpath`` of an image path, its folder's resolved once per process: images
+    share a few folders, and resolving every component of every path costs a system call
+    each. The file itself is looked at every time: a symlink there is resolved whole."""
+    folder, name = os.path.split(os.path.abspath(path))
+    if name and not os.path.islink(path):
+        return os.path.join(_real_folder(folder), name)
+    return os.path.realpath(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
+def _under(path: str | Path, root: str | Path) -> bool:
+    """``path`` is ``root`` or lies below it (both real, absolute; compared as text, which is
+    what a path is once resolved: a sibling named ``root-2`` is not below ``root``)."""
+    path, root = str(path), str(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 @dataclass(frozen=True)
@@ -57,7 +76,7 @@ class InputTree:
     def refusal(self, path: str) -> str | None:
         """Why the image file ``path`` may not be read, or None where it may."""
         try:
-            real = Path(os.path.realpath(path))
+            real = real_path(path)
         except (OSError, ValueError):  # a NUL byte in it: no file can be opened by that name either
             return None
         for system in SYSTEM_TREES:
@@ -65,7 +84,7 @@ class InputTree:
                 return f"{path[:200]!r} leads into {system}, which holds no images"
         if self.allow_outside or any(_under(real, root) for root in self.roots):
             return None
-        where = "" if real == Path(path) else f" (it leads to {str(real)[:200]!r})"
+        where = "" if real == path else f" (it leads to {real[:200]!r})"
         return (f"{path[:200]!r} is outside the input{where}; images are read only from inside "
                 f"{', '.join(str(r) for r in self.roots[:3])} (--image-root, or --allow-outside-input to read it anyway)")
 
