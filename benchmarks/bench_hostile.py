@@ -10,6 +10,7 @@ that once made the text rules quadratic), printing no traceback. Seconds and pea
 run of the good pair alone, so the difference is what the hostile record cost.
 
     python -m benchmarks.bench_hostile
+    python -m benchmarks.bench_hostile --gzip-bomb-versus OTHER_CHECKOUT   # a batch's memory, before and after
 """
 
 from __future__ import annotations
@@ -181,16 +182,21 @@ def tar_cases(folder: Path) -> dict[str, Path]:
     return out
 
 
-def run_case(input_path: Path, output: Path, extra: list[str] | None = None) -> dict:
-    """One `recaption run` in a fresh process: exit code, wall seconds, peak MiB, traceback, counts."""
+def run_case(input_path: Path, output: Path, extra: list[str] | None = None, checkout: Path | None = None) -> dict:
+    """One `recaption run` in a fresh process (of this checkout, or of ``checkout``): exit
+    code, wall seconds, peak MiB, traceback, counts."""
     code = (
-        "import json, resource, sys, time\n"
+        "import json, sys, time\n"
         "from recaption.cli import main\n"
         "t = time.perf_counter()\n"
         f"rc = main(['run', {str(input_path)!r}, {str(output)!r}, '--recipe', 'clean', '--workers', '1', '--no-progress', *{extra or []!r}])\n"
-        "print(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t, 'peak_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+        # VmHWM: this process's own peak since exec. ru_maxrss would count the parent's memory
+        # at the fork (Linux keeps the larger), which hid every case below the parent's size.
+        "hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+        "print(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t, 'peak_mib': hwm / 1024}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env={**os.environ, "RECAPTION_BENCH_SECRET": SECRET})
+    env = {**os.environ, "RECAPTION_BENCH_SECRET": SECRET, **({"PYTHONPATH": str(checkout)} if checkout else {})}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env, cwd=checkout)
     result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {"rc": proc.returncode, "seconds": None, "peak_mib": None}
     result["traceback"] = "Traceback" in proc.stderr
     stats_path = output / "stats.json"
@@ -233,7 +239,21 @@ def review_burst(folder: Path, clients: int = 200) -> float:
     return max(times) if len(times) == clients else float("inf")
 
 
+def gzip_bomb_versus(checkout: Path) -> None:
+    """The gzip-bomb tar at two sizes, this checkout against another: peak memory grows with
+    the members where a batch is cut by count alone, and stays flat where it is cut by bytes."""
+    for members in (24, 48):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = _gzip_bomb(Path(tmp) / "bomb", members=members, size=60 << 20)
+            for label, code in (("other", checkout.resolve()), ("this", None)):
+                r = run_case(folder, Path(tmp) / f"out-{label}", checkout=code)
+                print(f"gzip bomb, {members} members of 60 MiB, {label} checkout: {r['seconds']:.2f} s, {r['peak_mib']:.0f} MiB peak, rc {r['rc']}", flush=True)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--gzip-bomb-versus":
+        gzip_bomb_versus(Path(sys.argv[2]))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "in"
         root.mkdir()
@@ -253,7 +273,10 @@ def main() -> None:
         inputs.update(tar_cases(root / "tars"))
         for name, (path, args) in issue28_cases(root / "issue28").items():
             inputs[name], extra[name] = path, args
-        base = run_case(root / "baseline.jsonl", root / "out-baseline")
+        # The baseline is the median of three runs of the good pair alone (the first run of a
+        # session also warms the file cache).
+        bases = sorted((run_case(root / "baseline.jsonl", root / f"out-baseline-{k}") for k in range(3)), key=lambda r: r["seconds"])
+        base = {"seconds": bases[1]["seconds"], "peak_mib": sorted(b["peak_mib"] for b in bases)[1]}
         rows, worst_s, worst_mib = [], ("", 0.0), ("", 0.0)
         for name, path in inputs.items():
             r = run_case(path, root / f"out-{name}", extra.get(name))
@@ -271,7 +294,7 @@ def main() -> None:
             balanced = bool(stats) and stats.get("input") == stats.get("output", 0) + stats.get("rejected", 0)
             rows.append((name, ", ".join(reasons), named, r["traceback"], stopped, extra_s, extra_mib, r["leaked"], balanced))
             print(f"{name:<30} {', '.join(reasons):<48} named={named} traceback={r['traceback']} stopped={stopped} leaked={r['leaked']} "
-                  f"balanced={balanced} +{extra_s:.2f} s +{extra_mib:.0f} MiB", flush=True)
+                  f"balanced={balanced} {r['seconds'] or 0:.2f} s ({extra_s:+.2f}) {r['peak_mib'] or 0:.0f} MiB ({extra_mib:+.0f})", flush=True)
         print(f"\ncases: {len(rows)}; handled (a named reject, or kept where valid): {sum(r[2] for r in rows)}; tracebacks: {sum(r[3] for r in rows)}; "
               f"runs stopped by one record: {sum(r[4] for r in rows)}; outputs holding a byte from outside the input: {sum(r[7] for r in rows)}; "
               f"counts balanced: {sum(r[8] for r in rows)}")
