@@ -239,6 +239,95 @@ def review_burst(folder: Path, clients: int = 200) -> float:
     return max(times) if len(times) == clients else float("inf")
 
 
+KEY = "sk-bench-hostile-api-key"
+
+
+def server_cases(folder: Path) -> list[tuple[str, str, float, float, bool]]:
+    """Issue 28, defects 2, 3 and 6: `recaption run` with vlm_caption against a hostile
+    OpenAI-compatible server on 127.0.0.1 (each case a run of two images). Returns
+    (case, outcome, seconds, peak MiB, the key reached another host)."""
+    from tests.stages.test_vlm_server import Stub, serve
+
+    (folder / "images").mkdir(parents=True)
+    records = []
+    for i in range(2):
+        (folder / "images" / f"{i}.jpg").write_bytes(encode(noise_image(20 + i)))
+        records.append(_line({"image_id": f"p{i}", "image_path": f"images/{i}.jpg", "texts": [f"a colourful pattern {i}"]}))
+    (folder / "pairs.jsonl").write_text("\n".join(records) + "\n")
+    stub, elsewhere = Stub(), Stub()
+    server, url = serve(stub)
+    other, other_url = serve(elsewhere)
+    recipe = folder / "server.yaml"
+    recipe.write_text(
+        "name: hostile-server\nstages:\n  - image_check: {}\n  - vlm_caption:\n"
+        f"      {{backend: openai, base_url: '{url}', model: tiny-vlm, template: plain, names: false, n: 1,\n"
+        "       max_new_tokens: 8000, request_timeout: 5, max_retries: 0, api_key_env: RECAPTION_BENCH_KEY}\n"
+    )
+    cases = {
+        "server_redirect_to_other_host": dict(hostile="redirect", redirect_to=other_url.replace("127.0.0.1", "localhost") + "/chat/completions"),
+        "server_trickled_body_1_byte_per_0.2s": dict(hostile="trickle"),
+        "server_body_200MB": dict(hostile="huge", huge_bytes=200 << 20),
+        "server_caption_of_1.2MB": dict(hostile="choices", choices=[{"index": 0, "message": {"content": "a red car " * 120_000}}]),
+        "server_2000_choices_for_n_1": dict(hostile="choices", choices=[{"index": k, "message": {"content": ("a red car " * 3_000) if k == 0 else f"a car {k}"}} for k in range(2000)]),
+        "server_zero_choices": dict(hostile="choices", choices=[]),
+    }
+    rows = []
+    try:
+        for name, setup in cases.items():
+            for key, value in setup.items():
+                setattr(stub, key, value)
+            os.environ["RECAPTION_BENCH_KEY"] = KEY
+            r = run_case(folder / "pairs.jsonl", folder / f"out-{name}", ["--recipe", str(recipe)])
+            stats = r["stats"] or {}
+            outcome = f"rc {r['rc']}, " + (", ".join(f"{k}: {v}" for k, v in sorted(stats.get("rejects_by_reason", {}).items())) or f"{stats.get('output', 0)} kept")
+            kept = [json.loads(line) for f in sorted((folder / f"out-{name}" / "data").glob("*.jsonl")) for line in f.read_text().splitlines()]
+            made = [c for rec in kept for c in rec["captions"] if c["source"].startswith("vlm:")]
+            if kept:
+                outcome += (f" ({len(made)} server captions, longest {max((len(c['text']) for c in made), default=0)} chars; "
+                            f"{sum(1 for rec in kept if rec['meta'].get('vlm_candidates_missing'))} flagged missing)")
+            leaked = any(h.get("Authorization") for h in elsewhere.headers)
+            rows.append((name, outcome, r["seconds"] or 0.0, r["peak_mib"] or 0.0, leaked))
+            stub.hostile = None
+    finally:
+        for s in (server, other):
+            s.shutdown()
+            s.server_close()
+    return rows
+
+
+def index_cases(folder: Path) -> list[tuple[str, int, float, bool, int]]:
+    """Issue 28, defect 8: crafted index files through `index info` and `dedup.against`:
+    (case, exit code, seconds, a traceback, lines printed to stderr)."""
+    folder.mkdir(parents=True)
+    (folder / "good.jpg").write_bytes(encode(noise_image(0)))
+    (folder / "pairs.jsonl").write_text(_line(GOOD) + "\n")
+    meta = {b"recaption_index": json.dumps({"version": 1, "sources": [{"name": "x"}]}).encode()}
+    u64 = pa.array([1], pa.uint64())
+    tables = {
+        "index_missing_columns": pa.table({"source": pa.array([0], pa.int32()), "id": ["a"]}),
+        "index_wrong_types": pa.table({"source": ["zero"], "id": ["a"], "sha": ["x"], "phash": [1.5], "has_phash": [True], "mirror": [1], "has_mirror": [True]}),
+        "index_source_out_of_range": pa.table({"source": pa.array([7], pa.int32()), "id": ["a"], "sha": u64, "phash": u64, "has_phash": [True], "mirror": u64, "has_mirror": [True]}),
+    }
+    rows = []
+    for name, table in tables.items():
+        path = folder / f"{name}.parquet"
+        pq.write_table(table.replace_schema_metadata(meta), path)
+        for how, args in (("info", ["index", "info", str(path)]), ("run", ["run", str(folder / "pairs.jsonl"), str(folder / f"out-{name}"), "--recipe", "clean",
+                                                                        "--set", f"dedup.against=[{path}]", "--no-progress"])):
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "recaption.cli", *args], capture_output=True, text=True, timeout=300)
+            rows.append((f"{name} ({how})", proc.returncode, time.perf_counter() - start, "Traceback" in proc.stderr, len(proc.stderr.strip().splitlines())))
+    stored = folder / "stored_phash_40_hex"  # a dataset whose records carry a 40-digit phash
+    stored.mkdir()
+    (stored / "good.jpg").write_bytes(encode(noise_image(0)))
+    (stored / "pairs.jsonl").write_text(_line({**GOOD, "scores": {"sha256": "ab" * 32, "phash": "f" * 40}}) + "\n")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "recaption.cli", "index", "build", str(stored), "-o", str(folder / "built.parquet"), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    rows.append(("index_build_stored_phash_40_hex", proc.returncode, time.perf_counter() - start, "Traceback" in proc.stderr, len(proc.stderr.strip().splitlines())))
+    return rows
+
+
 def gzip_bomb_versus(checkout: Path) -> None:
     """The gzip-bomb tar at two sizes, this checkout against another: peak memory grows with
     the members where a batch is cut by count alone, and stays flat where it is cut by bytes."""
@@ -301,6 +390,12 @@ def main() -> None:
         print(f"baseline run (one good pair): {base['seconds']:.2f} s, {base['peak_mib']:.0f} MiB peak")
         print(f"worst extra time for one record: {worst_s[1]:.2f} s ({worst_s[0]}); worst extra peak memory: {worst_mib[1]:.0f} MiB ({worst_mib[0]})")
         print(f"review page, 200 requests at once on 6 pairs: slowest answer {review_burst(Path(tmp) / 'review'):.2f} s")
+        print("\nA hostile caption server (each a `recaption run` of two images against it):")
+        for name, outcome, seconds, peak, leaked in server_cases(Path(tmp) / "server"):
+            print(f"{name:<40} {outcome:<60} {seconds:.2f} s {peak:.0f} MiB key_at_other_host={leaked}", flush=True)
+        print("\nCrafted reference indexes:")
+        for name, rc, seconds, traceback, lines in index_cases(Path(tmp) / "index"):
+            print(f"{name:<44} rc {rc} {seconds:.2f} s traceback={traceback} stderr_lines={lines}", flush=True)
 
 
 if __name__ == "__main__":
