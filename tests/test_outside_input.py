@@ -205,6 +205,21 @@ def test_the_tree_of_an_input() -> None:
     assert InputTree((Path("/data/in"),), allow_outside=True).refusal("/etc/hosts") is None
 
 
+def test_a_symlink_then_dotdot_is_resolved_as_the_system_does(tmp_path: Path) -> None:
+    """``link/../secret.jpg`` with ``link`` -> ``/elsewhere/sub``: the system opens
+    ``/elsewhere/secret.jpg``; folding ``link/..`` away as text would call it inside."""
+    inside, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    (elsewhere / "sub").mkdir(parents=True)
+    inside.mkdir()
+    (elsewhere / "secret.jpg").write_bytes(b"x")
+    (inside / "secret.jpg").write_bytes(b"y")  # a decoy of the same name inside
+    (inside / "link").symlink_to(elsewhere / "sub")
+    tree = InputTree((inside,))
+    assert tree.refusal(str(inside / "link" / ".." / "secret.jpg")) is not None
+    assert tree.refusal(str(inside / "secret.jpg")) is None
+    assert tree.refusal(str(inside / "link" / "..")) is not None
+
+
 def test_every_reader_applies_the_tree(leaky_input: Path) -> None:
     reader = open_reader(leaky_input, None, ReaderOptions())
     refused = [p.image_id for shard in reader.plan() for p in reader.pairs(shard) if p.reject]

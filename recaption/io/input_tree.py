@@ -36,8 +36,10 @@ def real_path(path: str) -> str:
     """``os.path.realpath`` of an image path, its folder's resolved once per process: images
     share a few folders, and resolving every component of every path costs a system call
     each. The file itself is looked at every time: a symlink there is resolved whole."""
-    folder, name = os.path.split(os.path.abspath(path))
-    if name and not os.path.islink(path):
+    # Not abspath: it folds "link/.." away as text, where the system goes up from the link's
+    # target; realpath resolves the folder in the system's order.
+    folder, name = os.path.split(os.path.join(os.getcwd(), path))
+    if name not in ("", ".", "..") and not os.path.islink(path):
         return os.path.join(_real_folder(folder), name)
     return os.path.realpath(path)
 
