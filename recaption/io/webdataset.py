@@ -199,20 +199,19 @@ def embedded_headers(data: bytes) -> int:
     found, at = 0, data.find(b"ustar", 257)
     while at != -1:
         start = at - 257
-        if start % tarfile.BLOCKSIZE == 0 and _good_checksum(data[start : start + tarfile.BLOCKSIZE]):
+        if start % tarfile.BLOCKSIZE == 0 and _is_header(data[start : start + tarfile.BLOCKSIZE]):
             found += 1
         at = data.find(b"ustar", at + 1)
     return found
 
 
-def _good_checksum(block: bytes) -> bool:
-    if len(block) < tarfile.BLOCKSIZE:
-        return False
+def _is_header(block: bytes) -> bool:
+    """A block tarfile itself would read as a member header (its checksum and fields good)."""
     try:
-        stored = int(block[148:156].rstrip(b"\0 ").strip() or b"-1", 8)
-    except ValueError:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
         return False
-    return stored in tarfile.calc_chksums(block)
+    return True
 
 
 SAFE_EXTRA_EXT = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")  # it becomes an output file name's end
@@ -273,13 +272,22 @@ def loader_unfit(ext: str, data: bytes) -> str | None:
 
 
 def _npy_unfit(stream: Any) -> str | None:
+    header = npy_header(stream)
+    if header is None:
+        return "not a readable .npy"
+    return "an array of Python objects (read only with pickle, which loaders refuse)" if header[1].hasobject else None
+
+
+def npy_header(stream: Any) -> tuple[tuple[int, ...], np.dtype] | None:
+    """(shape, dtype) from a .npy stream's header alone (bounded by numpy), never the array;
+    None where it is no readable .npy."""
     try:
         version = np.lib.format.read_magic(stream)
         read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
-        _, _, dtype = read_header(stream)
+        shape, _, dtype = read_header(stream)
     except (ValueError, OSError, SyntaxError, TypeError, KeyError):
-        return "not a readable .npy"
-    return "an array of Python objects (read only with pickle, which loaders refuse)" if dtype.hasobject else None
+        return None
+    return shape, dtype
 
 
 def drop_unloadable_extras(pair: Pair) -> None:
@@ -440,13 +448,10 @@ def extra_feature(ext: str, data: bytes) -> Any:
     if ext in _TEXT_MEMBERS:
         return "string"
     if ext == "npy":
-        try:
-            stream = io.BytesIO(data)
-            version = np.lib.format.read_magic(stream)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
-            shape, _, dtype = read_header(stream)  # the header alone (bounded by numpy), not the array
-        except (ValueError, OSError, SyntaxError, TypeError, KeyError):
+        header = npy_header(io.BytesIO(data))
+        if header is None:
             return None
+        shape, dtype = header
         if dtype.kind not in "biuf" or len(shape) > 3:
             return None
         inner: Any = dtype.name
