@@ -37,6 +37,7 @@ from recaption.io.base import (
     register_writer,
     shard_name,
 )
+from recaption.io.input_tree import is_url
 from recaption.io.nested_columns import (
     NULL,
     arrow_type,
@@ -299,7 +300,7 @@ def parquet_row(pair: Pair, embed_images: bool = False) -> dict:
     has_bytes = isinstance(pair.image, (bytes, bytearray))
     rec = record_from_pair(pair, image_path=None if has_bytes else pair.image, holds_extras=True)
     rec["extras"] = [{"ext": ext, "bytes": data} for ext, data in pair.extras.items()] or None
-    local = isinstance(pair.image, str) and "://" not in pair.image  # a URL is no file datasets can open
+    local = isinstance(pair.image, str) and not is_url(pair.image)  # a URL is no file datasets can open
     if has_bytes:
         rec["image"] = {"bytes": bytes(pair.image), "path": None}  # type: ignore[arg-type]
     elif local and embed_images:

@@ -49,6 +49,7 @@ from recaption.io.base import (
     unsafe_member_reason,
 )
 from recaption.io.dataset_card import write_dataset_card
+from recaption.io.input_tree import is_url
 from recaption.io.nested_columns import (
     METADATA_KEY,
     NULL,
@@ -314,7 +315,7 @@ def image_bytes_and_ext(pair: Pair) -> tuple[bytes, str]:
     its extension from those bytes); ImageFileError (an OSError) where there is none."""
     if isinstance(pair.image, (bytes, bytearray)):
         return bytes(pair.image), safe_ext(pair.image_ext)
-    if not isinstance(pair.image, str) or not pair.image or "://" in pair.image:
+    if not isinstance(pair.image, str) or not pair.image or is_url(pair.image):
         raise ImageFileError("no_image", f"no local image for {pair.image_id} ({str(pair.image)[:200]!r})")
     return read_image_bytes(pair.image, MAX_IMAGE_BYTES)
 

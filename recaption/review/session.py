@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recaption.imaging import ImageFileError, image_type, read_image_file
+from recaption.io.input_tree import is_url
 from recaption.limits import MAX_IMAGE_BYTES, MAX_TEXT_CHARS
 from recaption.record import Caption, Pair
 from recaption.review.store import Decision, DecisionStore
@@ -161,7 +162,7 @@ class ReviewSession:
         image = self.pairs[k].image
         if isinstance(image, (bytes, bytearray)):
             return bytes(image)
-        if not isinstance(image, str) or "://" in image:
+        if not isinstance(image, str) or is_url(image):
             return None  # remote images are not fetched by the review server
         path = Path(image).resolve()
         if IMAGE_TYPES.get(path.suffix.lower()) is None or not any(root in path.parents for root in self.image_roots):
@@ -194,9 +195,6 @@ def real_image(path: Path) -> tuple[bytes, str] | None:
     return (data, kind) if kind else None
 
 
-_EXT_OF_TYPE = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif"}
-
-
 def embed_images(pairs: list[Pair], roots: list[Path]) -> int:
     """Carry each pair's image (a real image file inside ``roots``) as bytes, so that the writer
     copies it into the dataset being written: a sample or a round then holds its own images, is
@@ -204,12 +202,12 @@ def embed_images(pairs: list[Pair], roots: list[Path]) -> int:
     n = 0
     for pair in pairs:
         image = pair.image
-        if not isinstance(image, str) or "://" in image:
+        if not isinstance(image, str) or is_url(image):
             continue
         path = Path(image).resolve()
         found = real_image(path) if any(root in path.parents for root in roots) else None
         if found is not None:
-            pair.image, pair.image_ext = found[0], _EXT_OF_TYPE[found[1]]
+            pair.image, pair.image_ext = found[0], image_type(found[0][:16])[1]  # found: an image by its bytes
             n += 1
     return n
 
