@@ -17,14 +17,13 @@ from pathlib import Path
 from recaption import __version__
 from recaption.errors import Interrupted, RecaptionError, UsageError
 
-
-
 ALLOW_OUTSIDE_HELP = ("read image paths that lead outside the input's folder (absolute paths, '..', symlinks out); "
                       "without it they are rejects 'outside_input', so a record cannot copy any file of this machine into the output")
 
 
 def _add_outside_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-outside-input", action="store_true", help=ALLOW_OUTSIDE_HELP)
+
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     from recaption.io import OUTPUT_FORMATS, READERS  # noqa: PLC0415 - keep `--help` fast

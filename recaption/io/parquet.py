@@ -99,9 +99,8 @@ class ParquetReader(Reader):
                 continue
             for record in plain_records(table, sketches):
                 origin = {"file": str(path), "row": row}
-                rest = getattr(record, "rest", None)
-                if rest is not None:  # a column that would not convert: the rest of the row, rejected
-                    pair = pair_from_record(rest, self.options, origin, path.parent, f"{path.stem}:{row}")
+                if isinstance(record, RecordProblem) and record.rest is not None:  # a column that would not convert: the rest of the row, rejected
+                    pair = pair_from_record(record.rest, self.options, origin, path.parent, f"{path.stem}:{row}")
                     if pair.reject is None:
                         pair.reject_with(READ_STAGE, record.reason, str(record))
                     yield pair
@@ -277,9 +276,8 @@ def _rows(table: pa.Table) -> Iterator[dict | Exception]:
         record = {name: values[i] for name, values in columns.items()}
         if failed:
             name, exc = next(iter(failed.items()))
-            problem = RecordProblem("unreadable_column", f"column {name!r}: {type(exc).__name__}: {exc}"[:300])
-            problem.rest = record  # what did convert: the reject keeps the row's id, texts and image
-            yield problem
+            # What did convert goes with the reject: the row's id, texts and image.
+            yield RecordProblem("unreadable_column", f"column {name!r}: {type(exc).__name__}: {exc}"[:300], rest=record)
             continue
         yield record
 

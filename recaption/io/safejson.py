@@ -27,9 +27,10 @@ from recaption.limits import INT_LIMIT, MAX_JSON_DEPTH, MAX_RECORD_BYTES
 class RecordProblem(ValueError):
     """Why a record's JSON cannot be taken in: ``reason`` is the reject reason, the message its detail."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, rest: dict | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
+        self.rest = rest  # what of the record could be read, where a part of it could not (kept with the reject)
 
 
 def _none_for_constant(_: str) -> None:

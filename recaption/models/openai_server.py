@@ -44,7 +44,8 @@ MAX_WAIT_S = 30.0  # the longest single wait between retries, Retry-After includ
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 JPEG_QUALITY = 90
 # What a server may send back: an answer past these is not read further (a hostile or broken
-# server must not fill memory). A token is a few bytes of text; JSON may escape each as \\uXXXX.
+# server must not fill memory). A token is a few bytes of text, and JSON may write each
+# character of it as a six-byte \u escape.
 BYTES_PER_TOKEN = 64
 ANSWER_ENVELOPE_BYTES = 64 * 1024
 MAX_LIST_BYTES = 4 * 1024 * 1024  # /models
