@@ -19,13 +19,11 @@ import gzip
 import io
 import json
 import os
-import threading
-import time
-import urllib.request
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +208,7 @@ def review_burst(folder: Path, clients: int = 200) -> float:
     """The review page under ``clients`` requests at once on 6 pairs: the slowest answer, s."""
     from recaption.review.server import ReviewServer
     from recaption.review.session import ReviewSession
+    from tests.review.test_server import burst
 
     (folder / "images").mkdir(parents=True)
     records = []
@@ -218,25 +217,10 @@ def review_burst(folder: Path, clients: int = 200) -> float:
         records.append(_line({"image_id": f"img-{i}", "image_path": f"images/{i}.jpg", "texts": [f"a red car {i}"]}))
     (folder / "pairs.jsonl").write_text("\n".join(records) + "\n")
     server = ReviewServer(ReviewSession.open(folder / "pairs.jsonl"), "bench").start()
-    times: list[float] = []
-    lock = threading.Lock()
-
-    def one(k: int) -> None:
-        start = time.perf_counter()
-        with urllib.request.urlopen(server.url + ("api/state" if k % 2 else f"image/{k % 6}"), timeout=60) as res:
-            res.read()
-        with lock:
-            times.append(time.perf_counter() - start)
-
     try:
-        threads = [threading.Thread(target=one, args=(k,)) for k in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        return max(burst([server.url + ("api/state" if k % 2 else f"image/{k % 6}") for k in range(clients)]))
     finally:
         server.stop()
-    return max(times) if len(times) == clients else float("inf")
 
 
 KEY = "sk-bench-hostile-api-key"

@@ -28,8 +28,8 @@ from typing import Any
 
 from recaption.io.base import (
     ID_FIELDS,
-    READ_STAGE,
     IMAGE_EXTS,
+    READ_STAGE,
     SKIPPED_FOLDERS,
     InputError,
     InputShard,

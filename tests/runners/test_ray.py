@@ -5,11 +5,11 @@ issue asks; the runner finds it running and leaves it running.
 """
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
-import shutil
 from pathlib import Path
 
 import pytest
