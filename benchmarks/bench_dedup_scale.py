@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,20 +102,20 @@ def run_local(shards: list[tuple[int, str]], out: str) -> dict:
 def run_ray(shards: list[tuple[int, str]], out: str, records: int) -> dict:
     import ray
 
-    from recaption.dedup.sharded import RayTasks, decide_sharded
+    from recaption.runners.task_pools import RayTasks
     from recaption.stages.dedup import Dedup
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         start = time.perf_counter()
-        decisions = decide_sharded(Dedup(), RayTasks(ray), shards, str(Path(out).parent / "work"), records)
+        decisions = Dedup().decide_in_tasks(RayTasks(ray), shards, str(Path(out).parent / "work"), records)
         seconds = time.perf_counter() - start
     finally:
         ray.shutdown()
     return _finish(decisions, seconds, out)
 
 
-def _finish(decisions: dict, seconds: float, out: str) -> dict:
+def _finish(decisions: Any, seconds: float, out: str) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the digest below adds its own
     plain = sorted((k, d.reject, sorted(d.scores.items()), sorted(d.meta.items())) for k, d in decisions.items())
     digest = hashlib.sha256(json.dumps(plain).encode()).hexdigest()[:16]  # of the content (a pickle depends on object identity)

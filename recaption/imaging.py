@@ -1,4 +1,9 @@
-"""Decoding images to RGB pixels, shared by the image check and the model stages.
+"""Reading and decoding images, shared by the image check, the model stages and the dedup index.
+
+``record_image_bytes`` reads the image a record names (bytes, or a regular file within the
+byte limit); ``decode_checked`` and ``upright_rgb`` are the image check's full decode (the
+pixel limit before decoding, truncation shown, EXIF orientation, 8-bit RGB), each problem an
+``ImageFileError`` whose ``reason`` is the reject reason.
 
 ``to_rgb`` is the one conversion every stage uses (alpha on a background, 16-bit scaled,
 palette, CMYK). ``load_rgb`` decodes an image that already passed ``image_check`` for a
@@ -12,9 +17,10 @@ from __future__ import annotations
 import io
 import os
 import stat
+import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from recaption.record import Pair
 
@@ -25,6 +31,92 @@ class ImageFileError(OSError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+def is_url(image: str) -> bool:
+    """An image named by a URL, never opened as a file (a path with "://" in it is no file
+    either: nothing reads it)."""
+    return "://" in image
+
+
+def record_image_bytes(src: str | bytes | bytearray | None, max_bytes: int) -> bytes:
+    """The bytes of the image a record names: its bytes, or a regular file's, never more than
+    ``max_bytes``; a URL is never fetched here."""
+    if isinstance(src, (bytes, bytearray)):
+        data = bytes(src)
+    elif not src:
+        raise ImageFileError("no_image", "the record names no image")
+    elif is_url(src):  # never a file, whatever follows the "://"
+        raise ImageFileError("not_downloaded", f"{src[:200]}: download images first (img2dataset)")
+    else:
+        data = read_image_file(src, max_bytes)
+    if not data:
+        raise ImageFileError("zero_bytes", "the image file is empty")
+    if len(data) > max_bytes:
+        raise ImageFileError("too_many_bytes", f"{len(data)} bytes > {max_bytes}")
+    return data
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1 = upright), read from the header; broken EXIF counts as upright."""
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError):
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def decode_checked(data: bytes, max_pixels: int, may_draft: bool) -> tuple[Image.Image, str, tuple[int, int], int, bool]:
+    """(image, format, size, EXIF orientation, passes through untouched), fully decoded: at
+    1/8 scale for an upright RGB JPEG where ``may_draft`` (it will not be re-encoded)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or "unknown"
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageFileError("decompression_bomb", f"{w}x{h} = {w * h} pixels > {max_pixels}")
+            if w == 0 or h == 0:
+                raise ImageFileError("empty_image", f"{w}x{h}")
+            orientation = exif_orientation(img)
+            passes_through = fmt == "JPEG" and img.mode == "RGB" and orientation == 1 and may_draft
+            if passes_through:
+                # An image that will not be re-encoded needs its pixels only for the hash.
+                # libjpeg still entropy-decodes every byte (so truncation and corruption show
+                # exactly as in a full decode) but makes pixels at 1/8 scale: block averages,
+                # just what a perceptual hash wants, at a fraction of the decode time.
+                img.draft("RGB", (max(w // 8, 32), max(h // 8, 32)))
+            img.load()
+    except ImageFileError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageFileError("decompression_bomb", str(exc)[:200]) from None
+    except UnidentifiedImageError:
+        raise ImageFileError("not_an_image", f"{len(data)} bytes that no image decoder recognises") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL signals truncation as OSError
+        reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+        raise ImageFileError(reason, str(exc)[:200]) from None
+    return img, fmt, (w, h), orientation, passes_through
+
+
+def upright_rgb(img: Image.Image, orientation: int, background: tuple[int, int, int]) -> tuple[Image.Image, list[str]]:
+    """Upright 8-bit RGB (alpha on ``background``), and what changed (``exif_orientation_N``, ``mode_M``)."""
+    rewritten: list[str] = []
+    if orientation != 1:
+        img = ImageOps.exif_transpose(img)
+        rewritten.append(f"exif_orientation_{orientation}")
+    original_mode = img.mode
+    try:
+        rgb = to_rgb(img, background)
+    except (OSError, ValueError) as exc:
+        raise ImageFileError("unsupported_mode", f"mode {original_mode}: {exc}"[:200]) from None
+    if original_mode != "RGB":
+        rewritten.append(f"mode_{original_mode}")
+    return rgb, rewritten
 
 
 def decode_for_model(batch: list[Pair], min_side: int, rejected_by: str) -> tuple[list[Pair], list[Image.Image]]:

@@ -16,17 +16,23 @@
    ids, copies of evaluation images, of what earlier runs kept, exact images, near images,
    then shared captions, each among the records the earlier rules left.
 
-Locally the map runs over every signature and the reduce over one partition; on Ray each map
-is a task and each family is grouped by partition by a Ray Data shuffle. The pairs and groups
-are the same either way, so the decisions are (unless a hot bucket is capped: a bucket is then
-searched among its nearest members only, and the buckets differ between the two).
+In one process (``decide_in_process``) the map runs over every signature and the reduce over
+one partition; in tasks (``recaption.dedup.sharded``) each map is a task that writes its rows
+to one Parquet file per family, a row group per partition, and each (family, partition) is a
+reduce task reading its row group of every map file. The pairs and groups are the same either
+way, so the decisions are (unless a hot bucket is capped: a bucket is then searched among its
+nearest members only, and the buckets differ between the two).
+
+What comes out is facts, as columns (``DecisionColumns``: which rule took each duplicated
+record, the record it duplicates, the report's clusters); the dedup stage words them as
+rejects, scores and report marks.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,20 +40,14 @@ import pyarrow as pa
 
 from recaption.dedup.groups import components_of_edges
 from recaption.dedup.hashes import HotBuckets, block_join, blocks
+from recaption.dedup.image_hashes import CROP_WINDOWS
+from recaption.dedup.text import MinHasher
+from recaption.dedup.references import ReferenceHits, References, RefHit
+from recaption.io.signatures import POSITION_BITS, order_of
 
-WINDOWS = 9  # the image check's window hashes per record (stages.image.CROP_WINDOWS)
+WINDOWS = len(CROP_WINDOWS)  # window hashes per record
 FAMILIES = ("ids", "sha", "image", "text", "band")
 WHOLE, WINDOW = 0, 1
-
-
-def order_of(key: str) -> int:
-    """A record key ("shard:position") as one integer that sorts in input order."""
-    shard, pos = key.split(":", 1)
-    return (int(shard) << 32) | int(pos)
-
-
-def key_of(order: int) -> str:
-    return f"{order >> 32}:{order & 0xFFFFFFFF}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ class Rules:
     text_action: str = "flag"
     bands: int = 16
     num_perm: int = 64
+
+    def minhasher(self) -> MinHasher:
+        return MinHasher(self.num_perm, self.bands)
 
 
 class SignatureColumns:
@@ -415,7 +418,7 @@ def _bucket_pairs(key: np.ndarray, text: np.ndarray, sig_row: np.ndarray, flat: 
 
 # -- 3. resolve -----------------------------------------------------------------------------
 
-HOT_FAMILIES = ("near_image", "near_text", "contaminates_eval", "seen_before")  # where a hot bucket can be capped
+HOT_FAMILIES = ("near_image", "near_text", "contaminates_eval", "seen_before")  # where a hot bucket can be capped, by what searched
 
 
 def reduce_family(family: str, table: Any, rules: Rules, hot: dict[str, HotBuckets]) -> list[pa.Table]:
@@ -429,29 +432,14 @@ def reduce_family(family: str, table: Any, rules: Rules, hot: dict[str, HotBucke
     return list(reduce_band(rows, rules, hot["near_text"], lookup))
 
 
-@dataclass
-class RefHit:
-    reason: str  # contaminates_eval or seen_before
-    detail: str
-    flag: dict[str, Any] | None = None  # meta to add instead of rejecting
-    row: list[Any] = field(default_factory=list)  # for the findings table: id, source, copies, how, bits
+NONE, DUPLICATE_ID, REFERENCE, EXACT_IMAGE, NEAR_IMAGE, DUPLICATE_TEXT = range(6)  # the rule that took a record
 
 
-@dataclass
-class ReferenceHits:
-    """One kind of reference's hits (by record order), and what was checked against, for the report."""
-
-    checked: str
-    hits: dict[int, RefHit] = field(default_factory=dict)
-
-
-NONE, DUPLICATE_ID, REFERENCE, EXACT_IMAGE, NEAR_IMAGE, DUPLICATE_TEXT = range(6)
-
-
-class DecisionColumns(Mapping):
-    """The decisions as columns over the duplicated records (tens of bytes each), read as a
-    mapping from record key to ``Decision``, made when asked: the driver writes them shard by
-    shard (``for_shard``) and never holds them all as objects."""
+class DecisionColumns:
+    """The decisions as columns over the duplicated records (tens of bytes each): which rule
+    took each record (``reason``), the record it duplicates (``other``), its caption group,
+    the reference it copies (``hits``) and the clusters the report shows (``shown``). Rows are
+    indices into ``every``, the duplicated records' orders, sorted."""
 
     def __init__(self, every: np.ndarray, first_row: np.ndarray, id_values: pa.Array) -> None:
         n = len(every)
@@ -462,63 +450,69 @@ class DecisionColumns(Mapping):
         self.text_first = np.full(n, -1, np.int64)
         self.flagged = np.zeros(n, bool)
         self.hits: dict[int, RefHit] = {}
-        self.shown: dict[int, dict[str, Any]] = {}  # row -> the report's mark (duplicate clusters it shows)
+        # row -> its place in a duplicate cluster the report shows: {"cluster": the kept row,
+        # "role": "kept" | "dropped", "bits": Hamming distance to the kept record's hashes}
+        self.shown: dict[int, dict[str, Any]] = {}
         self._decided: np.ndarray | None = None
 
     def set(self, rows: np.ndarray, reason: int, other: np.ndarray) -> None:
         self.reason[rows] = reason
         self.other[rows] = other
 
-    def _rows(self) -> np.ndarray:
+    def decided(self) -> np.ndarray:
+        """The rows something was decided for, in input order."""
         if self._decided is None:
             marked = np.zeros(len(self.every), bool)
             marked[list(self.shown)] = True
             self._decided = np.flatnonzero((self.reason != NONE) | (self.text_count > 0) | self.flagged | marked)
         return self._decided
 
+    def decided_in_shard(self, shard_index: int) -> np.ndarray:
+        rows = self.decided()
+        lo, hi = np.searchsorted(self.every[rows], [shard_index << POSITION_BITS, (shard_index + 1) << POSITION_BITS])
+        return rows[lo:hi]
+
+    def row_of(self, order: int) -> int | None:
+        """The decided row of a record order, or None."""
+        rows = self.decided()
+        j = int(np.searchsorted(self.every[rows], order))
+        return int(rows[j]) if j < len(rows) and self.every[rows[j]] == order else None
+
     def name(self, i: int) -> str:
         return str(self.id_values[int(self.first_row[i])].as_py())
 
-    def decision(self, i: int) -> Any:
-        from recaption.stages.base import Decision  # noqa: PLC0415 - the stage contract, not needed to compute
 
-        order, reason = int(self.every[i]), int(self.reason[i])
-        d = Decision(show=self.shown.get(i))
-        if self.flagged[i]:
-            d.meta.update(self.hits[order].flag or {})
-        if reason == DUPLICATE_ID:
-            d.reject = ("duplicate_id", f"image_id {self.name(i)!r} already used by the record at {key_of(int(self.every[self.other[i]]))}")
-        elif reason == REFERENCE:
-            d.reject = (self.hits[order].reason, self.hits[order].detail)
-        elif reason in (EXACT_IMAGE, NEAR_IMAGE):
-            d.reject = ("exact_image" if reason == EXACT_IMAGE else "near_image", f"duplicate of {self.name(int(self.other[i]))!r}")
-        if self.text_count[i]:
-            d.scores["text_dup_count"] = int(self.text_count[i])
-            first = int(self.text_first[i])
-            if first != i:
-                d.meta["text_dup_of"] = self.name(first)
-                if reason == DUPLICATE_TEXT:
-                    d.reject = ("duplicate_text", f"same caption as {self.name(first)!r}")
-        return d
+@dataclass
+class Found:
+    """What the decision found: the columns, each kind of reference's hits, the hot-bucket counts."""
 
-    def for_shard(self, shard_index: int) -> dict[str, Any]:
-        rows = self._rows()
-        orders = self.every[rows]
-        lo, hi = np.searchsorted(orders, [shard_index << 32, (shard_index + 1) << 32])
-        return {key_of(int(self.every[i])): self.decision(int(i)) for i in rows[lo:hi]}
+    columns: DecisionColumns
+    hits: dict[str, ReferenceHits]
+    hot: dict[str, HotBuckets]
 
-    def __getitem__(self, key: str) -> Any:
-        order, rows = order_of(key), self._rows()
-        j = int(np.searchsorted(self.every[rows], order))
-        if j >= len(rows) or self.every[rows[j]] != order:
-            raise KeyError(key)
-        return self.decision(int(rows[j]))
 
-    def __iter__(self) -> Iterator[str]:
-        return (key_of(int(self.every[i])) for i in self._rows())
+def decide_in_process(rules: Rules, references: References, signatures: Iterable[tuple[str, dict[str, Any]]]) -> Found:
+    """In one process: every signature mapped at once, each family reduced as one partition, resolved."""
+    cols = SignatureColumns(rules.num_perm if rules.near_text else 0)
+    for key, sig in signatures:
+        cols.add(key, sig)
+    resolver = Resolver(rules)
+    hot = {name: HotBuckets() for name in HOT_FAMILIES}
+    hits = reference_hits(references, cols, hot)
+    for family, table in map_signatures(cols, rules, 1, rules.minhasher().band_hash, in_process=True).items():
+        resolver.add(family, *reduce_family(family, table, rules, hot))
+    return resolve(resolver, hits, hot)
 
-    def __len__(self) -> int:
-        return len(self._rows())
+
+def reference_hits(references: References, cols: SignatureColumns, hot: dict[str, HotBuckets]) -> dict[str, ReferenceHits]:
+    image = {name: cols.column(name) for name in ("sha", "phash", "has_phash", "mirror", "has_mirror")}
+    return references.hits(image, cols.keys, cols.ids, hot)
+
+
+def resolve(resolver: Resolver, hits: dict[str, ReferenceHits], hot: dict[str, HotBuckets]) -> Found:
+    for kind, found in hits.items():
+        resolver.add_reference_hits(kind, found.hits)
+    return Found(resolver.resolve(), hits, hot)
 
 
 # What makes a row of each of the resolver's tables distinct: the same row comes from several
@@ -630,7 +624,7 @@ class Resolver:
                 if out.reason[i] != NONE:
                     continue
                 out.hits[order] = hits[order]
-                if hits[order].flag is not None:
+                if hits[order].flag:
                     out.flagged[i] = True
                 else:
                     out.set(np.array([i]), REFERENCE, np.array([-1]))
@@ -681,20 +675,14 @@ class Resolver:
         keepers = np.unique(survivor)[: self.CLUSTERS_SHOWN]
         value, cls = self._column("image", "value", np.uint64), self._column("image", "cls", np.int8)
         order = self._column("image", "order", np.int64)
-        radius = self.rules.radius
         for k in keepers:
-            label = f"{out.name(int(k))} · {key_of(int(out.every[k]))}"
             members = dropped[survivor == k][: self.MEMBERS_SHOWN]
-            out.shown[int(k)] = {"cluster": label, "role": "kept", "rule": "most pixels, then earliest, is kept"}
+            out.shown[int(k)] = {"cluster": int(k), "role": "kept", "bits": None}
             mine = value[(order == out.every[k]) & (cls == WHOLE)]
             for m in members:
                 theirs = value[(order == out.every[m]) & (cls == WHOLE)]
                 bits = int(np.bitwise_count(mine[:, None] ^ theirs[None, :]).min()) if len(mine) and len(theirs) else None
-                if out.reason[m] == EXACT_IMAGE:
-                    rule = f"exact copy (same sha256) of {out.name(int(out.other[m]))!r}"
-                else:
-                    rule = f"near copy: perceptual hashes within {radius} bits (the mirror's and crop windows' count; chains join)"
-                out.shown[int(m)] = {"cluster": label, "role": "dropped", "rule": rule, "distance": 0 if out.reason[m] == EXACT_IMAGE and bits is None else bits}
+                out.shown[int(m)] = {"cluster": int(k), "role": "dropped", "bits": bits}
 
     @staticmethod
     def _survive(labels: np.ndarray, members: np.ndarray, every: np.ndarray, pixels: np.ndarray, out: DecisionColumns, reason: int) -> None:

@@ -5,14 +5,15 @@ evaluation images out of training data (``dedup: {eval_sets: [...]}``).
 An index is one Parquet file (``recaption index build``): per image its source, id, the first
 64 bits of its sha256, and its perceptual hash and mirror hash (as the image check computes
 them). Where a source already holds the hashes (a recaption run's output) they are read, not
-recomputed; other images are decoded once, by the image check itself, so an index and a run
-always hash alike. A dedup option may also name a run folder or dataset directly: it is then
+recomputed; other images are decoded as the image check decodes them (``imaging.decode_checked``)
+and hashed by the same functions (``dedup.image_hashes``), so an index and a run always hash alike. A dedup option may also name a run folder or dataset directly: it is then
 indexed in memory when the decision is made.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import sys
@@ -26,9 +27,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recaption.dedup.image_hashes import image_hashes, thumbnail32
 from recaption.errors import RecaptionError
+from recaption.imaging import ImageFileError, decode_checked, record_image_bytes, upright_rgb
 from recaption.io import is_run_folder, open_reader
 from recaption.io.base import ReaderOptions, atomic_path
+from recaption.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from recaption.record import Pair
 
 INDEX_KEY = b"recaption_index"
@@ -204,6 +208,24 @@ def _pairs_of(path: Path, fmt: str | None, options: ReaderOptions) -> Iterator[P
         yield from reader.pairs(shard)
 
 
+HASHED_AS = "image_check"  # an image that will not decode is skipped for the image check's reason, named as a run names it
+
+
+def hash_image(pair: Pair) -> None:
+    """Store the hashes the image check stores (sha256, phash, phash_mirror) on a pair it never
+    saw. Every decodable image is hashed, whatever its size or shape: an evaluation image that a
+    training run would reject as too small is still one a copy of must not train on."""
+    try:
+        data = record_image_bytes(pair.image, MAX_IMAGE_BYTES)
+        img, _, _, orientation, _ = decode_checked(data, MAX_IMAGE_PIXELS, may_draft=True)
+        rgb, _ = upright_rgb(img, orientation, (255, 255, 255))
+    except ImageFileError as exc:
+        pair.reject_with(HASHED_AS, exc.reason, str(exc))
+        return
+    phash, mirror, _ = image_hashes(rgb, thumbnail32(rgb), windows=False)
+    pair.scores.update({"sha256": hashlib.sha256(data).hexdigest(), "phash": phash, "phash_mirror": mirror})
+
+
 def index_source(path: str | Path, name: str | None = None, kind: str = "kept", fmt: str | None = None,
                  options: ReaderOptions | None = None, progress: bool = False) -> ReferenceIndex:
     """Index one source: an index file (read), a run folder or any readable dataset (hashed)."""
@@ -212,11 +234,6 @@ def index_source(path: str | Path, name: str | None = None, kind: str = "kept", 
         raise ReferenceIndexError(f"{path}: no such file or folder")
     if is_index_file(path):
         return read_index(path)
-    from recaption.stages.image import ImageCheck  # noqa: PLC0415 - PIL, only when images are hashed
-
-    # Every decodable image is indexed, whatever its size or shape: an evaluation image that a
-    # training run would reject as too small is still one a copy of must not train on.
-    check = ImageCheck(min_side=1, max_aspect_ratio=1e9)
     built, skipped = _Builder(), Counter[str]()
     bar = None
     if progress:
@@ -226,10 +243,9 @@ def index_source(path: str | Path, name: str | None = None, kind: str = "kept", 
     batch: list[Pair] = []
 
     def flush() -> None:
-        todo = [p for p in batch if stored_hashes(p)[0] == 0]
-        if todo:
-            check(todo)
         for pair in batch:
+            if pair.reject is None and stored_hashes(pair)[0] == 0:
+                hash_image(pair)
             if pair.reject is not None:
                 skipped[pair.reject.key] += 1
                 continue

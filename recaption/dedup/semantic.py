@@ -13,9 +13,13 @@ compared in consecutive windows of ``max_cluster`` in rank order, and said in th
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from recaption.io.signatures import order_of
 
 KEEP_RULES = ("centroid", "farthest")  # or "score:NAME"
 
@@ -27,6 +31,81 @@ def encode_vector(vector: np.ndarray) -> str:
 
 def decode_vector(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=np.float16)
+
+
+def vector_of(sig: dict[str, Any]) -> np.ndarray | None:
+    """A signature's embedding, or None where it has none that decodes."""
+    if not isinstance(sig.get("emb"), str):
+        return None
+    try:
+        return decode_vector(sig["emb"])
+    except ValueError:
+        return None
+
+
+def read_embeddings(signatures: Iterable[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[str], list[np.ndarray], list[float], int]:
+    """(keys, ids, vectors, ranking scores, how many had no usable embedding) of signatures
+    (``{"id", "emb", "score"}``); a record without one (or of another size than the first) is
+    not compared."""
+    keys: list[str] = []
+    ids: list[str] = []
+    rows: list[np.ndarray] = []
+    scores: list[float] = []
+    missing = 0
+    for key, sig in signatures:
+        vector = vector_of(sig)
+        if vector is None or (rows and len(vector) != len(rows[0])):
+            missing += 1
+            continue
+        keys.append(key)
+        ids.append(sig["id"])
+        rows.append(vector)
+        scores.append(float(sig["score"]) if sig.get("score") is not None else -np.inf)
+    return keys, ids, rows, scores, missing
+
+
+@dataclass(frozen=True)
+class SemanticRules:
+    """How the semantic decision compares: thresholds reported (``what_if``), the survivor rule
+    (``keep``), the largest cluster compared whole, the seed, the number of clusters."""
+
+    what_if: tuple[float, ...] = (0.90, 0.95, 0.98)
+    keep: str = "centroid"
+    max_cluster: int = 10_000
+    seed: int = 0
+    clusters: int | str = "auto"
+
+    def k_for(self, n: int) -> int:
+        """The number of clusters: as set, or one per thousand records (at most 4,096: beyond
+        that, clusters over max_cluster are split again in their own task)."""
+        return int(self.clusters) if self.clusters != "auto" else max(1, min(4096, -(-n // 1000)))
+
+
+@dataclass
+class SemanticFound:
+    """The records at or above the lowest what-if threshold, as (order, id, the id it means the
+    same as, cosine) in input order; how many were embedded and missing; how many reach each
+    threshold; the cluster counts (clusters, split, windowed)."""
+
+    rows: list[tuple[int, str, str, float]]
+    embedded: int
+    missing: int
+    at: list[int]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def semantic_in_process(rules: SemanticRules, signatures: Iterable[tuple[str, dict[str, Any]]]) -> SemanticFound:
+    """The semantic decision in one process, every embedding held (as float16)."""
+    keys, ids, rows, scores, missing = read_embeddings(signatures)
+    if not rows:
+        return SemanticFound([], 0, missing, [0] * len(rules.what_if), {})
+    x = unit_rows(np.stack(rows)).astype(np.float16)  # half the memory; each cluster is compared in float32
+    rank: str | np.ndarray = np.asarray(scores) if rules.keep.startswith("score:") else rules.keep
+    found = semantic_duplicates(x, rules.k_for(len(x)), rank, rules.max_cluster, rules.seed)
+    low = min(rules.what_if)
+    listed = [(order_of(keys[i]), ids[i], ids[int(found.of[i])], float(found.best[i])) for i in np.flatnonzero(found.best >= low)]
+    at = [int((found.best >= t).sum()) for t in rules.what_if]
+    return SemanticFound(listed, len(x), missing, at, {"clusters": found.clusters, "split": found.split, "windowed": found.windowed})
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from recaption.errors import UsageError
-from recaption.io.input_tree import OUTSIDE_INPUT, InputTree, is_url
+from recaption.imaging import is_url
+from recaption.io.input_tree import OUTSIDE_INPUT, InputTree
 from recaption.record import Pair
 
 READ_STAGE = "read"

@@ -26,12 +26,6 @@ SYSTEM_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))
 OUTSIDE_INPUT = "outside_input"
 
 
-def is_url(image: str) -> bool:
-    """An image named by a URL, never opened as a file (a path with "://" in it is no file
-    either: nothing reads it)."""
-    return "://" in image
-
-
 def real_path(path: str) -> str:
     """``os.path.realpath`` of an image path, its folder's resolved once per process: images
     share a few folders, and resolving every component of every path costs a system call

@@ -37,7 +37,7 @@ from recaption.io.base import (
     register_writer,
     shard_name,
 )
-from recaption.io.input_tree import is_url
+from recaption.imaging import is_url
 from recaption.io.nested_columns import (
     NULL,
     arrow_type,

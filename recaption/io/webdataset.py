@@ -49,7 +49,7 @@ from recaption.io.base import (
     unsafe_member_reason,
 )
 from recaption.io.dataset_card import write_dataset_card
-from recaption.io.input_tree import is_url
+from recaption.imaging import is_url
 from recaption.io.nested_columns import (
     METADATA_KEY,
     NULL,

@@ -21,7 +21,7 @@ from PIL import Image
 
 from recaption.imaging import ImageFileError, read_image_file
 from recaption.io.base import READ_STAGE
-from recaption.io.input_tree import is_url
+from recaption.imaging import is_url
 from recaption.limits import MAX_IMAGE_BYTES
 from recaption.record import Pair
 

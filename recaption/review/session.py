@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recaption.imaging import ImageFileError, image_type, read_image_file
-from recaption.io.input_tree import is_url
+from recaption.imaging import is_url
 from recaption.limits import MAX_IMAGE_BYTES, MAX_TEXT_CHARS
 from recaption.record import Caption, Pair
 from recaption.review.store import Decision, DecisionStore

@@ -2,10 +2,10 @@
 resume) the run, decide between segments at a global stage, and finish (stats, report).
 
 Both runners hold one ``RunDriver``; a global stage's decision is made here, from the
-signatures the shards wrote: streamed into the stage in this process (it keeps only what it
-needs of each), or, where the runner gives the driver ``tasks`` and the stage can decide in
-tasks (``decide_sharded``: dedup), by map and reduce tasks, this process keeping only what is
-duplicated.
+signatures the shards wrote: streamed into the stage's ``decide`` in this process (it keeps
+only what it needs of each), or, where the runner gives the driver a task pool (``tasks``),
+through the stage's ``decide_in_tasks`` (dedup runs its map and reduce as tasks, this process
+keeping only what is duplicated). Either way the decisions are written shard by shard.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recaption.io import default_output_format, open_reader
 from recaption.io.base import InputShard, remove_stale_temporaries
+from recaption.io.signatures import read_signatures, write_decisions
 from recaption.runners.shards import (
     LOCK_NAME,
     OutputLayout,
@@ -27,11 +28,13 @@ from recaption.runners.shards import (
     Segment,
     output_writer,
     read_json,
-    read_signatures,
     refuse_a_file,
     write_json,
 )
 from recaption.stages.base import StageCounters
+
+if TYPE_CHECKING:
+    from recaption.dedup.sharded import TaskPool
 
 RESUME_MAY_CHANGE = ("stop_after_failures",)  # settings a resumed run takes from its own command
 
@@ -41,7 +44,7 @@ class RunDriver:
         self.config = config
         self.layout = OutputLayout(Path(config.output))
         self.show_progress = show_progress
-        self.tasks: Any = None  # a runner's task pool (recaption.dedup.sharded), for decisions made in tasks
+        self.tasks: TaskPool | None = None  # a runner's task pool, for decisions made in tasks
 
     def prepare(self) -> tuple[dict[str, Any], list[InputShard]]:
         settings = self.config.settings()
@@ -92,34 +95,18 @@ class RunDriver:
                     counted[0] += 1
                     yield item
 
-        if self.tasks is not None and hasattr(seg.entry, "decide_sharded"):
+        if self.tasks is not None:
             counted[0] = sum(read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in plan)
             shards = [(s.index, str(self.layout.signatures(seg.index - 1, s.name))) for s in plan]
-            decisions = seg.entry.decide_sharded(self.tasks, shards, str(self.layout.work / f"sharded{seg.index}"), counted[0])
+            decisions = seg.entry.decide_in_tasks(self.tasks, shards, str(self.layout.work / f"sharded{seg.index}"), counted[0])
         else:
             decisions = seg.entry.decide(signatures())
-        for shard, items in self._by_shard(decisions, plan):
-            write_json(self.layout.decisions(seg.index, shard.name), {k: _fields(d) for k, d in items.items()})
+        for shard in plan:
+            write_decisions(self.layout.decisions(seg.index, shard.name), decisions.for_shard(shard.index))
         write_json(self.layout.decided(seg.index), {
             "records": counted[0], "seconds": time.perf_counter() - start,
             "metrics": seg.entry.take_metrics(), "findings": seg.entry.findings,
         })
-
-    @staticmethod
-    def _by_shard(decisions: Any, plan: list[InputShard]) -> Any:
-        """Each shard's decisions: made shard by shard where the stage can (``for_shard``: dedup's
-        columns), else filed from the whole dict, popped as they go."""
-        if hasattr(decisions, "for_shard"):
-            for shard in plan:
-                yield shard, decisions.for_shard(shard.index)
-            return
-        by_shard: dict[str, dict[str, Any]] = {s.name: {} for s in plan}
-        names = {str(s.index): s.name for s in plan}
-        while decisions:  # popped as they are filed, so the two never both hold everything
-            key, decision = decisions.popitem()
-            by_shard[names[key.split(":", 1)[0]]][key] = decision
-        for shard in plan:
-            yield shard, by_shard.pop(shard.name)
 
     def finish(self, settings: dict[str, Any], plan: list[InputShard], segments: list[Segment]) -> dict[str, Any]:
         from recaption.report.html import write_report  # noqa: PLC0415 - jinja2 only when a run ends
@@ -182,11 +169,6 @@ class RunDriver:
             for seg in segments[:-1]:
                 shutil.rmtree(self.layout.intermediate(seg.index), ignore_errors=True)
         return stats
-
-
-def _fields(decision: Any) -> dict[str, Any]:
-    fields = {"reject": decision.reject, "scores": decision.scores, "meta": decision.meta, "show": decision.show}
-    return {k: v for k, v in fields.items() if v}
 
 
 # What a user most likely got wrong when every record fails the same way.

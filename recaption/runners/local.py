@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from recaption.io import Reader, Writer, open_reader
 from recaption.io.base import InputShard, ReaderOptions
+from recaption.io.signatures import record_key
 from recaption.recipe import Recipe, recipe_from_dict
 from recaption.runners.driver import RunDriver
 from recaption.runners.shards import (
@@ -48,7 +49,6 @@ from recaption.runners.shards import (
     output_writer,
     read_json,
     read_segment_source,
-    record_key,
     worker_recipe,
 )
 from recaption.stages.base import StageError

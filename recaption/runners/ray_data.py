@@ -49,9 +49,11 @@ from tqdm import tqdm
 
 from recaption.io import open_reader
 from recaption.io.base import InputShard, ReaderOptions, atomic_path
+from recaption.io.signatures import record_key
 from recaption.recipe import Recipe, recipe_from_dict
 from recaption.record import Pair
 from recaption.runners.driver import RunDriver
+from recaption.runners.task_pools import RayTasks
 from recaption.runners.shards import (
     OutputLayout,
     RunConfig,
@@ -65,7 +67,6 @@ from recaption.runners.shards import (
     output_writer,
     read_json,
     read_segment_source,
-    record_key,
     stage_order,
     worker_recipe,
 )
@@ -362,8 +363,6 @@ class RayRunner:
         ray = import_ray()
         settings, plan = self.driver.prepare()
         started = self._connect(ray)
-        from recaption.dedup.sharded import RayTasks  # noqa: PLC0415
-
         self.driver.tasks = RayTasks(ray)  # dedup decides in tasks, not in this process
         try:
             segments = cut_segments(self.config.recipe.build())

@@ -40,11 +40,12 @@ from recaption.io import open_writer
 from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, Writer, atomic_path
 from recaption.io.jsonl import write_jsonl
 from recaption.io.safejson import RecordProblem
+from recaption.io.signatures import Decision, read_decisions, record_key, write_signatures
 from recaption.recipe import Recipe
 from recaption.record import Pair
 from recaption.report.sample import ReportSampler
 from recaption.runners.intermediate import IntermediateWriter, read_intermediate
-from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES, REPORT_MARK, Decision, GlobalStage, Stage
+from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES, REPORT_MARK, GlobalStage, Stage
 
 WRITE_STAGE = "write"
 # Errors of the output as a whole (disk full, read-only, quota), not of one record: they stop the run.
@@ -283,7 +284,7 @@ class ShardSink:
             examples_per_reason=recipe.report.get("examples_per_reason", 3),
         )
         self.rejects: list[dict[str, Any]] = []
-        self.signatures: list[list[Any]] = []
+        self.signatures: list[tuple[str, dict[str, Any]]] = []
         self.counts = ShardCounts(stage_order(seg))
         self.rejected_by: Counter[str] = Counter()
         self.n_in = 0
@@ -322,7 +323,7 @@ class ShardSink:
             self.sampler.rejected(pair)
             return
         if self.seg.exit is not None:
-            self.signatures.append([record_key(self.shard.index, self.n_out), self.seg.exit.signature(pair)])
+            self.signatures.append((record_key(self.shard.index, self.n_out), self.seg.exit.signature(pair)))
         if self.last:
             self.sampler.kept(pair)
         self.n_out += 1
@@ -339,7 +340,7 @@ class ShardSink:
         seg, layout = self.seg, self.layout
         write_jsonl(layout.rejects_file(seg.index, self.shard.name, seg.entry), self.rejects)
         if seg.exit is not None:
-            write_jsonl(layout.signatures(seg.index, self.shard.name), self.signatures)
+            write_signatures(layout.signatures(seg.index, self.shard.name), self.signatures)
         marker = {
             "segment": seg.index,
             "shard": self.shard.name,
@@ -360,22 +361,7 @@ def read_segment_source(layout: OutputLayout, seg_index: int, shard: InputShard,
     if seg_index == 0:
         return reader.pairs(shard), {}
     source = read_intermediate(layout.intermediate(seg_index - 1) / f"{shard.name}.parquet")
-    decisions = {k: Decision(**d) for k, d in read_json(layout.decisions(seg_index, shard.name)).items()}
-    return source, decisions
-
-
-def read_signatures(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """A shard's (record key, signature) pairs, in input order, as its sink wrote them."""
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            key, sig = json.loads(line)
-            yield key, sig
-
-
-def record_key(shard_index: int, position: int) -> str:
-    """The key a global stage files a record's signature and decision under: its shard and
-    its position among the shard's kept records (which the next segment reads in order)."""
-    return f"{shard_index}:{position}"
+    return source, read_decisions(layout.decisions(seg_index, shard.name))
 
 
 def describe(seg: Segment, segments: list[Segment]) -> str:

@@ -12,8 +12,8 @@ Two kinds of stage:
 - ``Stage``: looks at one batch at a time. ``Filter`` is the thin version that only
   answers "keep?" and "why not".
 - ``GlobalStage``: needs to see the whole dataset before it can decide (dedup). The runner
-  collects a small ``signature`` of every record, calls ``decide`` once, and then applies
-  the decisions batch by batch.
+  collects a small ``signature`` of every record, calls ``decide`` once (or, where it has a
+  task pool, ``decide_in_tasks``), and then applies the decisions batch by batch.
 """
 
 from __future__ import annotations
@@ -22,12 +22,16 @@ import importlib.util
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from recaption.errors import RecaptionError
+from recaption.io.signatures import Decision, Decisions, read_signatures
 from recaption.record import Pair
+
+if TYPE_CHECKING:
+    from recaption.dedup.sharded import TaskPool
 
 STAGES: dict[str, type[Stage]] = {}
 # Any stage that writes captions: what the caption checks and scorers read.
@@ -258,18 +262,6 @@ class Filter(Stage):
                 pair.reject_with(self.name, *verdict)
 
 
-@dataclass(slots=True)
-class Decision:
-    """What a global stage decided for one record: reject it, and/or add scores or meta."""
-
-    reject: tuple[str, str] | None = None  # (reason, detail)
-    scores: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    # For the report only, never written with the record: the record is shown in a group the
-    # stage names (a duplicate cluster: {"cluster", "role", "rule", "distance"}).
-    show: dict[str, Any] | None = None
-
-
 # The meta key that carries a Decision's ``show`` from the stage to the shard's report sampler,
 # which takes it out before the record is written (it travels in meta, which every runner carries).
 REPORT_MARK = "_recaption_report_mark"
@@ -291,16 +283,28 @@ class GlobalStage(Stage):
         """A small, JSON-serialisable summary of what ``decide`` needs from this record."""
 
     @abstractmethod
-    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
-        """``signatures`` streams (record key, signature) in input order; return decisions by key.
+    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> Decisions:
+        """``signatures`` streams (record key, signature) in input order; return the decisions.
 
         Keep only what the decision needs of each signature: there is one per record.
         """
 
+    def decide_in_tasks(self, tasks: TaskPool, shards: list[tuple[int, str]], work: str, records: int) -> Decisions:
+        """The same decisions, where the runner has a task pool: ``shards`` are (shard index,
+        signatures file) in input order, ``work`` a folder the decision may use, ``records``
+        how many signatures there are. By default the signatures stream into ``decide`` here; a
+        stage whose decision would not fit one process does its heavy part as tasks (dedup)."""
+
+        def streamed() -> Iterable[tuple[str, dict[str, Any]]]:
+            for _, path in shards:
+                yield from read_signatures(path)
+
+        return self.decide(streamed())
+
     def process(self, batch: list[Pair]) -> None:
         raise StageError(f"global stage '{self.name}' runs through the runner's collect/decide/apply")
 
-    def apply(self, batch: list[Pair], keys: list[str], decisions: dict[str, Decision]) -> list[Pair]:
+    def apply(self, batch: list[Pair], keys: list[str], decisions: Mapping[str, Decision]) -> list[Pair]:
         """Apply the decisions for this batch, with the same counting as any stage."""
         key_of = {id(p): k for p, k in zip(batch, keys)}
 

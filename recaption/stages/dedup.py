@@ -2,7 +2,9 @@
 and near images, exact and near texts (``dedup``); images that mean the same (``semantic_dedup``).
 
 The decision is map, reduce and resolve (``recaption.dedup.decision``): in one process for the
-local runner, as tasks for the Ray runner (``decide_sharded``), with the same result. The rules
+local runner, as tasks for the Ray runner (``decide_in_tasks``), with the same result. The
+library finds the facts (which rule took a record, which record it copies); this module words
+them as rejects, scores, findings and the report's cluster marks. The rules
 apply in this order, each among the records the earlier ones left:
 
 - ``against`` / ``eval_sets``: a copy (exact, near, or a mirror image) of an image in an index
@@ -35,29 +37,32 @@ synthetic photos (benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recaption.dedup.decision import (
-    HOT_FAMILIES,
+    DUPLICATE_ID,
+    DUPLICATE_TEXT,
+    EXACT_IMAGE,
+    NEAR_IMAGE,
+    REFERENCE,
     DecisionColumns,
-    ReferenceHits,
-    RefHit,
-    Resolver,
+    Found,
     Rules,
-    SignatureColumns,
-    key_of,
-    map_signatures,
-    order_of,
-    reduce_family,
+    decide_in_process,
 )
-from recaption.dedup.hashes import HOT_BUCKET, HotBuckets
+from recaption.dedup.hashes import HOT_BUCKET
+from recaption.dedup.index import ReferenceIndexError
+from recaption.dedup.references import KIND_REASON, References, RefHit
+from recaption.dedup.semantic import SemanticFound, SemanticRules, semantic_in_process
+from recaption.dedup.sharded import TaskPool, decide_sharded, semantic_sharded
 from recaption.dedup.text import MinHasher, normalise_text, text_hash
+from recaption.io.signatures import Decision, Decisions, DecisionsByKey, key_of, order_of
 from recaption.record import Pair
-from recaption.stages.base import Decision, GlobalStage, StageError, register
+from recaption.stages.base import GlobalStage, StageError, register
 
 WINDOW_RADIUS = 2  # measured on planted copies (benchmarks/bench_near_copies.py): 3 found no more, 1 fewer
 
@@ -75,38 +80,70 @@ def _paths(option: str, value: Any) -> list[str]:
     return paths
 
 
-def _reference_matches(image: dict[str, np.ndarray], ref: Any, radius: int, hot_bucket: int,
-                       hot: HotBuckets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each record: the reference row it copies (-1: none), how ("exact copy", "near copy",
-    "mirror image") and the distance in bits: an exact sha256 first, else the nearest of its hash
-    and its mirror's to a reference hash."""
-    from recaption.dedup.hashes import nearest_in  # noqa: PLC0415
+def _hit_detail(hit: RefHit) -> str:
+    return f"{hit.how} of {hit.ref_id!r} in {hit.source}" + (f" ({hit.distance} bits)" if hit.how != "exact copy" else "")
 
-    n = len(image["sha"])
-    match = np.full(n, -1, np.int64)
-    how = np.full(n, "", object)
-    distance = np.zeros(n, np.int64)
-    if not n or not len(ref):
-        return match, how, distance
-    ref_with_hash = np.flatnonzero(ref.has_phash)
-    ref_phash = ref.phash[ref_with_hash]
-    best = np.full(n, radius + 1, np.int64)
-    for name, column, present in (("near copy", "phash", "has_phash"), ("mirror image", "mirror", "has_mirror")):
-        have = np.flatnonzero(image[present])
-        row, d = nearest_in(image[column][have], ref_phash, radius, hot_bucket, hot)
-        better = (row >= 0) & (d < best[have])
-        match[have[better]] = ref_with_hash[row[better]]
-        best[have[better]] = d[better]
-        how[have[better]] = name
-    distance[:] = np.where(match >= 0, best, 0)
-    # an exact copy by bytes wins over any near one (0: a sha256 nobody recorded)
-    sha = image["sha"]
-    order = np.argsort(ref.sha, kind="stable")
-    at = np.minimum(np.searchsorted(ref.sha[order], sha), len(order) - 1)
-    exact = (sha != 0) & (ref.sha[order][at] == sha)
-    match[exact] = order[at[exact]]
-    how[exact], distance[exact] = "exact copy", 0
-    return match, how, distance
+
+class DedupDecisions(Decisions):
+    """The library's decision columns, worded as ``Decision`` objects when asked: a shard's at
+    a time for the driver, which never holds them all as objects."""
+
+    def __init__(self, columns: DecisionColumns, radius: int) -> None:
+        self.columns, self.radius = columns, radius
+
+    def decision(self, i: int) -> Decision:
+        out = self.columns
+        order, reason = int(out.every[i]), int(out.reason[i])
+        d = Decision(show=self._show(i))
+        if out.flagged[i]:
+            hit = out.hits[order]
+            d.meta["contaminates_eval"] = f"{hit.source}:{hit.ref_id}"
+        if reason == DUPLICATE_ID:
+            d.reject = ("duplicate_id", f"image_id {out.name(i)!r} already used by the record at {key_of(int(out.every[out.other[i]]))}")
+        elif reason == REFERENCE:
+            d.reject = (out.hits[order].reason, _hit_detail(out.hits[order]))
+        elif reason in (EXACT_IMAGE, NEAR_IMAGE):
+            d.reject = ("exact_image" if reason == EXACT_IMAGE else "near_image", f"duplicate of {out.name(int(out.other[i]))!r}")
+        if out.text_count[i]:
+            d.scores["text_dup_count"] = int(out.text_count[i])
+            first = int(out.text_first[i])
+            if first != i:
+                d.meta["text_dup_of"] = out.name(first)
+                if reason == DUPLICATE_TEXT:
+                    d.reject = ("duplicate_text", f"same caption as {out.name(first)!r}")
+        return d
+
+    def _show(self, i: int) -> dict[str, Any] | None:
+        """The report's mark of a record in a duplicate cluster it shows."""
+        mark = self.columns.shown.get(i)
+        if mark is None:
+            return None
+        out, k = self.columns, mark["cluster"]
+        label = f"{out.name(k)} · {key_of(int(out.every[k]))}"
+        if mark["role"] == "kept":
+            return {"cluster": label, "role": "kept", "rule": "most pixels, then earliest, is kept"}
+        exact = out.reason[i] == EXACT_IMAGE
+        if exact:
+            rule = f"exact copy (same sha256) of {out.name(int(out.other[i]))!r}"
+        else:
+            rule = f"near copy: perceptual hashes within {self.radius} bits (the mirror's and crop windows' count; chains join)"
+        bits = mark["bits"]
+        return {"cluster": label, "role": "dropped", "rule": rule, "distance": 0 if exact and bits is None else bits}
+
+    def for_shard(self, shard_index: int) -> dict[str, Decision]:
+        return {key_of(int(self.columns.every[i])): self.decision(int(i)) for i in self.columns.decided_in_shard(shard_index)}
+
+    def __getitem__(self, key: str) -> Decision:
+        row = self.columns.row_of(order_of(key))
+        if row is None:
+            raise KeyError(key)
+        return self.decision(row)
+
+    def __iter__(self) -> Iterator[str]:
+        return (key_of(int(self.columns.every[i])) for i in self.columns.decided())
+
+    def __len__(self) -> int:
+        return len(self.columns.decided())
 
 
 @register
@@ -187,110 +224,54 @@ class Dedup(GlobalStage):
                      near_text=self.near_text, jaccard=self.text_jaccard, text_action=self.text_action,
                      bands=self.minhasher.bands, num_perm=self.minhasher.num_perm)
 
-    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
-        """In one process: every signature mapped at once, each family reduced as one partition
-        (recaption.dedup.decision), then resolved; the Ray runner calls ``decide_sharded``."""
-        cols = SignatureColumns(self.minhasher.num_perm if self.near_text else 0)
-        for key, sig in signatures:
-            cols.add(key, sig)
-        rules = self.rules()
-        resolver = Resolver(rules)
-        hot = {name: HotBuckets() for name in HOT_FAMILIES}
-        hits = self.reference_hits(cols, hot)
-        for family, table in map_signatures(cols, rules, 1, self.minhasher.band_hash, in_process=True).items():
-            resolver.add(family, *reduce_family(family, table, rules, hot))
-        return self.resolve(resolver, hits, hot)
+    def references(self) -> References:
+        return References(tuple(self.eval_sets), tuple(self.against), flag_eval=self.eval_action == "flag",
+                          radius=self.phash_radius if self.near_image else 0, hot_bucket=self.hot_bucket)
 
-    def decide_sharded(self, tasks: Any, shards: list[tuple[int, str]], work: str, records: int) -> dict[str, Decision]:
+    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> Decisions:
+        """In one process: every signature mapped at once, each family reduced as one partition
+        (recaption.dedup.decision), then resolved."""
+        try:
+            found = decide_in_process(self.rules(), self.references(), signatures)
+        except ReferenceIndexError as exc:
+            raise StageError(f"dedup.{exc}") from exc
+        return self._decisions(found)
+
+    def decide_in_tasks(self, tasks: TaskPool, shards: list[tuple[int, str]], work: str, records: int) -> Decisions:
         """The same decision with the map and the reduce as tasks (``recaption.dedup.sharded``):
         the driver holds what is duplicated, not every record."""
-        from recaption.dedup.sharded import decide_sharded  # noqa: PLC0415
+        try:
+            found = decide_sharded(self.rules(), self.references(), tasks, shards, work, records)
+        except ReferenceIndexError as exc:
+            raise StageError(f"dedup.{exc}") from exc
+        return self._decisions(found)
 
-        return decide_sharded(self, tasks, shards, work, records)
-
-    def references_indexed(self, folder: Path) -> Dedup:
-        """This stage with every reference that is not an index file (a run folder, a dataset)
-        indexed once, here, into ``folder``: tasks then read the index instead of each worker
-        process hashing the source again. The index keeps the source's name, so hits read the
-        same; a source that holds nothing is left as it is, for the task to say so."""
-        import copy  # noqa: PLC0415
-
-        from recaption.dedup.index import ReferenceIndexError, index_source, is_index_file  # noqa: PLC0415
-
-        out = copy.copy(self)
-        for attr, kind in (("eval_sets", "eval"), ("against", "kept")):
-            paths = []
-            for i, path in enumerate(getattr(self, attr)):
-                if is_index_file(path):
-                    paths.append(path)
-                    continue
-                try:
-                    index = index_source(path, kind=kind)
-                except ReferenceIndexError as exc:
-                    raise StageError(f"dedup.{attr}: {exc}") from exc
-                if not len(index):
-                    paths.append(path)
-                    continue
-                folder.mkdir(parents=True, exist_ok=True)
-                index.save(folder / f"{attr}-{i}.parquet")
-                paths.append(str(folder / f"{attr}-{i}.parquet"))
-            setattr(out, attr, paths)
-        return out
-
-    def reference_hits(self, cols: SignatureColumns, hot: dict[str, HotBuckets]) -> dict[str, ReferenceHits]:
-        """Each record that copies an image of the evaluation sets or of earlier runs, by kind:
-        named, and rejected (or, for evaluation sets with ``eval_action: flag``, flagged)."""
-        from recaption.dedup.index import ReferenceIndexError, cached_references  # noqa: PLC0415 - pyarrow, only when used
-
-        hits: dict[str, ReferenceHits] = {}
-        image = {name: cols.column(name) for name in ("sha", "phash", "has_phash", "mirror", "has_mirror")}
-        for kind, paths in (("eval", self.eval_sets), ("kept", self.against)):
-            if not paths:
-                continue
-            try:
-                ref = cached_references(tuple(paths), kind)
-            except ReferenceIndexError as exc:
-                raise StageError(f"dedup.{'eval_sets' if kind == 'eval' else 'against'}: {exc}") from exc
-            reason = "contaminates_eval" if kind == "eval" else "seen_before"
-            match, how, distance = _reference_matches(image, ref, self.phash_radius if self.near_image else 0, self.hot_bucket, hot[reason])
-            flag = kind == "eval" and self.eval_action == "flag"
-            found = hits[kind] = ReferenceHits(", ".join(f"{s['name']} ({s['records']} images)" for s in ref.sources))
-            for pos in np.flatnonzero(match >= 0):
-                source, ref_id = ref.name(int(match[pos]))
-                what = f"{how[pos]} of {ref_id!r} in {source}" + (f" ({distance[pos]} bits)" if how[pos] != "exact copy" else "")
-                found.hits[order_of(cols.keys[pos])] = RefHit(reason, what, {"contaminates_eval": f"{source}:{ref_id}"} if flag else None,
-                                                              [cols.ids[pos], source, ref_id, str(how[pos]), int(distance[pos])])
-        return hits
-
-    def resolve(self, resolver: Resolver, hits: dict[str, ReferenceHits], hot: dict[str, HotBuckets]) -> dict[str, Decision]:
-        """The decisions from what the reduce found, and the findings and counts they make."""
-        for kind, found in hits.items():
-            resolver.add_reference_hits(kind, found.hits)
-        decisions = resolver.resolve()
+    def _decisions(self, found: Found) -> Decisions:
+        """The decisions, and the findings and counts they make."""
+        decisions = DedupDecisions(found.columns, self.phash_radius)
         self.findings = {}
-        for kind, found in hits.items():
-            self._reference_findings(kind, found, decisions)
-        for prefix, counted in hot.items():
+        for kind, hits in found.hits.items():
+            self._reference_findings(kind, hits.checked, hits.hits, found.columns)
+        for prefix, counted in found.hot.items():
             for name, value in counted.as_stats(prefix).items():
                 self.stat(name, value)
-        return decisions  # a mapping made when read: written shard by shard, never all held as objects
+        return decisions
 
-    def _reference_findings(self, kind: str, found: ReferenceHits, decisions: DecisionColumns) -> None:
+    def _reference_findings(self, kind: str, checked: str, hits: dict[int, RefHit], columns: DecisionColumns) -> None:
         """Count and list the hits the decision applied (a record that went earlier, as a
         repeated id, or whose copy of an evaluation image was taken over by an earlier run's,
         is not one)."""
-        reason = "contaminates_eval" if kind == "eval" else "seen_before"
+        reason = KIND_REASON[kind]
         flag = kind == "eval" and self.eval_action == "flag"
-        applied = [o for o in sorted(found.hits) if decisions.hits.get(o) is found.hits[o]]
+        applied = [o for o in sorted(hits) if columns.hits.get(o) is hits[o]]
         self.stat(reason, len(applied))
-        rows = [found.hits[o].row for o in applied[: self.FINDINGS]]
+        rows = [hits[o].row for o in applied[: self.FINDINGS]]
         self.findings[reason] = {
             "title": "Copies of evaluation images" if kind == "eval" else "Already kept by earlier runs",
             "summary": f"{len(applied)} pair(s) {'flagged (meta.contaminates_eval)' if flag else f'rejected as dedup/{reason}'}, "
-                       f"checked against {found.checked}" + (f"; the first {self.FINDINGS} listed" if len(applied) > self.FINDINGS else ""),
+                       f"checked against {checked}" + (f"; the first {self.FINDINGS} listed" if len(applied) > self.FINDINGS else ""),
             "count": len(applied), "columns": ["id", "source", "copies", "how", "bits"], "rows": rows,
         }
-
 
 
 @register
@@ -345,64 +326,20 @@ class SemanticDedup(GlobalStage):
             sig["score"] = value if isinstance(value, (int, float)) else None
         return sig
 
-    def vector_of(self, sig: dict[str, Any]) -> np.ndarray | None:
-        from recaption.dedup.semantic import decode_vector  # noqa: PLC0415
+    def rules(self) -> SemanticRules:
+        return SemanticRules(tuple(self.what_if), self.keep, self.max_cluster, self.seed, self.clusters)
 
-        if not isinstance(sig.get("emb"), str):
-            return None
-        try:
-            return decode_vector(sig["emb"])
-        except ValueError:
-            return None
+    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> Decisions:
+        return self.semantic_decisions(semantic_in_process(self.rules(), signatures))
 
-    def embeddings(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[str], list[np.ndarray], list[float], int]:
-        """(keys, ids, vectors, ranking scores, how many had no usable embedding) of signatures;
-        a record without one (or of another size than the first) is not compared."""
-        keys: list[str] = []
-        ids: list[str] = []
-        rows: list[np.ndarray] = []
-        scores: list[float] = []
-        missing = 0
-        for key, sig in signatures:
-            vector = self.vector_of(sig)
-            if vector is None or (rows and len(vector) != len(rows[0])):
-                missing += 1
-                continue
-            keys.append(key)
-            ids.append(sig["id"])
-            rows.append(vector)
-            scores.append(float(sig["score"]) if sig.get("score") is not None else -np.inf)
-        return keys, ids, rows, scores, missing
+    def decide_in_tasks(self, tasks: TaskPool, shards: list[tuple[int, str]], work: str, records: int) -> Decisions:
+        """On a task pool: centroids from a sample, each cluster compared in a task (``recaption.dedup.sharded``)."""
+        return self.semantic_decisions(semantic_sharded(self.rules(), tasks, shards, work))
 
-    def k_for(self, n: int) -> int:
-        """The number of clusters: as set, or one per thousand records (at most 4,096: beyond
-        that, clusters over max_cluster are split again in their own task)."""
-        return int(self.clusters) if self.clusters != "auto" else max(1, min(4096, -(-n // 1000)))
-
-    def decide(self, signatures: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Decision]:
-        from recaption.dedup.semantic import semantic_duplicates, unit_rows  # noqa: PLC0415
-
-        keys, ids, rows, scores, missing = self.embeddings(signatures)
-        if not rows:
-            return self.semantic_decisions([], 0, missing, [0] * len(self.what_if), {})
-        x = unit_rows(np.stack(rows)).astype(np.float16)  # half the memory; each cluster is compared in float32
-        rank: str | np.ndarray = np.asarray(scores) if self.keep.startswith("score:") else self.keep
-        found = semantic_duplicates(x, self.k_for(len(x)), rank, self.max_cluster, self.seed)
-        low = min(self.what_if)
-        listed = [(order_of(keys[i]), ids[i], ids[int(found.of[i])], float(found.best[i])) for i in np.flatnonzero(found.best >= low)]
-        at = [int((found.best >= t).sum()) for t in self.what_if]
-        return self.semantic_decisions(listed, len(x), missing, at, {"clusters": found.clusters, "split": found.split, "windowed": found.windowed})
-
-    def decide_sharded(self, tasks: Any, shards: list[tuple[int, str]], work: str, records: int) -> dict[str, Decision]:
-        """On Ray: centroids from a sample, each cluster compared in a task (``recaption.dedup.sharded``)."""
-        from recaption.dedup.sharded import semantic_sharded  # noqa: PLC0415
-
-        return semantic_sharded(self, tasks, shards, work, records)
-
-    def semantic_decisions(self, rows: list[tuple[int, str, str, float]], embedded: int, missing: int, at: list[int],
-                           counts: dict[str, int]) -> dict[str, Decision]:
+    def semantic_decisions(self, found: SemanticFound) -> Decisions:
         """Decisions, counts and findings from the records at or above the lowest what-if
-        threshold: (order, id, the id it means the same as, cosine), in input order."""
+        threshold (``found.rows``: order, id, the id it means the same as, cosine; in input order)."""
+        rows, embedded, missing, at, counts = found.rows, found.embedded, found.missing, found.at, found.counts
         if missing:
             self.stat("no_embedding", missing)
         for name, value in (("clusters", counts.get("clusters", 0)), ("clusters_split", counts.get("split", 0)),
@@ -423,7 +360,7 @@ class SemanticDedup(GlobalStage):
                 listed.append([image_id, similar, round(cosine, 3)])
         self.stat("semantic_duplicates", len(decisions))
         if not embedded:
-            return decisions
+            return DecisionsByKey(decisions)
         self.findings["what_if"] = {
             "title": "Semantic duplicates: what-if",
             "summary": f"{len(decisions)} of {embedded} embedded pairs {'rejected' if self.action == 'reject' else 'flagged'} at cosine "
@@ -436,9 +373,9 @@ class SemanticDedup(GlobalStage):
             "title": "Semantic duplicates: examples", "summary": f"the first {len(listed)} of {len(decisions)}",
             "columns": ["id", "means the same as", "cosine"], "rows": listed,
         }
-        return decisions
+        return DecisionsByKey(decisions)
 
-    def apply(self, batch: list[Pair], keys: list[str], decisions: dict[str, Decision]) -> list[Pair]:
+    def apply(self, batch: list[Pair], keys: list[str], decisions: Mapping[str, Decision]) -> list[Pair]:
         out = super().apply(batch, keys, decisions)
         if not self.keep_embedding:  # 1.4 KB of base64 per pair: training data does not need it
             for pair in batch:

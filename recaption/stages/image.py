@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from recaption.imaging import ImageFileError, read_image_file, to_rgb
-from recaption.io.input_tree import is_url
+from recaption.dedup.image_hashes import image_hashes, thumbnail32
+from recaption.imaging import ImageFileError, decode_checked, record_image_bytes, upright_rgb
 from recaption.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from recaption.record import Pair
 from recaption.stages.base import Stage, StageError, register
@@ -27,102 +26,6 @@ from recaption.stages.base import Stage, StageError, register
 RESIZE_MODES = ("none", "keep_ratio", "center_crop", "border")
 # Formats that training loaders read everywhere; anything else is re-encoded to JPEG.
 PASS_THROUGH_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
-_EXIF_ORIENTATION = 0x0112
-
-
-def _dct_matrix(n: int) -> np.ndarray:
-    k = np.arange(n)[:, None]
-    i = np.arange(n)[None, :]
-    m = np.cos(np.pi * (2 * i + 1) * k / (2 * n))
-    m[0] /= np.sqrt(2)
-    return m * np.sqrt(2 / n)
-
-
-_DCT32 = _dct_matrix(32)
-
-
-def thumbnail32(img: Image.Image) -> Image.Image:
-    # Shrink first, then drop colour: converting the full-size image to grey costs more
-    # than the whole box-reduce of the colour image.
-    return img.resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
-
-
-def perceptual_hash(img: Image.Image, small: Image.Image | None = None) -> str:
-    """64-bit DCT hash (the pHash of imagehash): low 8x8 frequencies against their median."""
-    return perceptual_hashes(img, small)[0]
-
-
-# Mirroring an image left to right flips the sign of every DCT coefficient of odd horizontal
-# frequency: the mirror's hash comes from the same transform, with no second thumbnail.
-_MIRROR_SIGNS = np.array([(-1.0) ** v for v in range(8)])[None, :]
-
-
-def perceptual_hashes(img: Image.Image, small: Image.Image | None = None) -> tuple[str, str]:
-    """The image's perceptual hash and its left-right mirror's (for dedup: a flipped copy's
-    hash is near the original's mirror hash)."""
-    pixels = np.asarray((small or thumbnail32(img)).convert("L"), dtype=np.float64)
-    low = (_DCT32 @ pixels @ _DCT32.T)[:8, :8]
-    return _bits_of(low), _bits_of(low * _MIRROR_SIGNS)
-
-
-# The windows whose hashes stand beside the whole image's, so that a copy cropped a little,
-# or given a border, is near one of them: the centre 90 %, and the image less 5 % on one
-# side or at one corner (left, top, right, bottom fractions cut away).
-CROP_WINDOWS = ((0.05, 0.05, 0.05, 0.05), (0.05, 0, 0, 0), (0, 0.05, 0, 0), (0, 0, 0.05, 0), (0, 0, 0, 0.05),
-                (0.05, 0.05, 0, 0), (0, 0.05, 0.05, 0), (0, 0, 0.05, 0.05), (0.05, 0, 0, 0.05))
-
-
-BORDER_TOLERANCE = 24  # a pixel this close (max over channels) to the corner's colour is border
-
-
-def trim_border(img: Image.Image) -> Image.Image | None:
-    """The image less a uniform frame (a border a copy was given), or None where it has none:
-    one colour at least 2 % deep on all four sides, leaving at least half of the image. (A dark
-    edge on one or two sides is common in photos, and trimming it would make a photo's copies
-    hash apart: a re-encoded copy moves the edge by a pixel.)"""
-    pixels = np.asarray(img.convert("RGB"), dtype=np.int16)
-    content = np.abs(pixels - pixels[0, 0]).max(axis=2) > BORDER_TOLERANCE
-    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
-    if not len(rows):
-        return None  # all one colour
-    h, w = content.shape
-    top, bottom, left, right = rows[0], h - 1 - rows[-1], cols[0], w - 1 - cols[-1]
-    if min(top / h, bottom / h, left / w, right / w) < 0.02:
-        return None
-    box = (int(left), int(top), int(w - right), int(h - bottom))
-    if (box[2] - box[0]) * (box[3] - box[1]) < 0.5 * w * h:
-        return None
-    return img.crop(box)
-
-
-def image_hashes(img: Image.Image, small: Image.Image | None = None, windows: bool = True) -> tuple[str, str, list[str] | None]:
-    """The hashes dedup compares: the whole image's, its mirror's and (``windows``) its crop windows'.
-
-    An image with a uniform frame is hashed without it: a copy given a border then hashes like
-    its original, and the frame (the same dark or white edges on every framed image) does not
-    make framed images look alike, nor like photos with dark edges.
-    """
-    base = img if max(img.size) <= 128 else img.resize((128, 128), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    trimmed = trim_border(base)
-    if trimmed is not None:
-        base, small = trimmed, None
-    phash, mirror = perceptual_hashes(base, small)
-    return phash, mirror, window_hashes(base) if windows else None
-
-
-def window_hashes(base: Image.Image) -> list[str]:
-    """The perceptual hashes of ``CROP_WINDOWS`` of the image (give it a 128-px copy: cheap)."""
-    w, h = base.size
-    hashes = []
-    for left, top, right, bottom in CROP_WINDOWS:
-        window = base.crop((round(w * left), round(h * top), w - round(w * right), h - round(h * bottom)))
-        hashes.append(perceptual_hash(window))
-    return hashes
-
-
-def _bits_of(low: np.ndarray) -> str:
-    bits = (low > np.median(low)).flatten()
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
 
 
 def look_scores(small: Image.Image) -> dict[str, float]:
@@ -171,15 +74,6 @@ def _resize(img: Image.Image, mode: str, size: int, only_if_bigger: bool, border
         canvas.paste(img, ((size - nw) // 2, (size - nh) // 2))
         img = canvas
     return img
-
-
-def _orientation(img: Image.Image) -> int:
-    """The EXIF orientation (1 = upright), read from the header; broken EXIF counts as upright."""
-    try:
-        value = img.getexif().get(_EXIF_ORIENTATION, 1)
-    except (OSError, ValueError, SyntaxError):
-        return 1
-    return value if value in range(1, 9) else 1
 
 
 @register
@@ -239,17 +133,13 @@ class ImageCheck(Stage):
 
     # The checks in the order they run: read, decode, standardise, shape, describe, write.
     def _check_one(self, pair: Pair) -> None:
-        data = self._read_bytes(pair)
-        if data is None:
-            return
-        decoded = self._decode(pair, data)
-        if decoded is None:
-            return
-        img, fmt, size, orientation, passes_through = decoded
-        rewritten: list[str] = []
-        original_mode = img.mode
-        rgb = self._standardise(pair, img, orientation, rewritten)
-        if rgb is None:
+        try:
+            data = record_image_bytes(pair.image, self.max_bytes)
+            img, fmt, size, orientation, passes_through = decode_checked(data, self.max_pixels, may_draft=self.resize == "none")
+            original_mode = img.mode
+            rgb, rewritten = upright_rgb(img, orientation, self.background)  # type: ignore[arg-type]
+        except ImageFileError as exc:
+            pair.reject_with(self.name, exc.reason, str(exc))
             return
         w, h = size if passes_through else rgb.size  # a drafted JPEG's pixels are 1/8 scale; upright otherwise
         scores: dict[str, Any] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "width": w, "height": h}
@@ -276,57 +166,6 @@ class ImageCheck(Stage):
         elif isinstance(pair.image, (bytes, bytearray)):
             pair.image_ext = PASS_THROUGH_FORMATS[fmt]
 
-    def _decode(self, pair: Pair, data: bytes) -> tuple[Image.Image, str, tuple[int, int], int, bool] | None:
-        """(image, format, size, EXIF orientation, passes through untouched), fully decoded (at
-        1/8 scale for a JPEG that will not be re-encoded); None where the pair is rejected."""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(data))
-                fmt = img.format or "unknown"
-                w, h = img.size
-                if w * h > self.max_pixels:
-                    pair.reject_with(self.name, "decompression_bomb", f"{w}x{h} = {w * h} pixels > {self.max_pixels}")
-                    return None
-                if w == 0 or h == 0:
-                    pair.reject_with(self.name, "empty_image", f"{w}x{h}")
-                    return None
-                orientation = _orientation(img)
-                passes_through = fmt == "JPEG" and img.mode == "RGB" and orientation == 1 and self.resize == "none"
-                if passes_through:
-                    # An image that will not be re-encoded needs its pixels only for the hash.
-                    # libjpeg still entropy-decodes every byte (so truncation and corruption show
-                    # exactly as in a full decode) but makes pixels at 1/8 scale: block averages,
-                    # just what a perceptual hash wants, at a fraction of the decode time.
-                    img.draft("RGB", (max(w // 8, 32), max(h // 8, 32)))
-                img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            pair.reject_with(self.name, "decompression_bomb", str(exc)[:200])
-            return None
-        except UnidentifiedImageError:
-            pair.reject_with(self.name, "not_an_image", f"{len(data)} bytes that no image decoder recognises")
-            return None
-        except (OSError, SyntaxError, ValueError) as exc:  # PIL signals truncation as OSError
-            reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
-            pair.reject_with(self.name, reason, str(exc)[:200])
-            return None
-        return img, fmt, (w, h), orientation, passes_through
-
-    def _standardise(self, pair: Pair, img: Image.Image, orientation: int, rewritten: list[str]) -> Image.Image | None:
-        """Upright 8-bit RGB (alpha on ``background``); what changed goes into ``rewritten``."""
-        if orientation != 1:
-            img = ImageOps.exif_transpose(img)
-            rewritten.append(f"exif_orientation_{orientation}")
-        original_mode = img.mode
-        try:
-            rgb = to_rgb(img, self.background)  # type: ignore[arg-type]
-        except (OSError, ValueError) as exc:
-            pair.reject_with(self.name, "unsupported_mode", f"mode {original_mode}: {exc}"[:200])
-            return None
-        if original_mode != "RGB":
-            rewritten.append(f"mode_{original_mode}")
-        return rgb
-
     def _shape_ok(self, pair: Pair, w: int, h: int, scores: dict[str, Any]) -> bool:
         """The size and aspect checks; a refused pair keeps the scores made so far."""
         if min(w, h) < self.min_side:
@@ -350,27 +189,3 @@ class ImageCheck(Stage):
             if windows is not None:
                 found["phash_windows"] = windows
         return found
-
-    def _read_bytes(self, pair: Pair) -> bytes | None:
-        src = pair.image
-        if isinstance(src, (bytes, bytearray)):
-            data = bytes(src)
-        elif not src:
-            pair.reject_with(self.name, "no_image", "the record names no image")
-            return None
-        elif is_url(src):  # never a file, whatever follows the "://"
-            pair.reject_with(self.name, "not_downloaded", f"{src[:200]}: download images first (img2dataset)")
-            return None
-        else:
-            try:
-                data = read_image_file(src, self.max_bytes)
-            except ImageFileError as exc:
-                pair.reject_with(self.name, exc.reason, str(exc))
-                return None
-        if not data:
-            pair.reject_with(self.name, "zero_bytes", "the image file is empty")
-            return None
-        if len(data) > self.max_bytes:
-            pair.reject_with(self.name, "too_many_bytes", f"{len(data)} bytes > {self.max_bytes}")
-            return None
-        return data

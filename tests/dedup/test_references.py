@@ -125,7 +125,7 @@ def test_a_second_run_rejects_what_the_first_kept(tmp_path):
 
 def test_tasks_read_a_run_folder_reference_indexed_once_on_the_driver(tmp_path):
     from recaption.dedup.index import is_index_file
-    from recaption.dedup.sharded import LocalTasks, decide_sharded
+    from recaption.runners.task_pools import InProcessTasks
 
     first = dataset(tmp_path / "a", {f"p{i}": noise_image(i, (128, 96)) for i in range(4)})
     assert run(first, tmp_path / "run-a") == 0
@@ -136,12 +136,12 @@ def test_tasks_read_a_run_folder_reference_indexed_once_on_the_driver(tmp_path):
     shard.write_text("".join(json.dumps(list(s)) + "\n" for s in sigs))
     seen = []
 
-    class Recording(LocalTasks):
+    class Recording(InProcessTasks):
         def map(self, fn, calls):
-            seen.extend([(p, is_index_file(p)) for p in args[0].against] for args in calls if fn.__name__ == "map_shard")
+            seen.extend([(p, is_index_file(p)) for p in args[1].against] for args in calls if fn.__name__ == "map_shard")
             return super().map(fn, calls)
 
-    decide_sharded(stage, Recording(), [(0, str(shard))], str(tmp_path / "work"), 3)
+    stage.decide_in_tasks(Recording(), [(0, str(shard))], str(tmp_path / "work"), 3)
     assert seen and all(a == [(str(tmp_path / "work" / "references" / "against-0.parquet"), True)] for a in seen)  # an index, not the folder
     assert stage.against == [str(tmp_path / "run-a")]  # the stage itself is left as the recipe made it
 

@@ -149,7 +149,7 @@ def test_a_run_with_a_tiny_clip_removes_semantic_copies(tmp_path, tiny_clip):
 def test_clusters_compared_in_tasks_decide_as_one_process_does(tmp_path):
     """Sharded (centroids from a sample, each cluster in a task): with one cluster and the survivor
     chosen by score, exactly the in-process decision; with several, the planted copies still go."""
-    from recaption.dedup.sharded import LocalTasks
+    from recaption.runners.task_pools import InProcessTasks
 
     x = planted(900, 40, 32, seed=7)
     scores = list(np.random.default_rng(7).random(len(x)))
@@ -162,9 +162,9 @@ def test_clusters_compared_in_tasks_decide_as_one_process_does(tmp_path):
     keyed = [(f"{s // 200}:{i}", sig) for s in range(0, len(signatures), 200) for i, (_, sig) in enumerate(signatures[s : s + 200])]
     one = SemanticDedup(keep="score:q", clusters=1)
     expected = {k: (d.reject, d.scores, d.meta) for k, d in one.decide(keyed).items()}
-    got = {k: (d.reject, d.scores, d.meta) for k, d in one.decide_sharded(LocalTasks(), shards, str(tmp_path / "w"), len(keyed)).items()}
+    got = {k: (d.reject, d.scores, d.meta) for k, d in one.decide_in_tasks(InProcessTasks(), shards, str(tmp_path / "w"), len(keyed)).items()}
     assert got == expected and len(got) >= 40
     assert one.findings["what_if"]["rows"][1][1] == len(got)
     several = SemanticDedup(keep="score:q", clusters=4)
-    found = several.decide_sharded(LocalTasks(), shards, str(tmp_path / "w"), len(keyed))
+    found = several.decide_in_tasks(InProcessTasks(), shards, str(tmp_path / "w"), len(keyed))
     assert 36 <= len(found) <= 40 and not (tmp_path / "w").exists()

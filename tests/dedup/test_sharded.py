@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from recaption.dedup.decision import Resolver
-from recaption.dedup.sharded import LocalTasks, decide_sharded
+from recaption.dedup.sharded import decide_sharded
 from recaption.record import Pair
-from recaption.stages.dedup import Dedup
+from recaption.runners.task_pools import InProcessTasks
+from recaption.stages.dedup import Dedup, DedupDecisions
 from tests.stages.test_dedup import planted_copies
 
 
@@ -27,6 +28,12 @@ def signature_files(tmp_path, stage, pairs, shard_size):
                 fh.write(json.dumps(row) + "\n")
         shards.append((index, str(path)))
     return shards, sigs
+
+
+def in_tasks(stage, shards, work, records, partitions=None):
+    """The stage's decision with the map and reduce as tasks in this process, in ``partitions``."""
+    found = decide_sharded(stage.rules(), stage.references(), InProcessTasks(), shards, str(work), records, partitions)
+    return DedupDecisions(found.columns, stage.phash_radius)
 
 
 def as_plain(decisions):
@@ -63,7 +70,7 @@ def test_tasks_decide_as_one_process_does(tmp_path, monkeypatch, mixed_pairs, op
     shards, sigs = signature_files(tmp_path, stage, mixed_pairs, shard_size)
     expected = as_plain(Dedup(**options).decide(sigs))
     assert sum(1 for d in expected.values() if d[0]) > 50  # there is something to decide
-    got = as_plain(decide_sharded(stage, LocalTasks(), shards, str(tmp_path / "work"), len(sigs), partitions))
+    got = as_plain(in_tasks(stage, shards, tmp_path / "work", len(sigs), partitions))
     assert got == expected
     assert not (tmp_path / "work").exists()  # the task files are gone
 
@@ -81,13 +88,13 @@ def test_chains_and_ties_resolve_alike(tmp_path):
     expected = Dedup().decide(sigs)
     assert expected["0:1"].reject == ("near_image", "duplicate of 'p0'") and expected["1:0"].reject == ("near_image", "duplicate of 'p0'")
     assert expected["2:0"].reject[0] == "duplicate_id"
-    assert as_plain(decide_sharded(stage, LocalTasks(), shards, str(tmp_path / "w"), 5, 2)) == as_plain(expected)
+    assert as_plain(in_tasks(stage, shards, tmp_path / "w", 5, 2)) == as_plain(expected)
 
 
 def test_the_mixed_set_has_every_kind_of_decision(tmp_path, mixed_pairs):
     stage = Dedup(text_action="reject")
     shards, sigs = signature_files(tmp_path, stage, mixed_pairs, 40)
-    got = decide_sharded(stage, LocalTasks(), shards, str(tmp_path / "w"), len(sigs), 7)
+    got = in_tasks(stage, shards, tmp_path / "w", len(sigs), 7)
     reasons = {d.reject[0] for d in got.values() if d.reject}
     assert reasons == {"duplicate_id", "exact_image", "near_image", "duplicate_text"}
 
@@ -96,4 +103,4 @@ def test_shards_with_no_signature_decide_nothing(tmp_path):
     stage = Dedup()
     shards, sigs = signature_files(tmp_path, stage, [], 10)
     (tmp_path / "empty.jsonl").write_text("")
-    assert decide_sharded(stage, LocalTasks(), [(0, str(tmp_path / "empty.jsonl"))], str(tmp_path / "w"), 0) == {}
+    assert stage.decide_in_tasks(InProcessTasks(), [(0, str(tmp_path / "empty.jsonl"))], str(tmp_path / "w"), 0) == {}

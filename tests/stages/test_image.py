@@ -6,7 +6,8 @@ from PIL import Image
 
 from recaption.record import Pair
 from recaption.stages.base import StageError
-from recaption.stages.image import ImageCheck, perceptual_hash
+from recaption.dedup.image_hashes import perceptual_hash
+from recaption.stages.image import ImageCheck
 from tests.conftest import encode, noise_image, photo
 
 
@@ -213,7 +214,7 @@ def test_flat_share_tells_a_logo_from_photos():
 def test_a_uniform_frame_is_trimmed_before_hashing_only_when_on_all_four_sides():
     from PIL import ImageOps
 
-    from recaption.stages.image import image_hashes, trim_border
+    from recaption.dedup.image_hashes import image_hashes, trim_border
     from tests.conftest import photo
 
     img = photo("coffee", (160, 120))
