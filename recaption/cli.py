@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -256,15 +255,17 @@ def _summary(stats: dict, output: Path, seconds: float) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from recaption.io import default_output_format, open_reader, open_writer  # noqa: PLC0415
     from recaption.io.base import ReaderOptions  # noqa: PLC0415
+    from recaption.io.run_folder import RunFolder  # noqa: PLC0415
     from recaption.recipe import load_recipe  # noqa: PLC0415
     from recaption.runners.driver import why_nothing_kept  # noqa: PLC0415
     from recaption.runners.local import LocalRunner, default_workers  # noqa: PLC0415
-    from recaption.runners.shards import LOCK_NAME, RunConfig, output_lock  # noqa: PLC0415
+    from recaption.runners.shards import RunConfig  # noqa: PLC0415
 
     recipe = load_recipe(args.recipe, args.overrides)
     output = Path(args.output)
-    if args.overwrite and output.exists() and not (output / "_work" / "run.json").exists():
-        raise UsageError(f"--overwrite refuses to delete {output}: it holds no recaption run")
+    folder = RunFolder(output)
+    if args.overwrite:
+        folder.refuse_overwrite_of_other_data()
     if args.stop_after_failures is not None:
         if args.stop_after_failures < 0:
             raise UsageError("--stop-after-failures must be 0 or more")
@@ -301,11 +302,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         open_writer(args.output_format or default_output_format(open_reader(args.input, args.input_format, config.reader)), output, embed_images=True)
     start = time.perf_counter()
     try:
-        with output_lock(output):
+        with folder.locked():
             if args.overwrite:  # everything but the lock this run now holds
-                for child in output.iterdir():
-                    if child.name != LOCK_NAME:
-                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+                folder.clear()
             stats = runner.run()
     except OSError as exc:  # the output as a whole: disk full, read-only, gone
         where = f" ({exc.filename})" if exc.filename else ""

@@ -398,11 +398,11 @@ def test_a_dead_worker_leaves_no_zombie_behind() -> None:
 
 
 def test_second_run_on_one_output_is_told_who_holds_it(twenty_pairs: Path, tmp_path: Path, capsys) -> None:
-    from recaption.runners.shards import output_lock
+    from recaption.io.run_folder import RunFolder
 
     out = tmp_path / "out"
     assert _run([str(twenty_pairs), str(out), "--recipe", "clean"], capsys)[0] == 0
-    with output_lock(out):  # as a run resuming it holds it
+    with RunFolder(out).locked():  # as a run resuming it holds it
         rc, _, err = _run([str(twenty_pairs), str(out), "--recipe", "clean"], capsys)
         assert rc == 1 and f"is in use by another recaption run (pid {os.getpid()} on " in err
         rc, _, err = _run([str(twenty_pairs), str(out), "--recipe", "clean", "--overwrite"], capsys)

@@ -41,8 +41,8 @@ import pyarrow as pa
 from recaption.dedup.groups import components_of_edges
 from recaption.dedup.hashes import HotBuckets, block_join, blocks
 from recaption.dedup.image_hashes import CROP_WINDOWS
-from recaption.dedup.text import MinHasher
 from recaption.dedup.references import ReferenceHits, References, RefHit
+from recaption.dedup.text import MinHasher
 from recaption.io.signatures import POSITION_BITS, order_of
 
 WINDOWS = len(CROP_WINDOWS)  # window hashes per record

@@ -30,8 +30,10 @@ import pyarrow.parquet as pq
 from recaption.dedup.image_hashes import image_hashes, thumbnail32
 from recaption.errors import RecaptionError
 from recaption.imaging import ImageFileError, decode_checked, record_image_bytes, upright_rgb
-from recaption.io import is_run_folder, open_reader
-from recaption.io.base import ReaderOptions, atomic_path
+from recaption.io import open_reader
+from recaption.io.atomic import atomic_path
+from recaption.io.base import ReaderOptions
+from recaption.io.run_folder import kept_data
 from recaption.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from recaption.record import Pair
 
@@ -203,7 +205,7 @@ class _Builder:
 
 
 def _pairs_of(path: Path, fmt: str | None, options: ReaderOptions) -> Iterator[Pair]:
-    reader = open_reader(path / "data" if is_run_folder(path) else path, fmt, options)
+    reader = open_reader(kept_data(path), fmt, options)
     for shard in reader.plan():
         yield from reader.pairs(shard)
 

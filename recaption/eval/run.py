@@ -8,8 +8,9 @@ from typing import Any
 
 from recaption.eval.evaluate import EvalResult, EvalSettings, evaluate
 from recaption.eval.tables import markdown, write_eval
-from recaption.io import is_run_folder, read_kept_pairs
+from recaption.io import read_kept_pairs
 from recaption.io.base import ReaderOptions
+from recaption.io.run_folder import is_run_folder
 
 
 def run_eval(input_path: Path, output: Path, settings: EvalSettings, fmt: str | None, options: ReaderOptions) -> tuple[EvalResult, str]:

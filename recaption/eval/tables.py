@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from recaption.eval.evaluate import COLUMNS, ROUND_COLUMNS, EvalResult
+from recaption.io.run_folder import RunFolder
 
 START, END = "<!-- recaption eval -->", "<!-- /recaption eval -->"
 
@@ -52,8 +53,9 @@ def write_eval(output: Path, result: EvalResult, meta: dict[str, Any], run_folde
     (output / "eval.md").write_text(markdown(result, meta))
     section = html_section(result, meta)
     (output / "eval.html").write_text(f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>recaption eval</title>{PAGE_STYLE}</head><body>{section}</body></html>\n")
-    if run_folder is not None and (run_folder / "report.html").exists():
-        add_to_report(run_folder / "report.html", section)
+    report = RunFolder(run_folder).report if run_folder is not None else None
+    if report is not None and report.exists():
+        add_to_report(report, section)
 
 
 def markdown(result: EvalResult, meta: dict[str, Any]) -> str:

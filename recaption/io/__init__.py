@@ -18,6 +18,7 @@ for _module in pkgutil.iter_modules(__path__):  # sorted by name: the registries
 from recaption.io import img2dataset  # noqa: E402 - after the formats registered themselves
 from recaption.io.img2dataset import looks_like_img2dataset  # noqa: E402
 from recaption.io.input_tree import OUTSIDE_INPUT  # noqa: E402
+from recaption.io.run_folder import kept_data  # noqa: E402
 from recaption.record import Pair  # noqa: E402
 
 OUTPUT_FORMATS = tuple(WRITERS)
@@ -74,18 +75,12 @@ def open_writer(fmt: str, out_dir: str | Path, embed_images: bool = False) -> Wr
 EMBEDS = {"webdataset": "holds every image already", "imagefolder": "holds every image already", "jsonl": "keeps image paths"}
 
 
-def is_run_folder(path: str | Path) -> bool:
-    """A `recaption run` output folder: its kept pairs are in ``data/``, its report beside."""
-    p = Path(path)
-    return p.is_dir() and (p / "report.html").exists() and (p / "data").is_dir()
-
-
 def read_kept_pairs(path: str | Path, fmt: str | None, options: ReaderOptions, refused: list[Pair] | None = None) -> tuple[list[Pair], int]:
     """Every pair of a (small enough) dataset in memory: the kept ones, and how many records
     came in rejected (left out). A run's output folder reads as its ``data/``. For
     whole-dataset tools: eval, audit sampling, export. ``refused`` collects the records whose
     image path the input's tree refused (``io.input_tree``), for a tool that lists them."""
-    reader = open_reader(Path(path) / "data" if is_run_folder(path) else path, fmt, options)
+    reader = open_reader(kept_data(path), fmt, options)
     pairs, rejected = [], 0
     for shard in reader.plan():
         for pair in reader.pairs(shard):

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,11 @@ from typing import Any
 from recaption.errors import UsageError
 from recaption.imaging import is_url
 from recaption.io.input_tree import OUTSIDE_INPUT, InputTree
+from recaption.io.run_folder import BOOKKEEPING
 from recaption.record import Pair
 
 READ_STAGE = "read"
-SKIPPED_FOLDERS = {"rejects", "_work"}  # a run's own bookkeeping, never input
+SKIPPED_FOLDERS = BOOKKEEPING  # a run's own bookkeeping, never input
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 # Field names tried in order when the user did not map a column.
@@ -150,59 +150,6 @@ def register_writer(cls: type[Writer]) -> type[Writer]:
 
 
 # --- small shared pieces -----------------------------------------------------------------
-
-
-@contextmanager
-def atomic_path(final: Path, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``final``; rename it into place only if the block succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp / mkdtemp make private files (0600 / 0700); the result must have the modes any
-    # other tool would give it under the user's umask.
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-        os.chmod(tmp, 0o777 & ~current_umask())
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-        os.fchmod(fd, 0o666 & ~current_umask())
-        os.close(fd)
-        tmp = Path(name)
-    try:
-        yield tmp
-        if is_dir and final.exists():
-            _remove_tree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        if tmp.is_dir():
-            _remove_tree(tmp)
-        else:
-            tmp.unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    """The process's umask (read by setting it and putting it back: there is no getter)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil  # noqa: PLC0415 - rarely needed
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete the temporaries an interrupted run left behind; return how many."""
-    n = 0
-    if folder.exists():
-        for tmp in folder.rglob(".*.tmp"):
-            if tmp.is_dir():
-                _remove_tree(tmp)
-            else:
-                tmp.unlink(missing_ok=True)
-            n += 1
-    return n
 
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from recaption.io.base import atomic_path
+from recaption.io.atomic import atomic_path
 
 CARD_NAME = "README.md"
 

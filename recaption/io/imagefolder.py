@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recaption.io.atomic import atomic_path
 from recaption.io.base import (
     ID_FIELDS,
     IMAGE_EXTS,
@@ -35,7 +36,6 @@ from recaption.io.base import (
     InputShard,
     Reader,
     Writer,
-    atomic_path,
     broken_pair,
     register_reader,
     register_writer,

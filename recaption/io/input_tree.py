@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from recaption.io.run_folder import RunFolder, enclosing_run
+
 # The kernel's views of processes, devices and settings: never an image, whatever a root says.
 SYSTEM_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))
 OUTSIDE_INPUT = "outside_input"
@@ -64,7 +66,7 @@ class InputTree:
         roots = [p if p.is_dir() else p.parent]
         if image_root:
             roots.append(Path(image_root).resolve())
-        run = next((c for c in (p, p.parent) if (c / "stats.json").is_file() and (c / "data").is_dir()), None)
+        run = enclosing_run(p)
         if run is not None:
             roots.extend(recorded_roots(run))
         return cls(tuple(dict.fromkeys(roots)), allow_outside)
@@ -88,14 +90,14 @@ class InputTree:
         return [str(r) for r in self.roots]
 
 
-def recorded_roots(run_folder: Path) -> list[Path]:
+def recorded_roots(run_folder: RunFolder) -> list[Path]:
     """The image roots a run recorded in its ``stats.json`` (older runs: its input's folder).
 
     A run folder is data too: a recorded root that is a file system's root or a kernel tree is
     left out, so a crafted ``stats.json`` cannot open the whole machine to a reader.
     """
     try:
-        stats = json.loads((run_folder / "stats.json").read_text(encoding="utf-8"))
+        stats = json.loads(run_folder.stats.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     if not isinstance(stats, dict):

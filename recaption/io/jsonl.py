@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from recaption.io.atomic import atomic_path
 from recaption.io.base import (
     InputShard,
     Reader,
     Writer,
-    atomic_path,
     broken_pair,
     register_reader,
     register_writer,

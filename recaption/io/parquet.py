@@ -24,20 +24,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recaption.imaging import read_image_bytes
+from recaption.imaging import is_url, read_image_bytes
+from recaption.io.atomic import atomic_path
 from recaption.io.base import (
     READ_STAGE,
     InputError,
     InputShard,
     Reader,
     Writer,
-    atomic_path,
     broken_pair,
     register_reader,
     register_writer,
     shard_name,
 )
-from recaption.imaging import is_url
 from recaption.io.nested_columns import (
     NULL,
     arrow_type,

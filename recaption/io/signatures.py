@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recaption.io.base import atomic_path
+from recaption.io.atomic import atomic_path
 from recaption.io.jsonl import write_jsonl
 
 POSITION_BITS = 32  # a shard holds fewer records than this; the shard index takes the bits above

@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from recaption.imaging import ImageFileError, read_image_bytes
+from recaption.imaging import ImageFileError, is_url, read_image_bytes
+from recaption.io.atomic import atomic_path
 from recaption.io.base import (
     IMAGE_EXTS,
     InputShard,
     Reader,
     Writer,
-    atomic_path,
     broken_pair,
     register_reader,
     register_writer,
@@ -49,7 +49,6 @@ from recaption.io.base import (
     unsafe_member_reason,
 )
 from recaption.io.dataset_card import write_dataset_card
-from recaption.imaging import is_url
 from recaption.io.nested_columns import (
     METADATA_KEY,
     NULL,

@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-from recaption.io.base import atomic_path
+from recaption.io.atomic import atomic_path
 
 
 def _bins(counts: dict[int, int], width: int, upper: int | None = None) -> list[tuple[int, int]]:

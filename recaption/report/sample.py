@@ -19,9 +19,8 @@ from typing import Any
 
 from PIL import Image
 
-from recaption.imaging import ImageFileError, read_image_file
+from recaption.imaging import ImageFileError, is_url, read_image_file
 from recaption.io.base import READ_STAGE
-from recaption.imaging import is_url
 from recaption.limits import MAX_IMAGE_BYTES
 from recaption.record import Pair
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from recaption.eval.evaluate import word_edit_distance
 from recaption.eval.sources import source_key
+from recaption.io.run_folder import REJECTS
 from recaption.record import Caption, Pair
 from recaption.review.session import ReviewSession, embed_images
 
@@ -120,7 +121,7 @@ def export_round(session: ReviewSession, output: Path, finetune: Path | None = N
     open_writer("jsonl", output).write("part-00000", kept)
     kept_paths = {rec["image_id"]: rec["image_path"] for rec in _read_lines(output / "part-00000.jsonl")}
     if rejected:
-        open_writer("jsonl", output / "rejects").write("part-00000", rejected)
+        open_writer("jsonl", output / REJECTS).write("part-00000", rejected)  # as a run folder holds them: no reader takes them for input
     if finetune is not None:
         finetune.parent.mkdir(parents=True, exist_ok=True)
         with open(finetune, "w", encoding="utf-8") as fh:

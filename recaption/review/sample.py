@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from recaption.io.run_folder import RunFolder, is_run_folder, kept_data
 from recaption.record import Pair
 
 MODES = ("uniform", "stratified")
@@ -121,12 +122,10 @@ def choose(pairs: list[Pair], settings: SampleSettings) -> tuple[list[int], dict
 def image_roots(dataset: Path, image_root: str | None = None) -> list[Path]:
     """Where a dataset's images may live: ``image_root`` if given; else the dataset's folder,
     and for a `recaption run` output folder also the folder of the run's own input."""
-    from recaption.io import is_run_folder  # noqa: PLC0415
-
     if image_root:
         return [Path(image_root).resolve()]
     roots = [(dataset if dataset.is_dir() else dataset.parent).resolve()]
-    stats = dataset / "stats.json"
+    stats = RunFolder(dataset).stats
     if is_run_folder(dataset) and stats.exists():
         source = Path(json.loads(stats.read_text()).get("input_path") or "")
         if str(source):
@@ -136,13 +135,13 @@ def image_roots(dataset: Path, image_root: str | None = None) -> list[Path]:
 
 def write_sample(input_path: str, output: str, settings: SampleSettings, fmt: str | None, options: Any) -> dict:
     """Read INPUT, choose, write ``OUTPUT/part-00000.*`` (the input's format) and ``OUTPUT/sample.json``."""
-    from recaption.io import default_output_format, is_run_folder, open_reader, open_writer, read_kept_pairs  # noqa: PLC0415
+    from recaption.io import default_output_format, open_reader, open_writer, read_kept_pairs  # noqa: PLC0415
     from recaption.review.session import embed_images  # noqa: PLC0415 - session reads this module's image_roots
 
     pairs, rejected = read_kept_pairs(input_path, fmt, options)
     chosen, why = choose(pairs, settings)
     out = Path(output)
-    source = Path(input_path) / "data" if is_run_folder(input_path) else Path(input_path)
+    source = kept_data(input_path)
     writer = open_writer(default_output_format(open_reader(source, fmt, options)), out)
     out.mkdir(parents=True, exist_ok=True)
     picked = []

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recaption.imaging import ImageFileError, image_type, read_image_file
-from recaption.imaging import is_url
+from recaption.imaging import ImageFileError, image_type, is_url, read_image_file
 from recaption.limits import MAX_IMAGE_BYTES, MAX_TEXT_CHARS
 from recaption.record import Caption, Pair
 from recaption.review.store import Decision, DecisionStore

@@ -18,19 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recaption.io import default_output_format, open_reader
-from recaption.io.base import InputShard, remove_stale_temporaries
+from recaption.io.atomic import remove_stale_temporaries
+from recaption.io.base import InputShard
+from recaption.io.run_folder import RunFolder, read_json, write_json
 from recaption.io.signatures import read_signatures, write_decisions
-from recaption.runners.shards import (
-    LOCK_NAME,
-    OutputLayout,
-    RunConfig,
-    RunError,
-    Segment,
-    output_writer,
-    read_json,
-    refuse_a_file,
-    write_json,
-)
+from recaption.runners.shards import RunConfig, RunError, Segment, output_writer
 from recaption.stages.base import StageCounters
 
 if TYPE_CHECKING:
@@ -42,7 +34,7 @@ RESUME_MAY_CHANGE = ("stop_after_failures",)  # settings a resumed run takes fro
 class RunDriver:
     def __init__(self, config: RunConfig, show_progress: bool = True) -> None:
         self.config = config
-        self.layout = OutputLayout(Path(config.output))
+        self.layout = RunFolder(Path(config.output))
         self.show_progress = show_progress
         self.tasks: TaskPool | None = None  # a runner's task pool, for decisions made in tasks
 
@@ -63,13 +55,10 @@ class RunDriver:
             if removed and self.show_progress:
                 print(f"resuming: removed {removed} unfinished file(s) of the interrupted run", file=sys.stderr)
             return saved, plan
-        refuse_a_file(layout.root)
-        leftovers = {p.name for p in layout.root.iterdir()} - {LOCK_NAME} if layout.root.exists() else set()
-        if leftovers == {layout.work.name}:
-            # A run stopped before its plan was saved (run.json is written last): nothing of it
-            # can be resumed, and nothing of it is worth keeping. Start afresh.
+        layout.refuse_a_file()
+        if layout.only_unplanned_work():  # nothing of a run stopped before its plan was saved is worth keeping
             shutil.rmtree(layout.work)
-        elif leftovers:
+        elif layout.leftovers():
             raise RunError(f"{layout.root} exists and is not empty, and holds no recaption run; choose a new OUTPUT")
         reader = open_reader(self.config.input, self.config.input_format, self.config.reader)
         plan = reader.plan()
@@ -98,7 +87,7 @@ class RunDriver:
         if self.tasks is not None:
             counted[0] = sum(read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in plan)
             shards = [(s.index, str(self.layout.signatures(seg.index - 1, s.name))) for s in plan]
-            decisions = seg.entry.decide_in_tasks(self.tasks, shards, str(self.layout.work / f"sharded{seg.index}"), counted[0])
+            decisions = seg.entry.decide_in_tasks(self.tasks, shards, str(self.layout.decision_work(seg.index)), counted[0])
         else:
             decisions = seg.entry.decide(signatures())
         for shard in plan:

@@ -16,7 +16,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recaption.io.base import Writer, atomic_path
+from recaption.io.atomic import atomic_path
+from recaption.io.base import (
+    Writer,
+)
 from recaption.io.safejson import dumps
 from recaption.record import Pair
 

@@ -33,11 +33,11 @@ from tqdm import tqdm
 
 from recaption.io import Reader, Writer, open_reader
 from recaption.io.base import InputShard, ReaderOptions
+from recaption.io.run_folder import RunFolder, read_json
 from recaption.io.signatures import record_key
 from recaption.recipe import Recipe, recipe_from_dict
 from recaption.runners.driver import RunDriver
 from recaption.runners.shards import (
-    OutputLayout,
     RunConfig,
     RunError,
     RunInterrupted,
@@ -47,7 +47,6 @@ from recaption.runners.shards import (
     cut_segments,
     describe,
     output_writer,
-    read_json,
     read_segment_source,
     worker_recipe,
 )
@@ -60,7 +59,7 @@ class WorkerContext:
 
     recipe: Recipe
     reader: Reader
-    layout: OutputLayout
+    layout: RunFolder
     writer: Writer
     segments: list[Segment]
     progress: Any  # a queue the worker reports pairs done to, or None
@@ -75,7 +74,7 @@ def _init_worker(settings: dict[str, Any], output: str, progress: Any, n_shards:
     global _WORKER  # noqa: PLW0603 - the process pool's initializer hands the context to the tasks this way
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     recipe = recipe_from_dict(worker_recipe(settings))
-    layout = OutputLayout(Path(output))
+    layout = RunFolder(Path(output))
     _WORKER = WorkerContext(
         recipe=recipe,
         reader=open_reader(settings["input"], settings["input_format"], ReaderOptions(**settings["reader"])),

@@ -7,7 +7,7 @@ Each segment (see ``runners.shards``) is one Ray Data pipeline over the shards s
            -> steps     runs of plain stages as tasks; stages that load a model as actor
                         pools (the model loads once per actor), placed by the recipe's
                         ``ray:`` section (concurrency, num_gpus, num_cpus, batch_size)
-           -> parts     each batch's rows, by shard, to _work/ray/segK/SHARD/*.parquet
+           -> parts     each batch's rows, by shard, to parts files (``RunFolder.executor_parts``)
 
 The driver counts the rows that reach the parts, shard by shard. Once all of a shard's
 rows are in (the read step ends every shard with a row that says how many it read), a
@@ -48,14 +48,14 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from recaption.io import open_reader
-from recaption.io.base import InputShard, ReaderOptions, atomic_path
+from recaption.io.atomic import atomic_path
+from recaption.io.base import InputShard, ReaderOptions
+from recaption.io.run_folder import RunFolder, read_json
 from recaption.io.signatures import record_key
 from recaption.recipe import Recipe, recipe_from_dict
 from recaption.record import Pair
 from recaption.runners.driver import RunDriver
-from recaption.runners.task_pools import RayTasks
 from recaption.runners.shards import (
-    OutputLayout,
     RunConfig,
     RunError,
     RunInterrupted,
@@ -65,16 +65,17 @@ from recaption.runners.shards import (
     cut_segments,
     describe,
     output_writer,
-    read_json,
     read_segment_source,
     stage_order,
     worker_recipe,
 )
+from recaption.runners.task_pools import RayTasks
 from recaption.stages.base import Stage
 
 ROWS = pa.schema([("shard", pa.string()), ("pos", pa.int64()), ("total", pa.int64()), ("item", pa.large_binary())])
 READ_CHUNK = 64  # rows per table the read step yields: small blocks keep the object store flowing
 PART_ROW_GROUP = 64  # rows per row group in a part file: what a commit holds per part at a time
+RAY_PARTS = "ray"  # the run folder's executor_parts: each batch's rows, by shard, until a commit merges them
 MISSING_RAY = "--runner ray needs Ray Data: pip install 'recaption[ray]' (or pip install 'ray[data]')"
 
 
@@ -157,7 +158,7 @@ def read_shard(shard_json: str, settings_json: str, recipe_json: str, output: st
     """Ray read task: one shard's records, then one end row with their count."""
     seg = _segments(recipe_json)[seg_index]
     shard = InputShard(**json.loads(shard_json))
-    source, decisions = read_segment_source(OutputLayout(Path(output)), seg_index, shard, _reader(settings_json) if seg_index == 0 else None)
+    source, decisions = read_segment_source(RunFolder(Path(output)), seg_index, shard, _reader(settings_json) if seg_index == 0 else None)
     pos = 0
     for pairs in batches(source, READ_CHUNK):
         items = [Carried(p) for p in pairs]
@@ -271,7 +272,7 @@ def commit_shard(settings: dict[str, Any], recipe_json: str, output: str, seg_in
     segments = _segments(recipe_json)
     seg = segments[seg_index]
     last = seg_index == len(segments) - 1
-    layout = OutputLayout(Path(output))
+    layout = RunFolder(Path(output))
     order = stage_order(seg)
     writer = output_writer(settings, layout) if last else None
     sink = ShardSink(layout, seg, last, shard, writer, _recipe(recipe_json), n_shards)
@@ -379,7 +380,7 @@ class RayRunner:
                 ray.shutdown()
         stats = self.driver.finish(settings, plan, segments)
         if not self.config.keep_work:
-            shutil.rmtree(self.layout.work / "ray", ignore_errors=True)
+            shutil.rmtree(self.layout.executor_parts(RAY_PARTS), ignore_errors=True)
         return stats
 
     def _connect(self, ray: Any) -> bool:
@@ -442,7 +443,7 @@ class RayRunner:
                             settings: dict[str, Any], recipe_json: str, n_shards: int) -> None:
         if not todo:
             return
-        parts = self.layout.work / "ray" / f"seg{seg.index}"
+        parts = self.layout.executor_parts(RAY_PARTS, seg.index)
         for shard in todo:  # rows an interrupted run left for these shards are written again
             shutil.rmtree(parts / shard.name, ignore_errors=True)
         if seg.index > 0:

@@ -1,4 +1,4 @@
-"""What both runners share: the run's settings, the OUTPUT layout, segments and shards.
+"""What both runners share: the run's settings, segments and shards, the sink of a shard.
 
 A recipe is cut into *segments* at its global stages (dedup): each segment runs on every
 shard independently, and a global stage decides between two segments from small
@@ -7,25 +7,12 @@ per-record signatures (``runners.driver``). One (segment, shard) task reads its 
 decisions), runs the segment's stages, and hands every record to a ``ShardSink``, which
 writes the kept ones (output or intermediate), the rejects, the signatures and, last, the
 done marker. The local runner does that in worker processes, the Ray runner in Ray tasks;
-the files are the same.
-
-OUTPUT layout::
-
-    data/part-NNNNN.*        kept pairs, in the input's format unless asked otherwise
-    rejects/part-NNNNN[.STAGE].jsonl   every rejected record with its stage and reason
-    stats.json, report.html
-    _work/                   run settings, shard plan, done markers, intermediates
+the files are the same. Where each file goes is ``io.run_folder.RunFolder``'s to say.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
-import json
-import os
-import shutil
-import socket
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,8 +24,9 @@ from recaption import __version__
 from recaption.errors import Interrupted, RecaptionError
 from recaption.imaging import ImageFileError
 from recaption.io import open_writer
-from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, Writer, atomic_path
+from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, Writer
 from recaption.io.jsonl import write_jsonl
+from recaption.io.run_folder import RunFolder, write_json
 from recaption.io.safejson import RecordProblem
 from recaption.io.signatures import Decision, read_decisions, record_key, write_signatures
 from recaption.recipe import Recipe
@@ -94,52 +82,6 @@ def worker_recipe(settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings["recipe"], "stop_after_failures": settings.get("stop_after_failures", DEFAULT_STOP_AFTER_FAILURES)}
 
 
-LOCK_NAME = ".recaption.lock"  # held by the run writing to an OUTPUT, with who holds it inside
-
-
-def refuse_a_file(root: Path) -> None:
-    if root.exists() and not root.is_dir():
-        raise RunError(f"{root} is a file; OUTPUT must be a folder (new or from an earlier run)")
-
-
-
-@contextmanager
-def output_lock(root: Path) -> Iterator[None]:
-    """Hold OUTPUT for one run at a time: a second run on it (or an --overwrite of it) is told who
-    holds it, instead of deleting the first run's temporaries from under it."""
-    refuse_a_file(root)
-    created = not root.exists()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise RunError(f"cannot write to {root}: {exc.strerror or exc}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "another process"
-            raise RunError(f"{root} is in use by another recaption run ({holder}); wait for it to end or choose another OUTPUT") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
-        yield
-    finally:
-        # A run refused before it wrote anything leaves no folder behind.
-        if created and {p.name for p in root.iterdir()} == {LOCK_NAME}:
-            shutil.rmtree(root, ignore_errors=True)
-        os.close(fd)  # closing releases the lock; the file stays (removing it would race a waiting run)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-
-
-
 @dataclass
 class Segment:
     index: int
@@ -159,37 +101,7 @@ def cut_segments(stages: list[Stage]) -> list[Segment]:
     return segments
 
 
-class OutputLayout:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data = root / "data"
-        self.rejects = root / "rejects"
-        self.work = root / "_work"
-        self.settings = self.work / "run.json"
-        self.plan = self.work / "plan.json"
-        self.stats = root / "stats.json"
-        self.report = root / "report.html"
-
-    def done(self, seg: int, shard: str) -> Path:
-        return self.work / "done" / f"seg{seg}-{shard}.json"
-
-    def intermediate(self, seg: int) -> Path:
-        return self.work / f"seg{seg}"
-
-    def signatures(self, seg: int, shard: str) -> Path:
-        return self.work / f"seg{seg}" / f"{shard}.signatures.jsonl"
-
-    def decisions(self, seg: int, shard: str) -> Path:
-        return self.work / f"decisions{seg}" / f"{shard}.json"
-
-    def decided(self, seg: int) -> Path:
-        return self.work / f"decisions{seg}" / "_DONE"
-
-    def rejects_file(self, seg: int, shard: str, entry: GlobalStage | None) -> Path:
-        return self.rejects / (f"{shard}.jsonl" if entry is None else f"{shard}.{entry.name}.jsonl")
-
-
-def output_writer(settings: dict[str, Any], layout: OutputLayout) -> Writer:
+def output_writer(settings: dict[str, Any], layout: RunFolder) -> Writer:
     """The writer of the run's kept pairs, as the settings ask."""
     return open_writer(settings["resolved_output_format"], layout.data, settings.get("embed_images", False))
 
@@ -275,7 +187,7 @@ class ShardSink:
     shard counts as done only once everything it wrote is in place.
     """
 
-    def __init__(self, layout: OutputLayout, seg: Segment, last: bool, shard: InputShard, writer: Any, recipe: Recipe, n_shards: int) -> None:
+    def __init__(self, layout: RunFolder, seg: Segment, last: bool, shard: InputShard, writer: Any, recipe: Recipe, n_shards: int) -> None:
         self.layout, self.seg, self.shard = layout, seg, shard
         self.last = last
         self.sink_writer = writer if last else IntermediateWriter(layout.intermediate(seg.index))
@@ -338,7 +250,7 @@ class ShardSink:
             self.counts.metrics.setdefault(name, Counter()).update(found)
         stage_counts = self.counts.to_dict()
         seg, layout = self.seg, self.layout
-        write_jsonl(layout.rejects_file(seg.index, self.shard.name, seg.entry), self.rejects)
+        write_jsonl(layout.rejects_file(self.shard.name, seg.entry.name if seg.entry else None), self.rejects)
         if seg.exit is not None:
             write_signatures(layout.signatures(seg.index, self.shard.name), self.signatures)
         marker = {
@@ -355,7 +267,7 @@ class ShardSink:
         return marker
 
 
-def read_segment_source(layout: OutputLayout, seg_index: int, shard: InputShard, reader: Any) -> tuple[Any, dict[str, Decision]]:
+def read_segment_source(layout: RunFolder, seg_index: int, shard: InputShard, reader: Any) -> tuple[Any, dict[str, Decision]]:
     """The records a segment starts from: the input shard for the first, the previous
     segment's intermediate (and the global stage's decisions for it) for the others."""
     if seg_index == 0:

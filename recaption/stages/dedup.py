@@ -41,8 +41,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from recaption.dedup.decision import (
     DUPLICATE_ID,
     DUPLICATE_TEXT,

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from recaption.dedup.image_hashes import perceptual_hash
 from recaption.record import Pair
 from recaption.stages.base import StageError
-from recaption.dedup.image_hashes import perceptual_hash
 from recaption.stages.image import ImageCheck
 from tests.conftest import encode, noise_image, photo
 
