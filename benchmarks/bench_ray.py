@@ -73,24 +73,25 @@ def compare_warm(manifest: Path, recipe: str, repeats: int, workers: int, shard_
 
     from recaption.io.base import ReaderOptions
     from recaption.recipe import load_recipe
-    from recaption.runners.local import LocalRunner
-    from recaption.runners.ray_data import RayRunner
+    from recaption.runners.driver import RunDriver
+    from recaption.runners.local import LocalExecutor
+    from recaption.runners.ray_data import RayExecutor
     from recaption.runners.shards import RunConfig
 
-    def run(runner: type, out: Path) -> float:
+    def run(executor: type, out: Path) -> float:
         shutil.rmtree(out, ignore_errors=True)
         config = RunConfig(str(manifest), str(out), load_recipe(recipe), reader=ReaderOptions(shard_size=shard_size), workers=workers)
         start = time.perf_counter()
-        runner(config, show_progress=False).run()
+        RunDriver(config, executor(workers) if executor is LocalExecutor else executor(), show_progress=False).run()
         return time.perf_counter() - start
 
     ray.init(num_cpus=workers, include_dashboard=False)
     try:
-        warm_up = run(RayRunner, OUT / "ray-bench-warm-ray")
+        warm_up = run(RayExecutor, OUT / "ray-bench-warm-ray")
         seconds: dict[str, list[float]] = {"local": [], "ray": []}
         for _ in range(repeats):
-            seconds["local"].append(run(LocalRunner, OUT / "ray-bench-warm-local"))
-            seconds["ray"].append(run(RayRunner, OUT / "ray-bench-warm-ray"))
+            seconds["local"].append(run(LocalExecutor, OUT / "ray-bench-warm-local"))
+            seconds["ray"].append(run(RayExecutor, OUT / "ray-bench-warm-ray"))
     finally:
         ray.shutdown()
     local, on_ray = statistics.median(seconds["local"]), statistics.median(seconds["ray"])

@@ -257,8 +257,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from recaption.io.base import ReaderOptions  # noqa: PLC0415
     from recaption.io.run_folder import RunFolder  # noqa: PLC0415
     from recaption.recipe import load_recipe  # noqa: PLC0415
-    from recaption.runners.driver import why_nothing_kept  # noqa: PLC0415
-    from recaption.runners.local import LocalRunner, default_workers  # noqa: PLC0415
+    from recaption.runners.driver import Executor, RunDriver, why_nothing_kept  # noqa: PLC0415
+    from recaption.runners.local import LocalExecutor, default_workers  # noqa: PLC0415
     from recaption.runners.shards import RunConfig  # noqa: PLC0415
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -293,11 +293,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         embed_images=args.embed_images,
     )
     if args.runner == "ray":
-        from recaption.runners.ray_data import RayRunner  # noqa: PLC0415 - Ray is an optional extra
+        from recaption.runners.ray_data import RayExecutor  # noqa: PLC0415 - Ray is an optional extra
 
-        runner: LocalRunner | RayRunner = RayRunner(config, args.address, show_progress=not args.no_progress)
+        executor: Executor = RayExecutor(args.address)
     else:
-        runner = LocalRunner(config, show_progress=not args.no_progress)
+        executor = LocalExecutor(config.workers)
+    driver = RunDriver(config, executor, show_progress=not args.no_progress)
     if args.embed_images:  # checked before --overwrite deletes anything
         open_writer(args.output_format or default_output_format(open_reader(args.input, args.input_format, config.reader)), output, embed_images=True)
     start = time.perf_counter()
@@ -305,7 +306,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with folder.locked():
             if args.overwrite:  # everything but the lock this run now holds
                 folder.clear()
-            stats = runner.run()
+            stats = driver.run()
     except OSError as exc:  # the output as a whole: disk full, read-only, gone
         where = f" ({exc.filename})" if exc.filename else ""
         raise RecaptionError(f"stopped: {exc.strerror or exc}{where}. Finished shards are kept; fix that and run the same command again to resume.") from None

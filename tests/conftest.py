@@ -176,3 +176,19 @@ def with_lying_header(members: list[tuple[str, bytes]], liar: int, swallow: int 
     blob[start + 148 : start + 156] = b" " * 8
     blob[start + 148 : start + 156] = f"{sum(blob[start : start + 512]):06o}\0 ".encode()
     return bytes(blob)
+
+
+def run_locally(config, workers: int | None = None) -> dict:
+    """A run on the local executor (``config.workers`` processes), no progress bar; its stats."""
+    from recaption.runners.driver import RunDriver
+    from recaption.runners.local import LocalExecutor
+
+    return RunDriver(config, LocalExecutor(workers or config.workers), show_progress=False).run()
+
+
+def run_on_ray(config, address: str | None = None) -> dict:
+    """A run on the Ray executor, no progress bar; its stats."""
+    from recaption.runners.driver import RunDriver
+    from recaption.runners.ray_data import RayExecutor
+
+    return RunDriver(config, RayExecutor(address), show_progress=False).run()

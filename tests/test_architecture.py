@@ -1,5 +1,6 @@
-"""ARCHITECTURE.md's examples of adding a stage, an input format, a VLM family and a metric
-are code: each block runs here, registers itself, and works; then the registries are put back."""
+"""ARCHITECTURE.md's examples of adding a stage, an input format, a VLM family, an executor and a
+metric are code: each block runs here, registers itself (or is passed to the driver), and works;
+then the registries are put back."""
 
 import re
 from pathlib import Path
@@ -10,8 +11,12 @@ from recaption.eval.evaluate import COLUMNS, METRIC_FAMILIES, EvalSettings, eval
 from recaption.io import open_reader
 from recaption.io.base import READERS, ReaderOptions
 from recaption.models.vlm import FAMILIES, family_of
+from recaption.recipe import load_recipe
 from recaption.record import Caption, Pair
+from recaption.runners.driver import RunDriver
+from recaption.runners.shards import RunConfig
 from recaption.stages.base import STAGES
+from tests.conftest import make_pairs_dataset, run_locally
 
 MAP = Path(__file__).resolve().parents[1] / "ARCHITECTURE.md"
 
@@ -34,9 +39,11 @@ def registries():
 
 
 def test_each_example_is_one_block_that_works(registries, tmp_path):
-    stage, reader, family, metric = blocks()
+    stage, reader, family, executor, metric = blocks()
     for code in (stage, reader, family, metric):
         exec(compile(code, str(MAP), "exec"), {})  # noqa: S102 - our own documentation
+    executors: dict = {}
+    exec(compile(executor, str(MAP), "exec"), executors)  # noqa: S102
 
     narrow, wide = Pair("a", None), Pair("b", None)
     narrow.scores["width"], wide.scores["width"] = 100, 900
@@ -54,3 +61,11 @@ def test_each_example_is_one_block_that_works(registries, tmp_path):
     pair = Pair("p", None, texts=["abcd"], captions=[Caption("abcd", "alt-text", selected=True)])
     result = evaluate([pair], EvalSettings(names=False, progress=False))
     assert result.rows["alt-text"]["chars"] == 4.0
+
+    data = make_pairs_dataset(tmp_path / "in", 12, texts=["a pattern", "IMG_0001.JPG", "another pattern"])
+    config = RunConfig(str(data), str(tmp_path / "threads"), load_recipe("clean"), reader=ReaderOptions(shard_size=4))
+    on_threads = RunDriver(config, executors["ThreadExecutor"](2), show_progress=False).run()
+    local = run_locally(RunConfig(str(data), str(tmp_path / "local"), load_recipe("clean"), reader=ReaderOptions(shard_size=4)))
+    assert on_threads["input"] == local["input"] == 12 and on_threads["rejects_by_reason"] == local["rejects_by_reason"]
+    assert [p.read_bytes() for p in sorted((tmp_path / "threads" / "data").glob("*.jsonl"))] == \
+        [p.read_bytes() for p in sorted((tmp_path / "local" / "data").glob("*.jsonl"))]

@@ -1,7 +1,11 @@
-"""The part of a run that is the same whichever runner executes the shards: prepare (or
-resume) the run, decide between segments at a global stage, and finish (stats, report).
+"""The run itself, whichever executor runs its shards: prepare (or resume) the run, the segment
+loop with its progress bar and interrupts, the decision between segments at a global stage, and
+finish (stats, report).
 
-Both runners hold one ``RunDriver``; a global stage's decision is made here, from the
+An ``Executor`` only runs a segment's (segment, shard) tasks (``runners.local``: this process
+or a pool of worker processes; ``runners.ray_data``: Ray Data pipelines), each through a
+``ShardSink`` that writes the shard's files and done marker; a new executor is one module that
+implements the three methods below. A global stage's decision is made here, from the
 signatures the shards wrote: streamed into the stage's ``decide`` in this process (it keeps
 only what it needs of each), or, where the runner gives the driver a task pool (``tasks``),
 through the stage's ``decide_in_tasks`` (dedup runs its map and reduce as tasks, this process
@@ -13,17 +17,22 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
 
 from recaption.io import default_output_format, open_reader
 from recaption.io.atomic import remove_stale_temporaries
 from recaption.io.base import InputShard
 from recaption.io.run_folder import RunFolder, read_json, write_json
 from recaption.io.signatures import read_signatures, write_decisions
-from recaption.runners.shards import RunConfig, RunError, Segment, output_writer
-from recaption.stages.base import StageCounters
+from recaption.runners.shards import RunConfig, RunError, RunInterrupted, Segment, cut_segments, describe, output_writer
+from recaption.stages.base import StageCounters, StageError
 
 if TYPE_CHECKING:
     from recaption.dedup.sharded import TaskPool
@@ -31,12 +40,92 @@ if TYPE_CHECKING:
 RESUME_MAY_CHANGE = ("stop_after_failures",)  # settings a resumed run takes from its own command
 
 
+@dataclass
+class RunContext:
+    """What an executor is given when a run starts."""
+
+    config: RunConfig
+    settings: dict[str, Any]  # the run's saved settings (what its workers build their recipe and reader from)
+    layout: RunFolder
+    n_shards: int
+    show_progress: bool
+
+
+class Executor(ABC):
+    """Runs the (segment, shard) tasks of a run somewhere. Each task reads its records
+    (``shards.read_segment_source``), runs the segment's stages and puts every record into a
+    ``shards.ShardSink``, whose ``finish`` writes the done marker; the driver does the rest."""
+
+    name = "executor"
+
+    def start(self, run: RunContext) -> TaskPool | None:
+        """Get ready (start workers, join a cluster); return a task pool for a global stage's
+        decision (``GlobalStage.decide_in_tasks``), or None to decide in this process."""
+        return None
+
+    @abstractmethod
+    def run_segment(self, seg: Segment, todo: list[InputShard], progress: Callable[[int], None]) -> None:
+        """Run ``seg`` on the shards ``todo`` (those without a done marker), calling ``progress``
+        with the number of records each time some are done; return once every one has its marker."""
+
+    def stop(self, failed: bool) -> None:
+        """Release what ``start`` took; ``failed``: the run is stopping on an error or Ctrl-C,
+        so work in flight is abandoned (its shards are redone on resume)."""
+
+    def finished(self, keep_work: bool) -> None:
+        """The run's stats and report are written: remove what only this executor needed."""
+
+
 class RunDriver:
-    def __init__(self, config: RunConfig, show_progress: bool = True) -> None:
+    def __init__(self, config: RunConfig, executor: Executor, show_progress: bool = True) -> None:
         self.config = config
+        self.executor = executor
         self.layout = RunFolder(Path(config.output))
         self.show_progress = show_progress
-        self.tasks: TaskPool | None = None  # a runner's task pool, for decisions made in tasks
+        self.tasks: TaskPool | None = None  # the executor's task pool, for decisions made in tasks
+
+    def run(self) -> dict[str, Any]:
+        """The whole run (or what an interrupted one left); returns its stats."""
+        settings, plan = self.prepare()
+        segments = cut_segments(self.config.recipe.build())
+        failed = True
+        try:
+            self.tasks = self.executor.start(RunContext(self.config, settings, self.layout, len(plan), self.show_progress))
+            for seg in segments:
+                if seg.entry is not None:
+                    self.decide(seg, plan)
+                self._run_segment(seg, segments, plan)
+            failed = False
+        except KeyboardInterrupt:
+            raise RunInterrupted(f"interrupted. Finished shards are kept; run the same command again to resume ({self.layout.root}).") from None
+        except StageError as exc:
+            raise RunError(str(exc)) from None
+        finally:
+            self.executor.stop(failed)
+        try:
+            stats = self.finish(settings, plan, segments)
+        except KeyboardInterrupt:
+            raise RunInterrupted(f"interrupted while writing the report; run the same command again to finish ({self.layout.root}).") from None
+        self.executor.finished(self.config.keep_work)
+        return stats
+
+    def _run_segment(self, seg: Segment, segments: list[Segment], plan: list[InputShard]) -> None:
+        todo = [s for s in plan if not self.layout.done(seg.index, s.name).exists()]
+        if not todo:
+            return
+        if seg.index > 0:
+            total = sum(read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in todo)
+        else:  # known up front for line, row and file lists; a tar's count is not (no ETA then)
+            sizes = [s.spec.get("records") for s in todo]
+            total = None if None in sizes else sum(sizes)
+        bar = tqdm(total=total, desc=describe(seg, segments), unit="pair", disable=not self.show_progress, dynamic_ncols=True)
+        try:
+            self.executor.run_segment(seg, todo, bar.update)
+        finally:
+            bar.close()
+        missing = [s.name for s in todo if not self.layout.done(seg.index, s.name).exists()]
+        if missing:
+            raise RunError(f"the {self.executor.name} executor finished segment {seg.index + 1} without shards {', '.join(missing[:5])}; please report this")
 
     def prepare(self) -> tuple[dict[str, Any], list[InputShard]]:
         settings = self.config.settings()

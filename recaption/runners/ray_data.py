@@ -1,4 +1,4 @@
-"""The Ray Data runner: the local runner's segments, shards and outputs, on a Ray cluster.
+"""The Ray executor: the run's segments, shards and outputs, on a Ray cluster (``--runner ray``).
 
 Each segment (see ``runners.shards``) is one Ray Data pipeline over the shards still to do::
 
@@ -9,15 +9,15 @@ Each segment (see ``runners.shards``) is one Ray Data pipeline over the shards s
                         ``ray:`` section (concurrency, num_gpus, num_cpus, batch_size)
            -> parts     each batch's rows, by shard, to parts files (``RunFolder.executor_parts``)
 
-The driver counts the rows that reach the parts, shard by shard. Once all of a shard's
+The executor counts the rows that reach the parts, shard by shard. Once all of a shard's
 rows are in (the read step ends every shard with a row that says how many it read), a
-commit task merges its parts back into input order and writes them through the local
-runner's ``ShardSink``: output or intermediate, rejects, signatures, done marker. Global
-stages decide in the driver between segments, from the signatures, as in the local
-runner, through the same ``RunDriver`` (prepare, decide, finish).
+commit task merges its parts back into input order and writes them through the shared
+``ShardSink``: output or intermediate, rejects, signatures, done marker. The run itself
+(prepare, the segment loop, decisions between segments, finish) is ``runners.driver``'s, as
+for the local executor; dedup decides in Ray tasks (``RayTasks``).
 
-So both runners write the same records, and resume is by shard: a shard with a done
-marker is not redone, whichever runner wrote it. OUTPUT (and the input, and image paths)
+So both executors write the same records, and resume is by shard: a shard with a done
+marker is not redone, whichever executor wrote it. OUTPUT (and the input, and image paths)
 must be on storage every node can reach.
 
 Every row carries one pickled ``Carried``: the pair and the seconds each stage spent on it.
@@ -41,35 +41,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
-from recaption.io import open_reader
 from recaption.io.atomic import atomic_path
-from recaption.io.base import InputShard, ReaderOptions
-from recaption.io.run_folder import RunFolder, read_json
+from recaption.io.base import InputShard
+from recaption.io.run_folder import RunFolder
 from recaption.io.signatures import record_key
 from recaption.recipe import Recipe, recipe_from_dict
 from recaption.record import Pair
-from recaption.runners.driver import RunDriver
+from recaption.runners.driver import Executor, RunContext
 from recaption.runners.shards import (
-    RunConfig,
     RunError,
-    RunInterrupted,
     Segment,
     ShardSink,
     batches,
     cut_segments,
-    describe,
     output_writer,
     read_segment_source,
+    reader_from_settings,
     stage_order,
     worker_recipe,
 )
 from recaption.runners.task_pools import RayTasks
+
+if TYPE_CHECKING:
+    from recaption.dedup.sharded import TaskPool
 from recaption.stages.base import Stage
 
 ROWS = pa.schema([("shard", pa.string()), ("pos", pa.int64()), ("total", pa.int64()), ("item", pa.large_binary())])
@@ -128,8 +127,7 @@ def _segments(recipe_json: str) -> list[Segment]:
 
 @lru_cache(maxsize=4)
 def _reader(settings_json: str) -> Any:
-    settings = json.loads(settings_json)
-    return open_reader(settings["input"], settings["input_format"], ReaderOptions(**settings["reader"]))
+    return reader_from_settings(json.loads(settings_json))
 
 
 def _run_stage(position: int, items: list[Carried], work: Callable[[list[Pair]], Any], stage: Stage) -> None:
@@ -351,37 +349,36 @@ def plan_steps(seg: Segment, ray_section: dict[str, dict[str, Any]]) -> list[Ste
     return steps
 
 
-class RayRunner:
-    def __init__(self, config: RunConfig, address: str | None = None, show_progress: bool = True) -> None:
-        self.config = config
-        self.driver = RunDriver(config, show_progress)
-        self.layout = self.driver.layout
-        self.show_progress = show_progress
-        self.address = address
-        import_ray()  # without Ray, refused here: before OUTPUT is even made
+class RayExecutor(Executor):
+    """The shards as Ray Data pipelines on a local Ray or the cluster at ``address``."""
 
-    def run(self) -> dict[str, Any]:
-        ray = import_ray()
-        settings, plan = self.driver.prepare()
-        started = self._connect(ray)
-        self.driver.tasks = RayTasks(ray)  # dedup decides in tasks, not in this process
-        try:
-            segments = cut_segments(self.config.recipe.build())
-            recipe_json = json.dumps(worker_recipe(settings), sort_keys=True)
-            for seg in segments:
-                if seg.entry is not None:
-                    self.driver.decide(seg, plan)
-                todo = [s for s in plan if not self.layout.done(seg.index, s.name).exists()]
-                self._run_segment_on_ray(ray, seg, segments, todo, settings, recipe_json, len(plan))
-        except KeyboardInterrupt:
-            raise RunInterrupted(f"interrupted. Finished shards are kept; run the same command again to resume ({self.layout.root}).") from None
-        finally:
-            if started:
-                ray.shutdown()
-        stats = self.driver.finish(settings, plan, segments)
-        if not self.config.keep_work:
-            shutil.rmtree(self.layout.executor_parts(RAY_PARTS), ignore_errors=True)
-        return stats
+    name = "Ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+        self.ray = import_ray()  # without Ray, refused here: before OUTPUT is even made
+        self.started = False
+        self.run: RunContext | None = None
+
+    def start(self, run: RunContext) -> TaskPool:
+        self.run = run
+        self.config, self.layout, self.show_progress = run.config, run.layout, run.show_progress
+        self.recipe_json = json.dumps(worker_recipe(run.settings), sort_keys=True)
+        self.started = self._connect(self.ray)
+        return RayTasks(self.ray)  # dedup decides in tasks, not in this process
+
+    def run_segment(self, seg: Segment, todo: list[InputShard], progress: Callable[[int], None]) -> None:
+        assert self.run is not None, "start runs first"
+        self._run_segment_on_ray(self.ray, seg, todo, self.run.settings, self.recipe_json, self.run.n_shards, progress)
+
+    def stop(self, failed: bool) -> None:
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+
+    def finished(self, keep_work: bool) -> None:
+        if not keep_work and self.run is not None:
+            shutil.rmtree(self.run.layout.executor_parts(RAY_PARTS), ignore_errors=True)
 
     def _connect(self, ray: Any) -> bool:
         """Join the cluster at --address, or start a local Ray; False when the caller already
@@ -439,18 +436,11 @@ class RayRunner:
             print(f"pass {seg.index + 1} on Ray: " + " > ".join(placed + ["write"]), file=sys.stderr)
         return ds.map_batches(write_parts, batch_size=None, batch_format="pyarrow", fn_kwargs={"parts": str(parts)})
 
-    def _run_segment_on_ray(self, ray: Any, seg: Segment, segments: list[Segment], todo: list[InputShard],
-                            settings: dict[str, Any], recipe_json: str, n_shards: int) -> None:
-        if not todo:
-            return
+    def _run_segment_on_ray(self, ray: Any, seg: Segment, todo: list[InputShard], settings: dict[str, Any], recipe_json: str,
+                            n_shards: int, progress: Callable[[int], None]) -> None:
         parts = self.layout.executor_parts(RAY_PARTS, seg.index)
         for shard in todo:  # rows an interrupted run left for these shards are written again
             shutil.rmtree(parts / shard.name, ignore_errors=True)
-        if seg.index > 0:
-            total = sum(read_json(self.layout.done(seg.index - 1, s.name))["kept"] for s in todo)
-        else:
-            sizes = [s.spec.get("records") for s in todo]
-            total = None if None in sizes else sum(sizes)
         commit = ray.remote(num_cpus=1)(commit_shard)
         seen: dict[str, int] = defaultdict(int)
         expected: dict[str, int] = {}
@@ -463,12 +453,11 @@ class RayRunner:
         # counts pairs; Ray's would count blocks per operator.
         with _data_context(ray, enable_progress_bars=False, op_resource_reservation_enabled=any(s.actors for s in steps)):
             ds = self._pipeline(ray, seg, steps, todo, settings, recipe_json, parts)  # lazy: runs in iter_rows
-            bar = tqdm(total=total, desc=describe(seg, segments), unit="pair", disable=not self.show_progress, dynamic_ncols=True)
             try:
                 for row in ds.iter_rows():
                     name = row["shard"]
                     seen[name] += row["rows"]
-                    bar.update(row["rows"])
+                    progress(row["rows"])
                     if row["total"] >= 0:
                         expected[name] = row["total"]
                     if name in expected and seen[name] == expected[name]:
@@ -480,8 +469,3 @@ class RayRunner:
             except Exception as exc:  # noqa: BLE001 - a Ray task failed: say so in one line, keep what is done
                 raise RunError(f"the Ray job failed ({_root_cause(exc)}). "
                                f"Finished shards are kept; run the same command again to resume ({self.layout.root}).") from exc
-            finally:
-                bar.close()
-        missing = [s.name for s in todo if not self.layout.done(seg.index, s.name).exists()]
-        if missing:
-            raise RunError(f"Ray finished segment {seg.index + 1} without shards {', '.join(missing[:5])}; please report this")

@@ -13,8 +13,9 @@ the files are the same. Where each file goes is ``io.run_folder.RunFolder``'s to
 from __future__ import annotations
 
 import errno
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,13 +24,13 @@ from typing import Any
 from recaption import __version__
 from recaption.errors import Interrupted, RecaptionError
 from recaption.imaging import ImageFileError
-from recaption.io import open_writer
+from recaption.io import Reader, open_reader, open_writer
 from recaption.io.base import READ_STAGE, InputShard, ReaderOptions, Writer
 from recaption.io.jsonl import write_jsonl
 from recaption.io.run_folder import RunFolder, write_json
 from recaption.io.safejson import RecordProblem
 from recaption.io.signatures import Decision, read_decisions, record_key, write_signatures
-from recaption.recipe import Recipe
+from recaption.recipe import Recipe, recipe_from_dict
 from recaption.record import Pair
 from recaption.report.sample import ReportSampler
 from recaption.runners.intermediate import IntermediateWriter, read_intermediate
@@ -75,6 +76,11 @@ class RunConfig:
             "recipe": {k: v for k, v in self.recipe.to_dict().items() if k not in ("ray", "stop_after_failures")},
             "stop_after_failures": self.recipe.stop_after_failures,
         }
+
+
+def reader_from_settings(settings: dict[str, Any]) -> Reader:
+    """The run's input reader, as a worker builds it from the saved settings."""
+    return open_reader(settings["input"], settings["input_format"], ReaderOptions(**settings["reader"]))
 
 
 def worker_recipe(settings: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +271,59 @@ class ShardSink:
         }
         write_json(layout.done(seg.index, self.shard.name), marker)
         return marker
+
+
+@dataclass
+class WorkerContext:
+    """What a worker (a process, an actor, a thread) builds once from the run's settings and
+    every task it runs uses: the recipe's stages, the reader, the writer."""
+
+    recipe: Recipe
+    reader: Reader
+    layout: RunFolder
+    writer: Writer
+    segments: list[Segment]
+    n_shards: int
+
+    @classmethod
+    def build(cls, settings: dict[str, Any], layout: RunFolder, n_shards: int) -> WorkerContext:
+        recipe = recipe_from_dict(worker_recipe(settings))
+        return cls(recipe, reader_from_settings(settings), layout, output_writer(settings, layout), cut_segments(recipe.build()), n_shards)
+
+
+def run_shard(ctx: WorkerContext, seg_index: int, shard: InputShard, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """One (segment, shard) task in this process: read, run the segment's stages batch by batch,
+    sink; ``on_batch`` hears how many records each batch held. Returns the done marker."""
+    segments = ctx.segments
+    seg = segments[seg_index]
+    last = seg_index == len(segments) - 1
+    start = time.perf_counter()
+    source, decisions = read_segment_source(ctx.layout, seg_index, shard, ctx.reader)
+    n_in = 0
+    timed = seg.stages + ([seg.entry] if seg.entry else [])
+    for stage in timed:
+        stage.take_seconds()  # what an earlier shard left
+        stage.take_metrics()
+    batch_size = max([s.batch_size for s in seg.stages] or [64])
+    sink = ShardSink(ctx.layout, seg, last, shard, ctx.writer, ctx.recipe, ctx.n_shards)
+    with sink.open():
+        for batch in batches(source, batch_size):
+            if seg.entry is not None:
+                seg.entry.apply(batch, [record_key(shard.index, n_in + i) for i in range(len(batch))], decisions)
+            n_in += len(batch)
+            for stage in seg.stages:
+                stage(batch)
+            for pair in batch:
+                sink.put(pair)
+            if on_batch is not None:
+                on_batch(len(batch))
+    return sink.finish({s.name: s.take_seconds() for s in timed}, time.perf_counter() - start, {s.name: s.take_metrics() for s in timed})
+
+
+def records_done(marker: dict[str, Any]) -> int:
+    """How many records a finished (segment, shard) task took in, from its done marker: what
+    the progress bar counts."""
+    return marker["input"] if marker["segment"] == 0 else marker["kept"] + sum(marker["rejected"].values())
 
 
 def read_segment_source(layout: RunFolder, seg_index: int, shard: InputShard, reader: Any) -> tuple[Any, dict[str, Decision]]:

@@ -1,9 +1,8 @@
 import re
 
 from recaption.recipe import load_recipe
-from recaption.runners.local import LocalRunner
 from recaption.runners.shards import RunConfig
-from tests.conftest import noise_image, write_jsonl
+from tests.conftest import noise_image, run_locally, write_jsonl
 
 
 def test_report_escapes_hostile_text_and_shows_the_run(tmp_path):
@@ -15,7 +14,7 @@ def test_report_escapes_hostile_text_and_shows_the_run(tmp_path):
         {"image_id": "a", "image_path": "a.jpg", "texts": [hostile]},
         {"image_id": "<b>bold-id</b>", "image_path": "missing.jpg", "texts": ["x"]},
     ])
-    LocalRunner(RunConfig(str(data), str(tmp_path / "out"), load_recipe("clean")), show_progress=False).run()
+    run_locally(RunConfig(str(data), str(tmp_path / "out"), load_recipe("clean")))
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<script>alert" not in html and "onerror=alert(1)>" not in html
     assert "&lt;b&gt;bold-id&lt;/b&gt;" in html  # the reject example, escaped

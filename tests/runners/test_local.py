@@ -12,15 +12,14 @@ import pytest
 
 from recaption.io.base import ReaderOptions
 from recaption.recipe import load_recipe
-from recaption.runners.local import LocalRunner
 from recaption.runners.shards import RunConfig, RunError
-from tests.conftest import make_pairs_dataset, noise_image, read_jsonl, write_jsonl
+from tests.conftest import make_pairs_dataset, noise_image, read_jsonl, run_locally, write_jsonl
 
 
 def run(input_path, out, recipe="clean", overrides=(), workers=1, **kwargs):
     opts = ReaderOptions(shard_size=kwargs.pop("shard_size", 1000))
     config = RunConfig(str(input_path), str(out), load_recipe(recipe, list(overrides)), reader=opts, workers=workers, **kwargs)
-    return LocalRunner(config, show_progress=False).run()
+    return run_locally(config)
 
 
 def kept_records(out: Path) -> list[tuple]:

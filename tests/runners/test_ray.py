@@ -19,10 +19,9 @@ from recaption.cli import main
 from recaption.io import open_reader, open_writer
 from recaption.io.base import ReaderOptions
 from recaption.recipe import RecipeError, load_recipe
-from recaption.runners.local import LocalRunner
-from recaption.runners.ray_data import RayRunner, plan_steps
+from recaption.runners.ray_data import plan_steps
 from recaption.runners.shards import RunConfig, RunError, cut_segments
-from tests.conftest import make_pairs_dataset, noise_image, read_jsonl, write_jsonl
+from tests.conftest import make_pairs_dataset, noise_image, read_jsonl, run_locally, run_on_ray, write_jsonl
 
 SMALL_OBJECT_STORE = 80 * 2**20  # Ray's floor is 75 MiB
 
@@ -39,8 +38,8 @@ def config(input_path, out, recipe="clean", overrides=(), shard_size=7, **kwargs
 
 
 def run_both(input_path, tmp_path, **kwargs):
-    local = LocalRunner(config(input_path, tmp_path / "local", **kwargs), show_progress=False).run()
-    on_ray = RayRunner(config(input_path, tmp_path / "ray", **kwargs), show_progress=False).run()
+    local = run_locally(config(input_path, tmp_path / "local", **kwargs))
+    on_ray = run_on_ray(config(input_path, tmp_path / "ray", **kwargs))
     return local, on_ray
 
 
@@ -71,7 +70,7 @@ def test_dedup_decides_in_tasks_on_ray_as_the_local_runner_does(tmp_path):
     """On Ray, dedup's map and reduce run as tasks (the driver holds only the duplicates): the
     same decisions as the local runner's in-process decision, with a reference to check against."""
     first = make_pairs_dataset(tmp_path / "a", 15)
-    assert LocalRunner(config(first, tmp_path / "first"), show_progress=False).run()["output"] == 15
+    assert run_locally(config(first, tmp_path / "first"))["output"] == 15
     index = tmp_path / "kept.parquet"
     assert main(["index", "build", str(tmp_path / "first"), "-o", str(index), "--no-progress"]) == 0
     records = read_jsonl(first)[:8]  # what the first run kept, again (the same images, copied in)
@@ -136,7 +135,7 @@ def test_semantic_dedup_compares_clusters_in_ray_tasks(tmp_path, tiny_clip):
     recipe = tmp_path / "semantic.yaml"
     recipe.write_text("stages:\n  - image_check:\n  - clean_text:\n  - image_embed:\n  - semantic_dedup: {threshold: 0.9999, keep: farthest}\n")
     overrides = [f"image_embed.model={tiny_clip}", "image_embed.cache=none"]
-    stats = RayRunner(config(data, tmp_path / "ray", recipe=str(recipe), overrides=overrides), show_progress=False).run()
+    stats = run_on_ray(config(data, tmp_path / "ray", recipe=str(recipe), overrides=overrides))
     assert stats["rejects_by_reason"] == {"semantic_dedup/semantic_duplicate": 3}
     rejected = {r["image_id"]: r["reject"]["detail"] for f in (tmp_path / "ray" / "rejects").glob("*.jsonl") for r in read_jsonl(f)}
     twins = {f"copy{i}": f"img-{i:05d}" for i in range(3)}
@@ -160,9 +159,9 @@ def test_default_recipe_groups_model_stages_into_one_actor_step():
 
 
 def test_resume_by_shard_finishes_a_run_another_runner_started(demo_dataset, tmp_path):
-    LocalRunner(config(demo_dataset, tmp_path / "local", keep_work=True), show_progress=False).run()
+    run_locally(config(demo_dataset, tmp_path / "local", keep_work=True))
     out = tmp_path / "out"
-    LocalRunner(config(demo_dataset, out, keep_work=True), show_progress=False).run()
+    run_locally(config(demo_dataset, out, keep_work=True))
     # Two shards of the last pass did not finish, and an interrupted Ray run left rows behind.
     for shard in ("part-00001", "part-00003"):
         (out / "_work" / "done" / f"seg1-{shard}.json").unlink()
@@ -172,7 +171,7 @@ def test_resume_by_shard_finishes_a_run_another_runner_started(demo_dataset, tmp
     (leftover / "stale.parquet").write_bytes(b"rows of a run that died")
     untouched = (out / "data" / "part-00000.jsonl").stat().st_mtime_ns
     (out / "stats.json").unlink()
-    stats = RayRunner(config(demo_dataset, out, keep_work=True), show_progress=False).run()
+    stats = run_on_ray(config(demo_dataset, out, keep_work=True))
     assert (out / "data" / "part-00000.jsonl").stat().st_mtime_ns == untouched  # finished shards are not redone
     assert files(out / "data") == files(tmp_path / "local" / "data")
     assert files(out / "rejects") == files(tmp_path / "local" / "rejects")
@@ -201,7 +200,7 @@ def test_ctrl_c_keeps_finished_shards_and_the_rerun_completes(tmp_path):
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert all(done.joinpath(name).stat().st_mtime_ns == t for name, t in kept_markers.items())  # not redone
-    LocalRunner(config(data, tmp_path / "local", shard_size=5), show_progress=False).run()
+    run_locally(config(data, tmp_path / "local", shard_size=5))
     assert files(out / "data") == files(tmp_path / "local" / "data")
     assert files(out / "rejects") == files(tmp_path / "local" / "rejects")
     stats = json.loads((out / "stats.json").read_text())
@@ -211,12 +210,12 @@ def test_ctrl_c_keeps_finished_shards_and_the_rerun_completes(tmp_path):
 def test_a_failed_ray_task_stops_the_run_with_one_line_and_keeps_finished_shards(tmp_path):
     data = make_pairs_dataset(tmp_path / "in", 21)
     out = tmp_path / "out"
-    LocalRunner(config(data, out), show_progress=False).run()
+    run_locally(config(data, out))
     (out / "_work" / "done" / "seg0-part-00002.json").unlink()  # one shard left to do ...
     (out / "stats.json").unlink()
     data.unlink()  # ... and its input gone
     with pytest.raises(RunError, match=r"^the Ray job failed \(InputError: .*pairs.jsonl.*\)\. Finished shards are kept") as caught:
-        RayRunner(config(data, out), show_progress=False).run()
+        run_on_ray(config(data, out))
     assert "\n" not in str(caught.value)
     assert (out / "_work" / "done" / "seg0-part-00000.json").exists()
 
@@ -224,7 +223,7 @@ def test_a_failed_ray_task_stops_the_run_with_one_line_and_keeps_finished_shards
 def test_a_stage_that_asks_for_more_gpus_than_the_cluster_has_is_refused_before_work(tmp_path):
     data = make_pairs_dataset(tmp_path / "in", 3)
     with pytest.raises(RunError, match="num_gpus is 1 but the Ray cluster has 0 GPUs"):
-        RayRunner(config(data, tmp_path / "out", overrides=["ray.image_check.num_gpus=1"]), show_progress=False).run()
+        run_on_ray(config(data, tmp_path / "out", overrides=["ray.image_check.num_gpus=1"]))
 
 
 def test_ray_placements_are_checked_like_stage_arguments(tmp_path):
@@ -240,8 +239,8 @@ def test_ray_placements_are_checked_like_stage_arguments(tmp_path):
         load_recipe(str(recipe))
     # Where stages run is not part of what a resumed run must match.
     data = make_pairs_dataset(tmp_path / "in", 3)
-    LocalRunner(config(data, tmp_path / "out"), show_progress=False).run()
-    LocalRunner(config(data, tmp_path / "out", overrides=["ray.image_check.concurrency=2"]), show_progress=False).run()
+    run_locally(config(data, tmp_path / "out"))
+    run_locally(config(data, tmp_path / "out", overrides=["ray.image_check.concurrency=2"]))
 
 
 def test_without_ray_the_flag_says_how_to_install_it(tmp_path, monkeypatch, capsys):
