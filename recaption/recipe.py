@@ -36,7 +36,7 @@ import yaml
 
 from recaption.errors import UsageError
 from recaption.stages import STAGES, Stage, StageError
-from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES
+from recaption.stages.base import DEFAULT_STOP_AFTER_FAILURES, INPUT_FACTS
 
 TOP_LEVEL_KEYS = ("name", "description", "stages", "report", "ray")
 REPORT_KEYS = {"gallery": int, "examples_per_reason": int}
@@ -296,6 +296,12 @@ def validate_build(recipe: Recipe) -> None:
             built.append(STAGES[spec.name](**spec.args))
         except StageError as exc:
             raise RecipeError(f"{spec.where}: {exc}") from exc
+    known = {fact for cls in STAGES.values() for fact in cls.provides} | set(INPUT_FACTS)
+    for spec, stage in zip(recipe.stages, built):
+        for group in type(stage).requires:
+            if not set(group) & known:
+                what = " or ".join(sorted(group))
+                raise RecipeError(f"{spec.where}: {spec.name} reads {what}, which no stage makes and no input holds (a wrong 'requires' in the stage {type(stage).__name__})")
     made: set[str] = set()
     for i, (spec, stage) in enumerate(zip(recipe.stages, built)):
         for group in stage.facts_needed():

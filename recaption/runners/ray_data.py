@@ -331,6 +331,38 @@ class Step:
     placement: dict[str, Any]  # the recipe's ray: entry for the stage, or {} for the defaults
 
 
+@dataclass
+class Placement:
+    num_cpus: float
+    num_gpus: float
+    memory: float | None  # bytes, or None: Ray's default
+    note: str = ""  # said to the user: a GPU the stages wanted that the cluster does not have
+
+
+def place(step: Step, stages: list[Stage], cluster: dict[str, float]) -> Placement:
+    """Where a step runs: the recipe's ``ray:`` entry where it says, else what its stages want
+    (``Stage.wants``: the most any of them wants). A GPU the stages want is taken where the
+    cluster has one, else they run on the CPU, with a note; one the recipe asks for and the
+    cluster lacks stops the run."""
+    name = "+".join(s.name for s in stages)
+    wanted = [s.wants() for s in stages]
+    gpus_wanted = max((w.gpus for w in wanted), default=0)
+    memory_gb = max((w.memory_gb for w in wanted), default=0)
+    num_cpus = step.placement.get("num_cpus", max((w.cpus for w in wanted), default=1))
+    have = cluster.get("GPU", 0)
+    note = ""
+    if "num_gpus" in step.placement:
+        num_gpus = step.placement["num_gpus"]
+        if num_gpus and have < num_gpus:
+            raise RunError(f"ray.{name}.num_gpus is {num_gpus} but the Ray cluster has {have:g} GPUs")
+    elif gpus_wanted and have < gpus_wanted:
+        num_gpus = 0
+        note = f"{name} runs on the CPU: it would take {gpus_wanted:g} GPU{'s' if gpus_wanted != 1 else ''} and the Ray cluster has {have:g}"
+    else:
+        num_gpus = gpus_wanted
+    return Placement(num_cpus, num_gpus, memory_gb * 2**30 if memory_gb else None, note)
+
+
 def plan_steps(seg: Segment, ray_section: dict[str, dict[str, Any]]) -> list[Step]:
     """Runs of plain stages become one task step; model stages an actor step (consecutive
     ones share it, so that OCR, a classifier and a detector load into one actor); a stage
@@ -410,13 +442,15 @@ class RayExecutor(Executor):
             # Tasks take whole blocks (a batch size would stop Ray fusing them with the read);
             # the stages cut them to their own batch sizes. Actors take the model's batches.
             batch_size = step.placement.get("batch_size") or (max(s.batch_size for s in stages) if step.actors else None)
-            num_cpus = step.placement.get("num_cpus", 1)
-            num_gpus = step.placement.get("num_gpus", 0)
-            if num_gpus and resources.get("GPU", 0) < num_gpus:
-                raise RunError(f"ray.{name}.num_gpus is {num_gpus} but the Ray cluster has {resources.get('GPU', 0):g} GPUs")
+            where = place(step, stages, resources)
+            num_cpus, num_gpus = where.num_cpus, where.num_gpus
+            if where.note and self.show_progress:
+                print(where.note, file=sys.stderr)
             common: dict[str, Any] = {"batch_size": batch_size, "batch_format": "pyarrow", "num_cpus": num_cpus}
             if num_gpus:
                 common["num_gpus"] = num_gpus
+            if where.memory:
+                common["memory"] = where.memory
             if step.actors:
                 # by default the pool grows to as many actors as the cluster can hold
                 fits = resources.get("GPU", 0) / num_gpus if num_gpus else resources.get("CPU", 1) / (num_cpus or 1)

@@ -57,6 +57,29 @@ class Needs:
     memory_gb: float = 0.0
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one copy of a stage takes where it runs, after NeMo Curator's ``Resources``: CPUs,
+    GPUs (taken where the cluster has them: on one without, the stage runs on the CPU), memory,
+    and whether it holds a model costly to load (the Ray executor gives such stages actor pools,
+    so the model loads once per actor). A recipe's ``ray:`` section overrides them. ``Needs``,
+    by contrast, is what a stage cannot run without."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_gb: float = 0.0
+    loads_model: bool = False
+
+
+# A model stage: it holds a network, and it decodes the images the image check let through.
+MODEL_ON_CPU = Resources(loads_model=True)
+MODEL_ON_GPU = Resources(gpus=1, loads_model=True)
+CHECKED_IMAGES = ("image:checked",)  # the requires group of a stage that decodes images
+
+# Facts a record may bring from its input rather than from a stage: human captions come from a
+# review round's export (``recaption audit export``), never from a stage of a recipe.
+INPUT_FACTS = ("captions:human",)
+
 # What every stage that runs a Hugging Face model needs (CLIP scorers, captioners).
 HF_MODEL_NEEDS = Needs(packages={"torch": "torch==2.13.0", "transformers": "transformers>=4.45"})
 
@@ -108,9 +131,9 @@ class Stage(ABC):
     name: ClassVar[str] = ""
     needs: ClassVar[Needs] = Needs()
     batch_size: ClassVar[int] = 64
-    # Holds a neural network that is costly to load (a captioner, CLIP, OCR, a detector).
-    # The Ray runner runs such stages in actor pools, so the model loads once per actor.
-    loads_model: ClassVar[bool] = False
+    # Where it runs: CPUs, GPUs, memory, whether it holds a model (``wants`` where it depends
+    # on the stage's arguments).
+    resources: ClassVar[Resources] = Resources()
     # What the stage writes and reads, as facts ("score:nsfw", "captions:alt-text", "tags:ocr"),
     # so that the recipe check refuses a stage placed before the one that makes what it reads.
     # Each group of ``requires`` is met by any one of its facts.
@@ -135,6 +158,15 @@ class Stage(ABC):
     @abstractmethod
     def process(self, batch: list[Pair]) -> None:
         """Fill in captions / scores, or call ``pair.reject_with(self.name, ...)``."""
+
+    def wants(self) -> Resources:
+        """The resources this stage, as configured, takes (``resources`` unless they depend on
+        arguments: a captioner that calls a server needs no GPU)."""
+        return self.resources
+
+    @property
+    def loads_model(self) -> bool:
+        return self.wants().loads_model
 
     def facts_made(self) -> set[str]:
         """What this stage, as configured, writes (``provides`` unless it depends on arguments)."""

@@ -9,7 +9,17 @@ from dataclasses import asdict
 from recaption.imaging import decode_for_model
 from recaption.limits import MAX_TEXT_CHARS, MAX_TEXTS
 from recaption.record import Caption, Pair
-from recaption.stages.base import HF_MODEL_NEEDS, Stage, StageError, SystematicFailure, register
+from recaption.stages.base import (
+    CHECKED_IMAGES,
+    HF_MODEL_NEEDS,
+    MODEL_ON_CPU,
+    MODEL_ON_GPU,
+    Resources,
+    Stage,
+    StageError,
+    SystematicFailure,
+    register,
+)
 from recaption.stages.text import SensitiveCheck
 from recaption.text.alt_context import split_alt_texts
 from recaption.text.clean import says_nothing
@@ -172,7 +182,8 @@ class VlmCaption(Stage):
 
     name = "vlm_caption"
     provides = ("captions:vlm", "score:vlm_candidates")
-    loads_model = True
+    requires = (CHECKED_IMAGES,)
+    resources = MODEL_ON_GPU
     batch_size = 8
     needs = HF_MODEL_NEEDS
 
@@ -233,6 +244,13 @@ class VlmCaption(Stage):
             **({"max_model_len": max_model_len} if max_model_len else {}), **(engine_args or {}),
         }
         self.starting_prompt, self.select, self.names = starting_prompt, select, names
+
+    def wants(self) -> Resources:
+        """A GPU (one per tensor-parallel rank for vLLM) where the model runs here; none where a
+        server runs it (``backend: openai``) or the recipe says ``device: cpu``."""
+        if self.backend == "openai" or self.device == "cpu":
+            return MODEL_ON_CPU
+        return Resources(gpus=self.engine["tensor_parallel_size"] if self.backend == "vllm" else 1, loads_model=True)
 
     def setup(self) -> None:
         from recaption.models.hf import ModelLoadError  # noqa: PLC0415
@@ -334,7 +352,8 @@ class AltogetherCaption(Stage):
 
     name = "altogether_caption"
     provides = ("captions:altogether",)
-    loads_model = True
+    requires = (CHECKED_IMAGES,)
+    resources = MODEL_ON_GPU
     batch_size = 16
     needs = HF_MODEL_NEEDS
 
@@ -372,6 +391,9 @@ class AltogetherCaption(Stage):
         self.checkpoint, self.alt_text, self.rounds = checkpoint, alt_text, rounds
         self.batch_size, self.device, self.dtype, self.select, self.names = batch_size, device, dtype, select, names
         self.cache_setting = cache
+
+    def wants(self) -> Resources:
+        return MODEL_ON_CPU if self.device == "cpu" else MODEL_ON_GPU
 
     def setup(self) -> None:
         import warnings  # noqa: PLC0415

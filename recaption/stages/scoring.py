@@ -27,7 +27,17 @@ import numpy as np
 from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of
 from recaption.models.hf import ModelLoadError
 from recaption.record import Pair
-from recaption.stages.base import CAPTION_FACTS, HF_MODEL_NEEDS, Stage, StageError, register
+from recaption.stages.base import (
+    CAPTION_FACTS,
+    CHECKED_IMAGES,
+    HF_MODEL_NEEDS,
+    MODEL_ON_CPU,
+    MODEL_ON_GPU,
+    Resources,
+    Stage,
+    StageError,
+    register,
+)
 
 SCALES = {"100": (100.0, ""), "hessel": (2.5, "A photo depicts ")}
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
@@ -41,12 +51,16 @@ def references_of(pair: Pair) -> list[str]:
 class _ClipModelStage(Stage):
     """A stage that holds a CLIP-like model and the cached image embeddings it makes."""
 
-    loads_model = True
+    resources = MODEL_ON_GPU
+    requires = (CHECKED_IMAGES,)
     needs = HF_MODEL_NEEDS
     model_name: str
     device: str
     dtype: str
     cache_folder: Any
+
+    def wants(self) -> Resources:
+        return MODEL_ON_CPU if self.device == "cpu" else MODEL_ON_GPU
 
     def setup(self) -> None:
         from recaption.models.clip import ClipScorer  # noqa: PLC0415 - loads torch and transformers
@@ -91,7 +105,7 @@ class ClipScore(_ClipModelStage):
 
     name = "clip_score"
     provides = ("caption_score:clip_score", "caption_score:clip_chunks", "caption_score:refclip_score")
-    requires = (CAPTION_FACTS,)
+    requires = (CAPTION_FACTS, CHECKED_IMAGES)
     batch_size = 32
 
     def __init__(

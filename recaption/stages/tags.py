@@ -11,7 +11,7 @@ from PIL import Image
 
 from recaption.imaging import decode_for_model
 from recaption.record import Pair
-from recaption.stages.base import Filter, Needs, Stage, StageError, register
+from recaption.stages.base import CHECKED_IMAGES, MODEL_ON_CPU, Filter, Needs, Stage, StageError, register
 
 
 @register
@@ -25,7 +25,8 @@ class Classify(Stage):
 
     name = "classify"
     provides = ("tags:classify", "score:imagenet_top1_p")
-    loads_model = True
+    requires = (CHECKED_IMAGES,)
+    resources = MODEL_ON_CPU  # ONNX Runtime on the CPU
     batch_size = 16
     needs = Needs(
         packages={
@@ -97,7 +98,8 @@ class Ocr(Stage):
 
     name = "ocr"
     provides = ("tags:ocr", "score:text_area_share")
-    loads_model = True
+    requires = (CHECKED_IMAGES,)
+    resources = MODEL_ON_CPU  # ONNX Runtime on the CPU
     batch_size = 8
     needs = Needs(packages={"rapidocr_onnxruntime": "rapidocr-onnxruntime"})
 
@@ -137,7 +139,8 @@ class Nsfw(Stage):
 
     name = "nsfw"
     provides = ("tags:nsfw", "score:nsfw", "score:faces")
-    loads_model = True
+    requires = (CHECKED_IMAGES,)
+    resources = MODEL_ON_CPU  # ONNX Runtime on the CPU
     batch_size = 16
     needs = Needs(packages={"nudenet": "nudenet", "onnxruntime": "onnxruntime"})
 
