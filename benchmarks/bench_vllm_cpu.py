@@ -36,7 +36,8 @@ def main() -> None:
     import vllm
     from PIL import Image
 
-    from recaption.models.vlm import Sampling, VllmCaptioner, load_captioner
+    from recaption.models.captioner import Sampling
+    from recaption.models.vlm import VllmCaptioner, load_captioner
     from tests.conftest import noise_image
     from tests.tiny_models import make_llava
 
@@ -57,7 +58,7 @@ def main() -> None:
 
     from vllm import SamplingParams
 
-    from recaption.models.vlm import request_seed
+    from recaption.models.captioner import request_seed
 
     def vllm_generate(chunk: list[Image.Image]) -> None:
         # VllmCaptioner.generate with min_tokens as well: the same fixed length as transformers.

@@ -7,6 +7,7 @@ by one run can be read back by the next one without loss.
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,11 @@ def _nested(record: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
+SAFE_EXTRA_EXT = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")  # a carried member's extension: it becomes an output file name's end
+
+
 def _extras(value: Any) -> dict[str, bytes]:
     """The carried members a Parquet row of ours holds (``[{ext, bytes}]``); anything else is none."""
-    from recaption.io.webdataset import SAFE_EXTRA_EXT  # noqa: PLC0415 - webdataset imports this module
-
     if not isinstance(value, list):
         return {}
     found = {}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import tarfile
 import zipfile
 from collections import Counter
@@ -63,7 +62,7 @@ from recaption.io.nested_columns import (
     sketch_of,
     typed_metadata,
 )
-from recaption.io.records import pair_from_record, record_from_pair, record_from_sidecars, training_text
+from recaption.io.records import SAFE_EXTRA_EXT, pair_from_record, record_from_pair, record_from_sidecars, training_text
 from recaption.io.safejson import RecordProblem, dumps
 from recaption.limits import INT_LIMIT, MAX_EXTRA_BYTES, MAX_EXTRAS, MAX_IMAGE_BYTES, MAX_RECORD_BYTES
 from recaption.record import Pair
@@ -212,9 +211,6 @@ def _is_header(block: bytes) -> bool:
     except tarfile.HeaderError:
         return False
     return True
-
-
-SAFE_EXTRA_EXT = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")  # it becomes an output file name's end
 
 
 def _extra_refused(ext: str, size: int, group: list[Member]) -> str | None:

@@ -3,7 +3,7 @@ Studio, Ollama, or the OpenAI API itself.
 
 Each image goes as a base64 data URI in one chat request (``/chat/completions``) with the
 stage's instruction, ``n``, temperature, top_p, ``max_tokens`` and a seed of its own: the
-stage's seed mixed with the image's pixels (``recaption.models.vlm.request_seed``), so that two images never share a random stream and
+stage's seed mixed with the image's pixels (``recaption.models.captioner.request_seed``), so that two images never share a random stream and
 the same image gets the same seed whatever batch it lands in. Requests run ``concurrency`` at a
 time. Each exchange must be whole within ``request_timeout`` (connect to last byte: a body
 trickled a byte a second is cut off), an answer is read up to what ``n`` x ``max_new_tokens``
@@ -37,8 +37,8 @@ from typing import Any
 from PIL import Image
 
 from recaption.limits import MAX_TEXT_CHARS
+from recaption.models.captioner import Sampling, ServiceUnavailable, request_seed
 from recaption.models.hf import ModelLoadError
-from recaption.models.vlm import Sampling, request_seed
 
 MAX_WAIT_S = 30.0  # the longest single wait between retries, Retry-After included
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -54,10 +54,6 @@ READ_PIECE = 64 * 1024
 
 class AnswerTooLarge(OSError):
     """An answer over its byte limit: that request's, not the server's, problem."""
-
-
-class ServiceUnavailable(Exception):
-    """The server failed in a way that is not any one record's fault: the run stops."""
 
 
 class RequestRefused(Exception):

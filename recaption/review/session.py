@@ -16,14 +16,14 @@ serve, and the export of decisions back onto the pairs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recaption.imaging import ImageFileError, image_type, is_url, read_image_file
-from recaption.limits import MAX_IMAGE_BYTES, MAX_TEXT_CHARS
+from recaption.imaging import is_url
+from recaption.limits import MAX_TEXT_CHARS
 from recaption.record import Caption, Pair
+from recaption.review.images import real_image, recorded_roots, sniff_type
 from recaption.review.store import Decision, DecisionStore
 
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp"}
@@ -181,63 +181,3 @@ class ReviewSession:
             kind = sniff_type(path[:16])
             return (path, kind) if kind else None
         return real_image(path)
-
-
-def real_image(path: Path) -> tuple[bytes, str] | None:
-    """A file's bytes and image type where it is a regular file that is an image by its bytes
-    (not any file that is named .jpg); None otherwise."""
-    try:
-        data = read_image_file(str(path), MAX_IMAGE_BYTES)
-    except ImageFileError:
-        return None
-    kind = sniff_type(data[:16])
-    return (data, kind) if kind else None
-
-
-def embed_images(pairs: list[Pair], roots: list[Path]) -> int:
-    """Carry each pair's image (a real image file inside ``roots``) as bytes, so that the writer
-    copies it into the dataset being written: a sample or a round then holds its own images, is
-    reviewed without pointing the server outside its folder, and can be handed on whole."""
-    n = 0
-    for pair in pairs:
-        image = pair.image
-        if not isinstance(image, str) or is_url(image):
-            continue
-        path = Path(image).resolve()
-        found = real_image(path) if any(root in path.parents for root in roots) else None
-        if found is not None:
-            pair.image, pair.image_ext = found[0], image_type(found[0][:16])[1]  # found: an image by its bytes
-            n += 1
-    return n
-
-
-# What a browser shows: the review server serves these types only.
-SERVED_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
-
-
-def sniff_type(head: bytes) -> str | None:
-    """The MIME type of encoded bytes the review page may show, from their magic number."""
-    kind = image_type(head)
-    return kind[0] if kind and kind[0] in SERVED_TYPES else None
-
-
-def recorded_roots(dataset: Path) -> tuple[list[Path], list[Path]]:
-    """(the image roots to serve from, the ones refused). The roots a sample (``sample.json``),
-    an exported round (``review.json``) or a run (its input folder) recorded are data, and data
-    may be hostile (``image_roots: ["/"]``): only those inside the dataset's own folder are
-    served. Others need ``--image-root`` on the command line."""
-    from recaption.review.sample import image_roots  # noqa: PLC0415
-
-    folder = (dataset if dataset.is_dir() else dataset.parent).resolve()
-    roots = image_roots(dataset)
-    for name in ("sample.json", "review.json"):
-        if (folder / name).exists():
-            try:
-                recorded = json.loads((folder / name).read_text(encoding="utf-8")).get("image_roots")
-            except (ValueError, AttributeError, OSError):
-                recorded = None
-            if isinstance(recorded, list) and recorded:
-                roots = [Path(str(r)).resolve() for r in recorded]
-                break
-    inside = [r for r in roots if r == folder or folder in r.parents]
-    return inside or [folder], [r for r in roots if r not in inside]

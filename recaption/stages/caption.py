@@ -219,7 +219,7 @@ class VlmCaption(Stage):
         names: bool = True,
     ) -> None:
         super().__init__()
-        from recaption.models.vlm import Sampling  # noqa: PLC0415 - light; torch loads in setup
+        from recaption.models.captioner import Sampling  # noqa: PLC0415 - light; torch loads in setup
         from recaption.text.prompts import TEMPLATES, check_template  # noqa: PLC0415
 
         if prompt is None and template not in TEMPLATES:
@@ -296,7 +296,7 @@ class VlmCaption(Stage):
             ev = evidence_of(pair)
             instruction = render(self.template, ev.alt_text, ev.ocr, [lb.name for lb in ev.labels])
             prompts.append(self.captioner.format_prompt(instruction))
-        from recaption.models.openai_server import ServiceUnavailable  # noqa: PLC0415
+        from recaption.models.captioner import ServiceUnavailable  # noqa: PLC0415
 
         dropped_before = getattr(self.captioner, "extra_choices_dropped", 0)
         try:
@@ -381,7 +381,7 @@ class AltogetherCaption(Stage):
         if kv_cache not in ("auto", "dynamic", "static"):
             raise StageError(f"altogether_caption.kv_cache must be auto, dynamic or static, not {kv_cache!r}")
         self.kv_cache = kv_cache
-        from recaption.models.vlm import Sampling  # noqa: PLC0415 - light; torch loads in setup
+        from recaption.models.captioner import Sampling  # noqa: PLC0415 - light; torch loads in setup
 
         self.sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
         try:

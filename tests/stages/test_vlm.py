@@ -16,7 +16,8 @@ def images(n):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_greedy_batch_of_four_equals_four_single_calls(tiny_vlms, family):
-    from recaption.models.vlm import Sampling, TransformersCaptioner
+    from recaption.models.captioner import Sampling
+    from recaption.models.vlm import TransformersCaptioner
 
     captioner = TransformersCaptioner(str(tiny_vlms[family]))
     assert captioner.family == family
@@ -30,7 +31,8 @@ def test_greedy_batch_of_four_equals_four_single_calls(tiny_vlms, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_n_sampled_candidates_per_image(tiny_vlms, family):
-    from recaption.models.vlm import Sampling, TransformersCaptioner
+    from recaption.models.captioner import Sampling
+    from recaption.models.vlm import TransformersCaptioner
 
     captioner = TransformersCaptioner(str(tiny_vlms[family]))
     sampling = Sampling(n=3, temperature=1.0, top_p=0.9, max_new_tokens=5, seed=1)

@@ -20,7 +20,8 @@ def pairs(n):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_on_cuda_batches_like_single_calls(tiny_vlms, dtype):
-    from recaption.models.vlm import Sampling, TransformersCaptioner
+    from recaption.models.captioner import Sampling
+    from recaption.models.vlm import TransformersCaptioner
 
     captioner = TransformersCaptioner(str(tiny_vlms["llava"]), device="cuda", dtype=dtype)
     assert captioner.model.dtype == getattr(torch, dtype) and captioner.model.device.type == "cuda"

@@ -19,7 +19,8 @@ def same_answer(vllm_text: str, transformers_text: str) -> bool:
 
 @pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "blip2"])
 def test_greedy_answers_match_the_transformers_backend(wide_vlms, family):
-    from recaption.models.vlm import Sampling, VllmCaptioner, load_captioner
+    from recaption.models.captioner import Sampling
+    from recaption.models.vlm import VllmCaptioner, load_captioner
 
     folder = str(wide_vlms[family])
     engine = VllmCaptioner(folder, "float32", ENGINE)

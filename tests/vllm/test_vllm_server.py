@@ -58,7 +58,8 @@ def server(wide_vlms, tmp_path_factory):
 
 
 def test_the_openai_backend_gets_the_transformers_backends_greedy_answers_from_vllm_serve(server, wide_vlms):
-    from recaption.models.vlm import Sampling, load_captioner
+    from recaption.models.captioner import Sampling
+    from recaption.models.vlm import load_captioner
     from recaption.stages.caption import VlmCaption
 
     stage = VlmCaption(model="tiny-llava", backend="openai", base_url=server, template="plain", max_new_tokens=8, names=False, concurrency=3)
