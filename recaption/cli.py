@@ -2,7 +2,9 @@
 
 Each command is a function that returns its exit code; what goes wrong raises a
 ``RecaptionError`` (errors.py), printed once by ``main`` as ``recaption: MESSAGE`` with the
-error's exit code (2 for usage, 130 for an interruption, 1 otherwise).
+error's exit code (2 for usage, 130 for an interruption, 1 otherwise). A command catches an
+exception of the system's or a library's only where it can say what to do about it (a full
+disk, a port taken, a setting the dataset cannot honour), and raises it again as one of ours.
 """
 
 from __future__ import annotations
@@ -11,22 +13,64 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from recaption import __version__
+from recaption.bench.realign import RealignSettings, run_realign
+from recaption.dedup.index import ReferenceIndex, index_source, read_index
+from recaption.demo import build_demo
 from recaption.errors import Interrupted, RecaptionError, UsageError
+from recaption.eval.evaluate import EvalSettings
+from recaption.eval.run import run_eval
+from recaption.io import OUTPUT_FORMATS, READERS, default_output_format, open_reader, open_writer, read_kept_pairs
+from recaption.io.base import ReaderOptions
+from recaption.io.run_folder import RunFolder
+from recaption.loaders.exports import FORMATS, export
+from recaption.loaders.policy import CaptionPolicy
+from recaption.recipe import load_recipe, shipped_recipes
+from recaption.review import labelstudio
+from recaption.review.export import export_round
+from recaption.review.labelstudio_api import LabelStudioClient
+from recaption.review.sample import SampleSettings, write_sample
+from recaption.review.server import ReviewServer
+from recaption.review.session import ReviewSession
+from recaption.runners.driver import Executor, RunDriver, why_nothing_kept
+from recaption.runners.local import LocalExecutor, default_workers
+from recaption.runners.ray_data import RayExecutor
+from recaption.runners.shards import RunConfig
+from recaption.train.config import load_train_config
+from recaption.train.loop import train_captioner
 
 ALLOW_OUTSIDE_HELP = ("read image paths that lead outside the input's folder (absolute paths, '..', symlinks out); "
                       "without it they are rejects 'outside_input', so a record cannot copy any file of this machine into the output")
 
 
-def _add_outside_input(p: argparse.ArgumentParser) -> None:
+FIELD_HELP = {
+    "text": "field holding the text(s), e.g. caption",
+    "id": "field holding the image id, e.g. key",
+    "image": "field holding the image path or bytes",
+}
+
+
+def _add_input_options(p: argparse.ArgumentParser, fields: tuple[str, ...] = ()) -> None:
+    """The options that say how to read INPUT, the same for every command that reads a dataset:
+    its format, where its images live, whether they may lead outside it, and (``fields``) which
+    of its record's fields hold the text, the id and the image."""
+    p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected from the path)")
+    p.add_argument("--image-root", help="folder that image paths are relative to (default: the input file's folder)")
     p.add_argument("--allow-outside-input", action="store_true", help=ALLOW_OUTSIDE_HELP)
+    for name in fields:
+        p.add_argument(f"--{name}-field", help=FIELD_HELP[name])
+
+
+def _reader_options(args: argparse.Namespace, **more: object) -> ReaderOptions:
+    """``ReaderOptions`` from the options ``_add_input_options`` added (and ``more``)."""
+    fields = {f"{name}_field": getattr(args, f"{name}_field", None) for name in FIELD_HELP}  # a command may offer none
+    return ReaderOptions(image_root=args.image_root, allow_outside_input=args.allow_outside_input, **fields, **more)  # type: ignore[arg-type]
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    from recaption.io import OUTPUT_FORMATS, READERS  # noqa: PLC0415 - keep `--help` fast
-
     p = sub.add_parser("run", help="run a recipe over a dataset (the main job)", description="Run a recipe over INPUT and write OUTPUT/.")
     p.add_argument("input", help="a JSONL file, a Parquet file or folder, a folder of .tar shards, an image folder, or img2dataset output")
     p.add_argument("output", help="the output folder (re-run the same command to resume)")
@@ -35,14 +79,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: the CPU cores); with --runner ray and no --address, the CPUs of the local Ray")
     p.add_argument("--runner", choices=["local", "ray"], default="local", help="local: processes on this machine (default); ray: Ray Data, on a local Ray or the cluster at --address")
     p.add_argument("--address", help="with --runner ray: the cluster to join (auto, or ray://HOST:10001); default: start a local Ray")
-    p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected from the path)")
+    _add_input_options(p, fields=("text", "id", "image"))
     p.add_argument("--output-format", choices=sorted(OUTPUT_FORMATS), help="output format (default: the input's)")
     p.add_argument("--embed-images", action="store_true", help="Parquet output: store every image's bytes, not the paths of images the run left untouched (a dataset that travels on its own)")
-    p.add_argument("--image-root", help="folder that image paths are relative to (default: the JSONL's folder)")
-    _add_outside_input(p)
-    p.add_argument("--text-field", help="field holding the text(s), e.g. caption")
-    p.add_argument("--id-field", help="field holding the image id, e.g. key")
-    p.add_argument("--image-field", help="field holding the image path or bytes")
     p.add_argument("--shard-size", type=int, default=1000, help="records per shard where the input has no shards of its own")
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run in OUTPUT and start afresh")
     p.add_argument("--keep-work", action="store_true", help="keep the intermediate files in OUTPUT/_work")
@@ -88,8 +127,6 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    from recaption.io import READERS  # noqa: PLC0415
-
     p = sub.add_parser(
         "eval", help="compare every caption source of a dataset (the paper's Table 1)",
         description="Evaluate every caption source stored on the pairs of INPUT (alt-text, rules, each VLM, each captioner round, human) "
@@ -103,18 +140,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fluency-model", help="a causal LM for perplexity (default: pocketsphinx's English trigram model)")
     p.add_argument("--no-names", action="store_true", help="leave people's names (spaCy) out of the sensitive rate")
     p.add_argument("--hallucination-threshold", type=float, default=20.0, help="with --clip: a noun phrase scoring under this (100 * cos) counts as unlike the image")
-    p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
-    p.add_argument("--image-root", help="folder that image paths are relative to")
-    _add_outside_input(p)
-    p.add_argument("--text-field", help="field holding the text(s)")
+    _add_input_options(p, fields=("text",))
     p.add_argument("--device", default="auto", help="device for the models (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="do not report each metric family as it runs")
     p.set_defaults(handler=cmd_eval)
 
 
 def _add_audit(sub: argparse._SubParsersAction) -> None:
-    from recaption.io import READERS  # noqa: PLC0415
-
     p = sub.add_parser("audit", help="human review: choose the pairs to audit")
     what = p.add_subparsers(dest="what", required=True)
     s = what.add_parser(
@@ -131,9 +163,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--lowest", type=int, default=0, help="always include the N lowest-scoring pairs")
     s.add_argument("--disagreeing", type=int, default=0, help="always include the N pairs whose caption sources disagree most")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
-    s.add_argument("--image-root", help="folder that image paths are relative to")
-    _add_outside_input(s)
+    _add_input_options(s)
     s.set_defaults(handler=cmd_audit)
 
 
@@ -197,9 +227,6 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    from recaption.io import READERS  # noqa: PLC0415
-    from recaption.loaders.exports import FORMATS  # noqa: PLC0415
-
     p = sub.add_parser(
         "export", help="write a dataset in a training framework's layout (open_clip, LLaVA, diffusers, Hugging Face)",
         description="Write INPUT's pairs to OUTPUT in the layout open_clip, LLaVA, diffusers or Hugging Face datasets read, "
@@ -212,9 +239,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--p", type=float, default=1.0, help="with --policy mix: the share of selected captions (e.g. 0.15 for CLIP)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=10_000, help="samples per tar or Parquet file (default 10000)")
-    p.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format (default: detected)")
-    p.add_argument("--image-root", help="folder that image paths are relative to")
-    _add_outside_input(p)
+    _add_input_options(p)
     p.set_defaults(handler=cmd_export)
 
 
@@ -253,14 +278,6 @@ def _summary(stats: dict, output: Path, seconds: float) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from recaption.io import default_output_format, open_reader, open_writer  # noqa: PLC0415
-    from recaption.io.base import ReaderOptions  # noqa: PLC0415
-    from recaption.io.run_folder import RunFolder  # noqa: PLC0415
-    from recaption.recipe import load_recipe  # noqa: PLC0415
-    from recaption.runners.driver import Executor, RunDriver, why_nothing_kept  # noqa: PLC0415
-    from recaption.runners.local import LocalExecutor, default_workers  # noqa: PLC0415
-    from recaption.runners.shards import RunConfig  # noqa: PLC0415
-
     recipe = load_recipe(args.recipe, args.overrides)
     output = Path(args.output)
     folder = RunFolder(output)
@@ -280,20 +297,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         recipe=recipe,
         input_format=args.input_format,
         output_format=args.output_format,
-        reader=ReaderOptions(
-            image_root=str(Path(args.image_root).resolve()) if args.image_root else None,
-            text_field=args.text_field,
-            id_field=args.id_field,
-            image_field=args.image_field,
-            shard_size=args.shard_size,
-            allow_outside_input=args.allow_outside_input,
-        ),
+        # the root resolved: a resumed run reads it from its settings, from whatever folder
+        reader=replace(_reader_options(args, shard_size=args.shard_size), image_root=str(Path(args.image_root).resolve()) if args.image_root else None),
         workers=args.workers or default_workers(),
         keep_work=args.keep_work,
         embed_images=args.embed_images,
     )
     if args.runner == "ray":
-        from recaption.runners.ray_data import RayExecutor  # noqa: PLC0415 - Ray is an optional extra
 
         executor: Executor = RayExecutor(args.address)
     else:
@@ -317,8 +327,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from recaption.demo import build_demo  # noqa: PLC0415
-
     try:
         manifest = build_demo(Path(args.folder))
     except ImportError as exc:
@@ -328,8 +336,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(_: argparse.Namespace) -> int:
-    from recaption.recipe import load_recipe, shipped_recipes  # noqa: PLC0415
-
     for name in shipped_recipes():
         recipe = load_recipe(name)
         print(f"{name}: {' > '.join(s.name for s in recipe.stages)}")
@@ -339,9 +345,6 @@ def cmd_recipes(_: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from recaption.train.config import load_train_config  # noqa: PLC0415
-    from recaption.train.loop import train_captioner  # noqa: PLC0415
-
     config = load_train_config(args.config, args.overrides)
     try:
         model = train_captioner(config, progress=not args.no_progress, overwrite=args.overwrite)
@@ -354,8 +357,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from recaption.bench.realign import RealignSettings, run_realign  # noqa: PLC0415
-
     output = _new_folder(Path(args.output))
     if args.threads < 1:
         raise UsageError("--threads must be at least 1")
@@ -367,30 +368,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from recaption.eval.evaluate import EvalSettings  # noqa: PLC0415
-    from recaption.eval.run import run_eval  # noqa: PLC0415
-    from recaption.io.base import ReaderOptions  # noqa: PLC0415
-
     settings = EvalSettings(
         clip=args.clip, references=args.references, sources=args.sources, fluency_model=args.fluency_model,
         names=not args.no_names, device=args.device, hallucination_threshold=args.hallucination_threshold, progress=not args.no_progress,
     )
-    options = ReaderOptions(image_root=args.image_root, text_field=args.text_field, allow_outside_input=args.allow_outside_input)
+    options = _reader_options(args)
     _, summary = run_eval(Path(args.input), Path(args.output), settings, args.input_format, options)
     print(summary)
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from recaption.io.base import ReaderOptions  # noqa: PLC0415
-    from recaption.review.sample import SampleSettings, write_sample  # noqa: PLC0415
-
     output = _new_folder(Path(args.output))
     settings = SampleSettings(args.rate, args.mode, args.by, args.bands, args.lowest, args.disagreeing, args.seed)
     try:
         settings.check()
         summary = write_sample(args.input, args.output, settings, args.input_format,
-                               ReaderOptions(image_root=args.image_root, allow_outside_input=args.allow_outside_input))
+                               _reader_options(args))
     except ValueError as exc:  # settings the dataset cannot honour (a score it does not have)
         raise UsageError(str(exc)) from None
     reasons = ", ".join(f"{n} {reason}" for reason, n in summary["by_reason"].items())
@@ -401,8 +395,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_review(args: argparse.Namespace) -> int:
     import webbrowser  # noqa: PLC0415
 
-    from recaption.review.server import ReviewServer  # noqa: PLC0415
-    from recaption.review.session import ReviewSession  # noqa: PLC0415
 
     try:
         session = ReviewSession.open(args.dataset, args.store, args.round, args.image_root, args.cross_check)
@@ -428,9 +420,6 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_review_export(args: argparse.Namespace) -> int:
-    from recaption.review.export import export_round  # noqa: PLC0415
-    from recaption.review.session import ReviewSession  # noqa: PLC0415
-
     output = _new_folder(Path(args.output))
     session = ReviewSession.open(args.dataset, args.store, args.round)
     try:
@@ -449,9 +438,6 @@ def cmd_review_export(args: argparse.Namespace) -> int:
 
 
 def cmd_labelstudio_export(args: argparse.Namespace) -> int:
-    from recaption.review import labelstudio  # noqa: PLC0415
-    from recaption.review.session import ReviewSession  # noqa: PLC0415
-
     session = ReviewSession.open(args.dataset, None, args.round, image_root=args.image_root)
     try:
         done = labelstudio.export_tasks(session, Path(args.output), args.image_prefix, Path(args.document_root) if args.document_root else None)
@@ -468,9 +454,6 @@ def cmd_labelstudio_export(args: argparse.Namespace) -> int:
 
 
 def cmd_labelstudio_push(args: argparse.Namespace) -> int:
-    from recaption.review import labelstudio  # noqa: PLC0415
-    from recaption.review.labelstudio_api import LabelStudioClient  # noqa: PLC0415
-
     done = labelstudio.push(Path(args.export), LabelStudioClient(args.url, args.token), args.title)
     print(f"recaption: project {done['project']} with {done['tasks']} tasks: {done['url']}. When the reviewers are done: "
           f"recaption review labelstudio import DATASET --url {args.url} --project {done['project']}")
@@ -478,10 +461,6 @@ def cmd_labelstudio_push(args: argparse.Namespace) -> int:
 
 
 def cmd_labelstudio_import(args: argparse.Namespace) -> int:
-    from recaption.review import labelstudio  # noqa: PLC0415
-    from recaption.review.labelstudio_api import LabelStudioClient  # noqa: PLC0415
-    from recaption.review.session import ReviewSession  # noqa: PLC0415
-
     if not args.export and not (args.url and args.project is not None):
         raise UsageError("give Label Studio's JSON export file, or --url and --project to read it from the server")
     users: dict[int, str] = {}
@@ -514,18 +493,13 @@ def cmd_labelstudio_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from recaption.io import read_kept_pairs  # noqa: PLC0415
-    from recaption.io.base import ReaderOptions  # noqa: PLC0415
-    from recaption.loaders.exports import export  # noqa: PLC0415
-    from recaption.loaders.policy import CaptionPolicy  # noqa: PLC0415
-
     output = _new_folder(Path(args.output))
     try:
         policy = CaptionPolicy(args.policy, args.p, args.seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     refused: list = []  # paths that lead outside the input: listed as skipped, never read
-    options = ReaderOptions(image_root=args.image_root, allow_outside_input=args.allow_outside_input)
+    options = _reader_options(args)
     pairs, rejected = read_kept_pairs(args.input, args.input_format, options, refused)
     rejected -= len(refused)
     done = export(pairs, output, args.to, policy, args.shard_size, refused)
@@ -536,8 +510,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_index(sub: argparse._SubParsersAction) -> None:
-    from recaption.io import READERS  # noqa: PLC0415
-
     p = sub.add_parser("index", help="reference indexes: what earlier runs kept, or evaluation images, for dedup to check against")
     what = p.add_subparsers(dest="what", required=True)
     b = what.add_parser(
@@ -550,9 +522,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     b.add_argument("-o", "--output", required=True, metavar="INDEX", help="the index file to write (.parquet)")
     b.add_argument("--name", action="append", default=[], help="a name for each SOURCE, in order, as rejects will name it (default: its folder name)")
     b.add_argument("--kind", choices=("kept", "eval"), default="kept", help="what the sources are: pairs kept by earlier runs, or evaluation images (default kept)")
-    b.add_argument("--format", dest="input_format", choices=sorted(READERS), help="input format of the sources (default: detected)")
-    b.add_argument("--image-root", help="folder that image paths are relative to")
-    _add_outside_input(b)
+    _add_input_options(b)
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(handler=cmd_index_build)
     i = what.add_parser("info", help="what an index holds")
@@ -561,19 +531,13 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from recaption.dedup.index import ReferenceIndex, ReferenceIndexError, index_source  # noqa: PLC0415
-    from recaption.io.base import ReaderOptions  # noqa: PLC0415
-
     if args.name and len(args.name) != len(args.sources):
         raise UsageError(f"--name is given {len(args.name)} time(s) for {len(args.sources)} source(s); give one per SOURCE or none")
     if not args.output.endswith(".parquet"):
         raise UsageError(f"INDEX is a .parquet file, not {args.output!r}")
-    options = ReaderOptions(image_root=args.image_root, allow_outside_input=args.allow_outside_input)
+    options = _reader_options(args)
     names = args.name or [None] * len(args.sources)
-    try:
-        parts = [index_source(src, name, args.kind, args.input_format, options, not args.no_progress) for src, name in zip(args.sources, names)]
-    except ReferenceIndexError as exc:
-        raise RecaptionError(str(exc)) from None
+    parts = [index_source(src, name, args.kind, args.input_format, options, not args.no_progress) for src, name in zip(args.sources, names)]
     index = ReferenceIndex.concat(parts)
     if not len(index):
         raise RecaptionError("nothing to index: no source holds a readable image; see the counts above")
@@ -587,12 +551,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def cmd_index_info(args: argparse.Namespace) -> int:
-    from recaption.dedup.index import ReferenceIndexError, read_index  # noqa: PLC0415
-
-    try:
-        index = read_index(args.index)
-    except ReferenceIndexError as exc:
-        raise RecaptionError(str(exc)) from None
+    index = read_index(args.index)  # a ReferenceIndexError says what is wrong with it
     print(f"{args.index}: {len(index)} images, {int(index.has_phash.sum())} with a perceptual hash")
     for s in index.sources:
         print(f"  {s['name']} ({s['kind']}): {s['records']} images from {s['path']}")

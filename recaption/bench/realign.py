@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from recaption.bench.world import Scene, build_world, describe, world_texts
+from recaption.bench.world_models import train_world_clip, world_decoder
+from recaption.eval.reference_metrics import ReferenceMetrics, load_noun_chunker, noun_phrase_scores
+from recaption.models.altogether import AltogetherConfig
 from recaption.record import Caption, Pair
+from recaption.stages.caption import AltogetherCaption
+from recaption.stages.scoring import ClipScore
+from recaption.train.config import TrainConfig
+from recaption.train.loop import train_captioner
 
 ROWS = ("alt-text", "captioner without alt-text", "captioner with random alt-text", "captioner with alt-text")
 COLUMNS = {
@@ -53,8 +60,6 @@ class RealignSettings:
 
 
 def captions_of(stage_args: dict[str, Any], test: list[Scene], world: Path, alt_texts: list[str]) -> list[str]:
-    from recaption.stages.caption import AltogetherCaption  # noqa: PLC0415
-
     pairs = [Pair(s.image_id, str(world / "images" / f"{s.image_id}.png"), texts=[alt], captions=[Caption(alt, "alt-text", selected=True)]) for s, alt in zip(test, alt_texts)]
     stage = AltogetherCaption(**stage_args)
     stage(pairs)
@@ -62,8 +67,6 @@ def captions_of(stage_args: dict[str, Any], test: list[Scene], world: Path, alt_
 
 
 def clip_scores(clip: Path, test: list[Scene], world: Path, texts: list[str], cache: Path) -> float:
-    from recaption.stages.scoring import ClipScore  # noqa: PLC0415
-
     pairs = [Pair(s.image_id, str(world / "images" / f"{s.image_id}.png"), captions=[Caption(t, "candidate")]) for s, t in zip(test, texts)]
     stage = ClipScore(model=str(clip), cache=str(cache))
     for start in range(0, len(pairs), 64):
@@ -133,12 +136,6 @@ def run_realign(output: Path, settings: RealignSettings) -> dict[str, Any]:
 
 
 def _run_realign(output: Path, settings: RealignSettings) -> dict[str, Any]:
-    from recaption.bench.world_models import train_world_clip, world_decoder  # noqa: PLC0415
-    from recaption.eval.reference_metrics import ReferenceMetrics, load_noun_chunker, noun_phrase_scores  # noqa: PLC0415
-    from recaption.models.altogether import AltogetherConfig  # noqa: PLC0415
-    from recaption.train.config import TrainConfig  # noqa: PLC0415
-    from recaption.train.loop import train_captioner  # noqa: PLC0415
-
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
     world, models, cache = output / "world", output / "models", output / "cache"

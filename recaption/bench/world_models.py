@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from recaption.bench.world import SYLLABLES
 from recaption.text.clip_tokens import hf_clip_tokenizer
 
 CLIP_WIDTH = 64  # two CPU cores train it in about a minute
@@ -24,7 +25,7 @@ DECODER_WIDTH = 128
 
 def clip_from_scratch(image_size: int, patch_size: int, width: int, layers: int, heads: int, projection_dim: int):
     """A random ``CLIPModel`` with CLIP's real tokenizer and a PIL image processor."""
-    import transformers as tf
+    import transformers as tf  # noqa: PLC0415 - transformers only when the benchmark trains
 
     tok = hf_clip_tokenizer()
     side = {"height": image_size, "width": image_size}
@@ -39,8 +40,8 @@ def clip_from_scratch(image_size: int, patch_size: int, width: int, layers: int,
 
 
 def train_world_clip(folder: Path, images: list[Path], captions: list[str], steps: int, seed: int = 0, progress: bool = True) -> Path:
-    import torch
-    from tqdm import tqdm
+    import torch  # noqa: PLC0415 - torch only when the benchmark trains
+    from tqdm import tqdm  # noqa: PLC0415
 
     torch.manual_seed(seed)
     model, processor = clip_from_scratch(image_size=64, patch_size=16, width=CLIP_WIDTH, layers=3, heads=4, projection_dim=64)
@@ -69,11 +70,9 @@ def train_world_clip(folder: Path, images: list[Path], captions: list[str], step
 
 
 def world_decoder(folder: Path, texts: list[str], seed: int = 0, layers: int = 4) -> Path:
-    import torch
-    import transformers as tf
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from recaption.bench.world import SYLLABLES
+    import torch  # noqa: PLC0415 - torch, transformers and tokenizers only when the benchmark trains
+    import transformers as tf  # noqa: PLC0415
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
 
     special = ["<pad>", "<s>", "</s>", "<unk>"]
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))

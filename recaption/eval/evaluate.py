@@ -21,9 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from recaption.eval.reference_metrics import tokenize
+from recaption.eval.concepts import hallucination_rate, retention
+from recaption.eval.fluency import load_fluency
+from recaption.eval.reference_metrics import ReferenceMetrics, load_noun_chunker, noun_phrase_scores, tokenize
+from recaption.eval.retrieval import recall_at_k
 from recaption.eval.sources import current_captions, parent_text, reference_texts
+from recaption.eval.text_stats import text_stats
+from recaption.models.clip import ClipScorer
+from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of
+from recaption.models.hf import ModelLoadError
+from recaption.models.person_names import EntityFinder
 from recaption.record import Pair
+from recaption.text.clip_tokens import clip_tokenizer
+from recaption.text.sensitive import SensitiveAttributeFilter
 
 # (key, column title); the order of the table's columns.
 COLUMNS = [
@@ -180,14 +190,9 @@ class FluencyMetrics(MetricFamily):
 
 
 def _text_statistics(result: EvalResult, keys: list[str], texts: dict[str, dict[str, str]], settings: EvalSettings, timed: Any) -> None:
-    from recaption.eval.text_stats import text_stats  # noqa: PLC0415
-    from recaption.text.clip_tokens import clip_tokenizer  # noqa: PLC0415
-    from recaption.text.sensitive import SensitiveAttributeFilter  # noqa: PLC0415
-
     entities = None
     if settings.names:
         try:
-            from recaption.models.person_names import EntityFinder  # noqa: PLC0415
 
             entities = EntityFinder()
         except (ValueError, ImportError) as exc:
@@ -199,8 +204,6 @@ def _text_statistics(result: EvalResult, keys: list[str], texts: dict[str, dict[
 
 
 def _fluency(result: EvalResult, keys: list[str], texts: dict[str, dict[str, str]], settings: EvalSettings, timed: Any) -> None:
-    from recaption.eval.fluency import load_fluency  # noqa: PLC0415
-
     try:
         with timed("fluency"):
             model = load_fluency(settings.fluency_model)
@@ -213,7 +216,6 @@ def _fluency(result: EvalResult, keys: list[str], texts: dict[str, dict[str, str
                 result.rows[k]["oov_rate"] = 100 * sum(f.oov for f in scored) / max(1, words + sum(f.oov for f in scored))
     except (ValueError, ImportError) as exc:
         if settings.fluency_model:  # asked for by name: an error, not a quiet omission
-            from recaption.models.hf import ModelLoadError  # noqa: PLC0415
 
             raise ModelLoadError(f"--fluency-model {settings.fluency_model}: {exc}") from exc
         result.missing["fluency"] = str(exc)
@@ -234,8 +236,6 @@ class ReferenceFamily(MetricFamily):
 
 
 def _reference_metrics(result: EvalResult, keys: list[str], texts: dict[str, dict[str, str]], references: dict[str, list[str]], ref_name: str | None, timed: Any) -> None:
-    from recaption.eval.reference_metrics import ReferenceMetrics  # noqa: PLC0415
-
     metrics = ReferenceMetrics()
     try:
         with timed("BLEU, METEOR, ROUGE-L, CIDEr"):
@@ -281,9 +281,6 @@ class RoundFamily(MetricFamily):
 
 
 def _noun_phrase_metrics(result, keys, texts, references, ref_name, current, timed) -> Any:
-    from recaption.eval.concepts import retention  # noqa: PLC0415
-    from recaption.eval.reference_metrics import load_noun_chunker, noun_phrase_scores  # noqa: PLC0415
-
     try:
         nlp = load_noun_chunker()
     except (OSError, ImportError, ValueError) as exc:
@@ -305,12 +302,6 @@ def _noun_phrase_metrics(result, keys, texts, references, ref_name, current, tim
 
 
 def _clip_metrics(result, pairs, keys, items, references, nlp, settings, timed) -> None:
-
-    from recaption.eval.concepts import hallucination_rate  # noqa: PLC0415
-    from recaption.eval.retrieval import recall_at_k  # noqa: PLC0415
-    from recaption.models.clip import ClipScorer  # noqa: PLC0415
-    from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of  # noqa: PLC0415
-
     # The user asked for these metrics by naming the model: a model that cannot load is an
     # error for the command (eval exits non-zero), not a silent "not measured".
     scorer = ClipScorer(settings.clip, settings.device)

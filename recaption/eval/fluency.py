@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from recaption.models.hf import load_pretrained, resolve_device
+
 _WORDS = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _ZERO = -(2**28)  # what pocketsphinx returns for a word it does not know (log(0) in its units)
 
@@ -75,7 +77,6 @@ class CausalLmFluency:
         import torch  # noqa: PLC0415
         import transformers as tf  # noqa: PLC0415
 
-        from recaption.models.hf import load_pretrained, resolve_device  # noqa: PLC0415
 
         self.torch = torch
         self.device = resolve_device(device)

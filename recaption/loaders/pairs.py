@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from recaption.io.base import ReaderOptions
+from recaption.imaging import input_side, load_rgb_array
+from recaption.io.base import ReaderOptions, broken_pair
+from recaption.io.nested_columns import read_sketches
+from recaption.io.parquet import plain_records
 from recaption.io.records import pair_from_record
 from recaption.loaders.policy import CaptionPolicy
 from recaption.record import Pair
@@ -30,7 +33,6 @@ from recaption.record import Pair
 def decode_side_for(processor: Any) -> int | None:
     """With a processor, JPEGs are decoded at the smallest DCT scale that still covers its
     input (several times faster than a full decode); without one, at full size."""
-    from recaption.imaging import input_side  # noqa: PLC0415
 
     image_processor = getattr(processor, "image_processor", None)
     return input_side(image_processor) if image_processor is not None else None
@@ -38,7 +40,6 @@ def decode_side_for(processor: Any) -> int | None:
 
 def encode_item(pair: Pair, index: int, processor: Any, policy: CaptionPolicy, max_length: int, decode_side: int | None = None) -> dict[str, Any] | None:
     """Decode the image, choose the caption, run the processor; ``None`` when it cannot."""
-    from recaption.imaging import load_rgb_array  # noqa: PLC0415
 
     if pair.reject is not None or pair.image is None:
         return None
@@ -103,8 +104,6 @@ class ImageTextPairDataset:
             if self._group is None or self._group[0] != group:
                 import pyarrow.parquet as pq  # noqa: PLC0415
 
-                from recaption.io.nested_columns import read_sketches  # noqa: PLC0415
-                from recaption.io.parquet import plain_records  # noqa: PLC0415
 
                 if self._handle is None:
                     self._handle = pq.ParquetFile(self.path)
@@ -132,6 +131,4 @@ class ImageTextPairDataset:
 
 
 def _broken(index: int, detail: str) -> Pair:
-    from recaption.io.base import broken_pair  # noqa: PLC0415
-
     return broken_pair(f"record-{index}", "malformed_json", detail[:200], {})

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from recaption.io.base import InputShard, ReaderOptions
+from recaption.io.webdataset import WebDatasetReader
 from recaption.loaders.pairs import decode_side_for, encode_item
 from recaption.loaders.policy import CaptionPolicy
 
@@ -78,9 +80,6 @@ class WebDatasetPairs(_base()):  # type: ignore[misc]
         return [(i, self.shards[i]) for n, i in enumerate(order) if n % readers == reader_id]
 
     def __iter__(self) -> Iterator[dict[str, Any] | None]:
-        from recaption.io.base import InputShard, ReaderOptions  # noqa: PLC0415
-        from recaption.io.webdataset import WebDatasetReader  # noqa: PLC0415
-
         for number, path in self.my_shards():
             reader = WebDatasetReader(path, ReaderOptions())
             for k, pair in enumerate(reader.pairs(InputShard(number, Path(path).stem, {"file": path}))):

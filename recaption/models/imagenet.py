@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from recaption.models.hashing import file_hash
+from recaption.models.onnx_export import cpu_session, exported_model
 
 # Preprocessing of the EfficientNet-Lite checkpoints: bicubic resize, (x - 127) / 128.
 INPUT_MEAN, INPUT_STD = 127.0, 128.0
@@ -145,8 +146,6 @@ class ImageNetClassifier:
         return model.eval()
 
     def _onnx_session(self, name: str) -> Any:
-        from recaption.models.onnx_export import cpu_session  # noqa: PLC0415
-
         path = self._exported(name)
         try:
             return cpu_session(path, self.threads)
@@ -160,7 +159,6 @@ class ImageNetClassifier:
 
     def _exported(self, name: str) -> Any:
         """The cached ONNX file, exported now if it is not there; the cause in one line if it cannot be."""
-        from recaption.models.onnx_export import exported_model  # noqa: PLC0415
 
         try:
             return exported_model(self._torch_model, (1, 3, self.size, self.size), name)

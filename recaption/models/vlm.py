@@ -27,6 +27,7 @@ from recaption.models.hf import (
     resolve_device,
     resolve_dtype,
 )
+from recaption.models.openai_server import OpenAICompatibleCaptioner
 
 
 def chat_messages(instruction: str) -> list[dict]:
@@ -260,7 +261,6 @@ def load_captioner(
     """``server``: the ``openai`` backend's base_url, api_key_env, concurrency, timeout, max_retries;
     ``engine``: the ``vllm`` backend's ``vllm.LLM`` options."""
     if backend == "openai":
-        from recaption.models.openai_server import OpenAICompatibleCaptioner  # noqa: PLC0415
 
         return OpenAICompatibleCaptioner(model, **(server or {}))
     if backend == "vllm":

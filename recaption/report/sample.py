@@ -23,6 +23,7 @@ from recaption.imaging import ImageFileError, is_url, read_image_file
 from recaption.io.base import READ_STAGE
 from recaption.limits import MAX_IMAGE_BYTES
 from recaption.record import Pair
+from recaption.text.clean import says_nothing
 
 THUMB_SIDE = 160
 # Scores in [0, 1] that filters threshold: the report shows what each threshold would keep.
@@ -157,7 +158,6 @@ class ReportSampler:
 
     def _observe_caption(self, pair: Pair, selected: Any) -> None:
         """Counts for the caption-quality figures a run can give without references."""
-        from recaption.text.clean import says_nothing  # noqa: PLC0415
 
         q = self.quality
         q["pairs"] += 1

@@ -27,6 +27,7 @@ from typing import Any
 
 from recaption.eval.evaluate import word_edit_distance
 from recaption.eval.sources import source_key
+from recaption.io import open_writer
 from recaption.io.run_folder import REJECTS
 from recaption.record import Caption, Pair
 from recaption.review.images import embed_images
@@ -113,8 +114,6 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def export_round(session: ReviewSession, output: Path, finetune: Path | None = None) -> dict[str, Any]:
-    from recaption.io import open_writer  # noqa: PLC0415
-
     pairs, summary = apply_decisions(session)
     embed_images(pairs, session.image_roots)  # the round holds its images: the next round serves them from its own folder
     kept = [p for p in pairs if p.reject is None]

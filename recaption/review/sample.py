@@ -26,6 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from recaption.eval.reference_metrics import tokenize
+from recaption.eval.sources import current_captions
+from recaption.io import default_output_format, open_reader, open_writer, read_kept_pairs
 from recaption.io.run_folder import kept_data
 from recaption.record import Pair
 from recaption.review.images import embed_images, image_roots
@@ -73,9 +76,6 @@ def score_names(pairs: list[Pair]) -> list[str]:
 
 
 def disagreement(pair: Pair) -> float:
-    from recaption.eval.reference_metrics import tokenize  # noqa: PLC0415
-    from recaption.eval.sources import current_captions  # noqa: PLC0415
-
     words = [set(tokenize(cap.text).split()) for _, cap in current_captions(pair).values()]
     words = [w for w in words if w]
     if len(words) < 2:
@@ -122,7 +122,6 @@ def choose(pairs: list[Pair], settings: SampleSettings) -> tuple[list[int], dict
 
 def write_sample(input_path: str, output: str, settings: SampleSettings, fmt: str | None, options: Any) -> dict:
     """Read INPUT, choose, write ``OUTPUT/part-00000.*`` (the input's format) and ``OUTPUT/sample.json``."""
-    from recaption.io import default_output_format, open_reader, open_writer, read_kept_pairs  # noqa: PLC0415
 
     pairs, rejected = read_kept_pairs(input_path, fmt, options)
     chosen, why = choose(pairs, settings)

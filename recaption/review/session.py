@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recaption.eval.sources import current_captions
 from recaption.imaging import is_url
+from recaption.io import read_kept_pairs
+from recaption.io.base import ReaderOptions
 from recaption.limits import MAX_TEXT_CHARS
 from recaption.record import Caption, Pair
 from recaption.review.images import real_image, recorded_roots, sniff_type
@@ -72,8 +75,6 @@ class ReviewSession:
     @classmethod
     def open(cls, dataset: str | Path, store: str | Path | None = None, round_: int | None = None, image_root: str | Path | None = None,
              cross_check: bool = False, fmt: str | None = None) -> ReviewSession:
-        from recaption.io import read_kept_pairs  # noqa: PLC0415
-        from recaption.io.base import ReaderOptions  # noqa: PLC0415
 
         path = Path(dataset).resolve()
         pairs, _ = read_kept_pairs(path, fmt, ReaderOptions())
@@ -109,8 +110,6 @@ class ReviewSession:
         return out
 
     def item(self, k: int) -> dict[str, Any]:
-        from recaption.eval.sources import current_captions  # noqa: PLC0415
-
         pair = self.pairs[k]
         previous_index, previous_text = self.previous(pair)
         candidates = [

@@ -31,6 +31,8 @@ from recaption.io.atomic import remove_stale_temporaries
 from recaption.io.base import InputShard
 from recaption.io.run_folder import RunFolder, read_json, write_json
 from recaption.io.signatures import read_signatures, write_decisions
+from recaption.report.html import write_report
+from recaption.report.sample import SampleMerger
 from recaption.runners.shards import RunConfig, RunError, RunInterrupted, Segment, cut_segments, describe, output_writer
 from recaption.stages.base import StageCounters, StageError
 
@@ -187,9 +189,6 @@ class RunDriver:
         })
 
     def finish(self, settings: dict[str, Any], plan: list[InputShard], segments: list[Segment]) -> dict[str, Any]:
-        from recaption.report.html import write_report  # noqa: PLC0415 - jinja2 only when a run ends
-        from recaption.report.sample import SampleMerger  # noqa: PLC0415
-
         report = self.config.recipe.report
         # The done markers are read one at a time and folded in: the end of a run holds one
         # marker and the totals, whatever the number of shards.

@@ -76,6 +76,11 @@ MODEL_ON_CPU = Resources(loads_model=True)
 MODEL_ON_GPU = Resources(gpus=1, loads_model=True)
 CHECKED_IMAGES = ("image:checked",)  # the requires group of a stage that decodes images
 
+
+def model_on(device: str) -> Resources:
+    """A model stage's resources for its ``device`` argument: a GPU unless told the CPU."""
+    return MODEL_ON_CPU if device == "cpu" else MODEL_ON_GPU
+
 # Facts a record may bring from its input rather than from a stage: human captions come from a
 # review round's export (``recaption audit export``), never from a stage of a recipe.
 INPUT_FACTS = ("captions:human",)

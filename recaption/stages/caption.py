@@ -8,6 +8,13 @@ from dataclasses import asdict
 
 from recaption.imaging import decode_for_model
 from recaption.limits import MAX_TEXT_CHARS, MAX_TEXTS
+from recaption.models.altogether import AltogetherCaptioner, checkpoint_folder
+from recaption.models.captioner import Sampling, ServiceUnavailable
+from recaption.models.clip import ClipScorer
+from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of
+from recaption.models.hf import ModelLoadError, checkpoint_hash, resolve_device, resolve_dtype
+from recaption.models.person_names import load_parser
+from recaption.models.vlm import load_captioner
 from recaption.record import Caption, Pair
 from recaption.stages.base import (
     CHECKED_IMAGES,
@@ -18,6 +25,7 @@ from recaption.stages.base import (
     Stage,
     StageError,
     SystematicFailure,
+    model_on,
     register,
 )
 from recaption.stages.text import SensitiveCheck
@@ -25,6 +33,8 @@ from recaption.text.alt_context import split_alt_texts
 from recaption.text.clean import says_nothing
 from recaption.text.clip_tokens import CONTEXT_LENGTH, clip_tokenizer
 from recaption.text.compose import Evidence, Label, compose, tag_agreement
+from recaption.text.prompts import TEMPLATES, check_template, render
+from recaption.text.vlm_output import tidy_generated
 
 VARIANTS = ("short", "long")
 
@@ -98,7 +108,6 @@ class ComposeCaption(Stage):
         self.count = clip_tokenizer().count
         # spaCy's parser: the articles, and (alt_context) the alt-texts that only name an occasion.
         # Without a spaCy pipeline, subjects stay as written and every alt-text is content.
-        from recaption.models.person_names import load_parser  # noqa: PLC0415 - spaCy, in the worker
 
         try:
             self.parser = load_parser()
@@ -219,8 +228,6 @@ class VlmCaption(Stage):
         names: bool = True,
     ) -> None:
         super().__init__()
-        from recaption.models.captioner import Sampling  # noqa: PLC0415 - light; torch loads in setup
-        from recaption.text.prompts import TEMPLATES, check_template  # noqa: PLC0415
 
         if prompt is None and template not in TEMPLATES:
             raise StageError(f"vlm_caption.template must be one of {sorted(TEMPLATES)}, or give a prompt of your own")
@@ -253,9 +260,6 @@ class VlmCaption(Stage):
         return Resources(gpus=self.engine["tensor_parallel_size"] if self.backend == "vllm" else 1, loads_model=True)
 
     def setup(self) -> None:
-        from recaption.models.hf import ModelLoadError  # noqa: PLC0415
-        from recaption.models.vlm import load_captioner  # noqa: PLC0415
-
         try:
             server = self.server if self.backend == "openai" else None
             engine = self.engine if self.backend == "vllm" else None
@@ -270,7 +274,6 @@ class VlmCaption(Stage):
     def _check_context(self) -> None:
         """Refuse a prompt (with its image, before any alt-text) and answer that cannot fit the
         model's context: every record would fail inside generate with an index error."""
-        from recaption.text.prompts import render  # noqa: PLC0415
 
         context = getattr(self.captioner, "context_length", lambda: None)()
         if not context:
@@ -285,9 +288,6 @@ class VlmCaption(Stage):
             )
 
     def process(self, batch: list[Pair]) -> None:
-        from recaption.text.prompts import render  # noqa: PLC0415
-        from recaption.text.vlm_output import tidy_generated  # noqa: PLC0415
-
         pairs, images = decode_for_model(batch, 224, self.name)
         if not pairs:
             return
@@ -296,7 +296,6 @@ class VlmCaption(Stage):
             ev = evidence_of(pair)
             instruction = render(self.template, ev.alt_text, ev.ocr, [lb.name for lb in ev.labels])
             prompts.append(self.captioner.format_prompt(instruction))
-        from recaption.models.captioner import ServiceUnavailable  # noqa: PLC0415
 
         dropped_before = getattr(self.captioner, "extra_choices_dropped", 0)
         try:
@@ -381,7 +380,6 @@ class AltogetherCaption(Stage):
         if kv_cache not in ("auto", "dynamic", "static"):
             raise StageError(f"altogether_caption.kv_cache must be auto, dynamic or static, not {kv_cache!r}")
         self.kv_cache = kv_cache
-        from recaption.models.captioner import Sampling  # noqa: PLC0415 - light; torch loads in setup
 
         self.sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
         try:
@@ -393,16 +391,12 @@ class AltogetherCaption(Stage):
         self.cache_setting = cache
 
     def wants(self) -> Resources:
-        return MODEL_ON_CPU if self.device == "cpu" else MODEL_ON_GPU
+        return model_on(self.device)
 
     def setup(self) -> None:
         import warnings  # noqa: PLC0415
         from types import SimpleNamespace  # noqa: PLC0415
 
-        from recaption.models.altogether import AltogetherCaptioner, checkpoint_folder  # noqa: PLC0415
-        from recaption.models.clip import ClipScorer  # noqa: PLC0415
-        from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of  # noqa: PLC0415
-        from recaption.models.hf import ModelLoadError, checkpoint_hash, resolve_device, resolve_dtype  # noqa: PLC0415
 
         try:
             folder = checkpoint_folder(self.checkpoint)

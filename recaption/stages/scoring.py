@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from recaption.dedup.semantic import encode_vector
+from recaption.models.clip import ClipScorer
 from recaption.models.embedding_cache import CachedImageEmbeddings, cache_folder_of
 from recaption.models.hf import ModelLoadError
 from recaption.record import Pair
@@ -31,11 +33,11 @@ from recaption.stages.base import (
     CAPTION_FACTS,
     CHECKED_IMAGES,
     HF_MODEL_NEEDS,
-    MODEL_ON_CPU,
     MODEL_ON_GPU,
     Resources,
     Stage,
     StageError,
+    model_on,
     register,
 )
 
@@ -60,11 +62,9 @@ class _ClipModelStage(Stage):
     cache_folder: Any
 
     def wants(self) -> Resources:
-        return MODEL_ON_CPU if self.device == "cpu" else MODEL_ON_GPU
+        return model_on(self.device)
 
     def setup(self) -> None:
-        from recaption.models.clip import ClipScorer  # noqa: PLC0415 - loads torch and transformers
-
         try:
             self.scorer = ClipScorer(self.model_name, self.device, self.dtype)
         except ModelLoadError as exc:
@@ -90,8 +90,6 @@ class ImageEmbed(_ClipModelStage):
         self.cache_folder = cache_folder_of(cache)
 
     def process(self, batch: list[Pair]) -> None:
-        from recaption.dedup.semantic import encode_vector  # noqa: PLC0415
-
         pairs, vectors = self.images.of(batch, self.name)
         provenance = {"model": self.scorer.model_hash, "decode": f"min_side {self.decode_side}"}
         for pair, vector in zip(pairs, vectors):

@@ -10,6 +10,9 @@ from __future__ import annotations
 from PIL import Image
 
 from recaption.imaging import decode_for_model
+from recaption.models.imagenet import BACKENDS, ImageNetClassifier, imagenet_labels
+from recaption.models.nsfw import NsfwDetector
+from recaption.models.ocr import TextReader
 from recaption.record import Pair
 from recaption.stages.base import CHECKED_IMAGES, MODEL_ON_CPU, Filter, Needs, Stage, StageError, register
 
@@ -49,7 +52,6 @@ class Classify(Stage):
         threads: int = 1,
         backend: str = "onnx",
     ) -> None:
-        from recaption.models.imagenet import BACKENDS  # noqa: PLC0415
 
         super().__init__()
         if not 1 <= top_k <= 1000:
@@ -62,8 +64,6 @@ class Classify(Stage):
         self.weights, self.variant, self.threads, self.backend = weights, variant, threads, backend
 
     def setup(self) -> None:
-        from recaption.models.imagenet import ImageNetClassifier, imagenet_labels  # noqa: PLC0415 - loads onnxruntime or torch
-
         try:
             self.model = ImageNetClassifier(self.weights, self.variant, self.threads, self.backend)
         except ValueError as exc:
@@ -112,8 +112,6 @@ class Ocr(Stage):
         self.min_confidence, self.max_side, self.threads = min_confidence, max_side, threads
 
     def setup(self) -> None:
-        from recaption.models.ocr import TextReader  # noqa: PLC0415 - loads onnxruntime
-
         self.reader = TextReader(self.min_confidence, self.threads)
 
     def process(self, batch: list[Pair]) -> None:
@@ -149,8 +147,6 @@ class Nsfw(Stage):
         self.face_min_score, self.threads = face_min_score, threads
 
     def setup(self) -> None:
-        from recaption.models.nsfw import NsfwDetector  # noqa: PLC0415 - loads onnxruntime
-
         self.detector = NsfwDetector(self.face_min_score, self.threads)
 
     def process(self, batch: list[Pair]) -> None:

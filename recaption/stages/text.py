@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 
 from recaption.models.person_names import DEFAULT_MODEL as DEFAULT_NAMES_MODEL
+from recaption.models.person_names import EntityFinder
 from recaption.record import Caption, Pair
 from recaption.stages.base import CAPTION_FACTS, Stage, StageError, register
 from recaption.text.clean import AltTextRules, says_nothing
@@ -139,7 +140,6 @@ class SensitiveCheck(Stage):
         self.filter = SensitiveAttributeFilter()
         self.entities = None
         if self.names:
-            from recaption.models.person_names import EntityFinder  # noqa: PLC0415 - loads spaCy
 
             try:
                 self.entities = EntityFinder(self.names_model)

@@ -37,7 +37,7 @@ from recaption.text.clean import says_nothing
 from recaption.text.concepts import Claim, Concept, claims, hierarchy
 from recaption.text.fit import fit_to_budget
 from recaption.text.grammar import article_for, own_medium, with_article
-from recaption.text.kinds import kinds_named
+from recaption.text.kinds import KIND_WORDS, kinds_named
 
 DEFAULT_PROMPT = "a photo of"
 # (pattern in the alt-text, prompt): the alt-text's own word for the medium wins.
@@ -188,7 +188,6 @@ def _short(hedged: Concept, stated: Concept) -> str:
 @lru_cache(maxsize=1)
 def _knowable_words() -> frozenset[str]:
     """Words for concepts the classifier can see: the hierarchy's names and the kinds' words."""
-    from recaption.text.kinds import KIND_WORDS  # noqa: PLC0415
 
     names = {n.name for n in hierarchy() if n.level in ("basic", "kind") and " " not in n.name}
     return frozenset(names | {w for words in KIND_WORDS.values() for w in words.split()})

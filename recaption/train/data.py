@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from recaption.io import open_reader
+from recaption.io.base import ReaderOptions
+from recaption.models.embedding_cache import CachedImageEmbeddings
 from recaption.record import Pair
 
 EMBED_BATCH = 64
@@ -52,9 +55,6 @@ def distinct_texts(texts: list[str]) -> list[str]:
 
 
 def pretraining_pairs(data: str, image_root: str | None) -> tuple[list[tuple[Pair, Example]], list[dict[str, Any]]]:
-    from recaption.io import open_reader  # noqa: PLC0415
-    from recaption.io.base import ReaderOptions  # noqa: PLC0415
-
     reader = open_reader(data, None, ReaderOptions(image_root=image_root))
     found, skipped = [], []
     for shard in reader.plan():
@@ -99,7 +99,6 @@ def training_set(kind: str, data: str, image_root: str | None, encoder: Any, cac
     """Read the examples and embed their images with ``encoder`` (a ``ClipScorer``)."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    from recaption.models.embedding_cache import CachedImageEmbeddings  # noqa: PLC0415
 
     found, skipped = (pretraining_pairs if kind == "pretrain" else finetuning_pairs)(data, image_root)
     images = CachedImageEmbeddings(encoder, cache_folder)

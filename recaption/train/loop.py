@@ -30,8 +30,11 @@ import yaml
 
 from recaption.errors import RecaptionError
 from recaption.models.altogether import AltogetherCaptioner
+from recaption.models.clip import ClipScorer
+from recaption.models.embedding_cache import cache_folder_of
+from recaption.models.hf import resolve_device
 from recaption.train.config import TrainConfig
-from recaption.train.data import Example, TrainingSet
+from recaption.train.data import Example, TrainingSet, training_set
 
 KEEP_CHECKPOINTS = 2
 STATE_FILE = "trainer.pt"
@@ -103,7 +106,6 @@ def train_captioner(config: TrainConfig, progress: bool = True, overwrite: bool 
     import torch  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from recaption.models.hf import resolve_device  # noqa: PLC0415
 
     output = Path(config.output)
     if _already_trained(output, overwrite):
@@ -196,9 +198,6 @@ def _already_trained(output: Path, overwrite: bool) -> bool:
 def _embedded_examples(config: TrainConfig, output: Path, device: str, progress: bool) -> tuple[TrainingSet, str]:
     """The training examples with their frozen-encoder image embeddings (and the encoder's hash);
     what could not be used is listed in OUTPUT/skipped.jsonl."""
-    from recaption.models.clip import ClipScorer  # noqa: PLC0415
-    from recaption.models.embedding_cache import cache_folder_of  # noqa: PLC0415
-    from recaption.train.data import training_set  # noqa: PLC0415
 
     encoder = ClipScorer(config.model.encoder, device, "float32")
     data = training_set(config.kind, config.data, config.image_root, encoder, cache_folder_of(config.cache), progress)

