@@ -37,6 +37,7 @@ def _hex(v: int) -> str:
 def generate(folder: Path, n: int, seed: int = 0) -> list[tuple[int, str]]:
     """Signature files of ``n`` records; about 1 % each of repeated ids, exact copies, near copies
     (1-3 bits), flipped copies (the mirror's hash), shared captions and near captions."""
+    from recaption.io.signatures import record_key
     from recaption.stages.dedup import Dedup
 
     rng = np.random.default_rng(seed)
@@ -78,7 +79,7 @@ def generate(folder: Path, n: int, seed: int = 0) -> list[tuple[int, str]]:
             for pos, i in enumerate(range(start, min(n, start + SHARD))):
                 sig = {"id": ids[i], "sha": _hex(int(sha[i])), "phash": _hex(int(phash[i])), "phash_mirror": _hex(int(mirror[i])),
                        "phash_windows": None, "pixels": int(pixels[i]), "text": int(text[i]), "minhash": minhash[i].tobytes().hex()}
-                fh.write(json.dumps([f"{s}:{pos}", sig]) + "\n")
+                fh.write(json.dumps([record_key(s, pos), sig]) + "\n")
         shards.append((s, str(path)))
     return shards
 

@@ -9,8 +9,8 @@ hold (``--runner ray``): the driver keeps only what is duplicated.
   duplicates.
 - resolve, on the driver, as the reduce results arrive.
 
-The tasks run on whatever ``TaskPool`` the caller gives: the runners have one that runs them
-in this process and one that runs them on a Ray cluster (``recaption.runners.task_pools``).
+The tasks run on whatever ``TaskPool`` the caller gives (in this process, on a Ray cluster: the
+pools belong to whoever runs the decision).
 Everything a task takes is plain data (rules, reference paths, file paths), so any pool can
 ship it to another process.
 """

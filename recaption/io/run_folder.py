@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from recaption.errors import RecaptionError, UsageError
-from recaption.io.atomic import atomic_path
+from recaption.io.atomic import atomic_path, remove_stale_temporaries
 
 DATA, REJECTS, WORK = "data", "rejects", "_work"
 STATS, REPORT = "stats.json", "report.html"
@@ -112,6 +112,19 @@ class RunFolder:
         """Where an executor keeps what it writes between its stages and the sink (the Ray runner's parts)."""
         folder = self.work / executor
         return folder if seg is None else folder / f"seg{seg}"
+
+    def discard(self, part: Path) -> None:
+        """Remove a part of this run (a folder or file inside it) that nothing needs any more."""
+        if self.root not in part.parents:
+            raise ValueError(f"{part} is not inside the run folder {self.root}")
+        if part.is_dir():
+            shutil.rmtree(part, ignore_errors=True)
+        else:
+            part.unlink(missing_ok=True)
+
+    def remove_unfinished(self) -> int:
+        """Remove the temporaries an interrupted run left (files never renamed into place); how many."""
+        return remove_stale_temporaries(self.root)
 
     # -- the folder as a whole ----------------------------------------------------------------
 

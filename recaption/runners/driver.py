@@ -14,7 +14,6 @@ keeping only what is duplicated). Either way the decisions are written shard by 
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -27,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from recaption.io import default_output_format, open_reader
-from recaption.io.atomic import remove_stale_temporaries
 from recaption.io.base import InputShard
 from recaption.io.run_folder import RunFolder, read_json, write_json
 from recaption.io.signatures import read_signatures, write_decisions
@@ -142,13 +140,13 @@ class RunDriver:
                 )
             saved.update({k: settings[k] for k in RESUME_MAY_CHANGE})
             plan = [InputShard(**s) for s in read_json(layout.plan)]
-            removed = remove_stale_temporaries(layout.root)
+            removed = layout.remove_unfinished()
             if removed and self.show_progress:
                 print(f"resuming: removed {removed} unfinished file(s) of the interrupted run", file=sys.stderr)
             return saved, plan
         layout.refuse_a_file()
         if layout.only_unplanned_work():  # nothing of a run stopped before its plan was saved is worth keeping
-            shutil.rmtree(layout.work)
+            layout.discard(layout.work)
         elif layout.leftovers():
             raise RunError(f"{layout.root} exists and is not empty, and holds no recaption run; choose a new OUTPUT")
         reader = open_reader(self.config.input, self.config.input_format, self.config.reader)
@@ -244,7 +242,7 @@ class RunDriver:
         write_report(self.layout.report, stats, sample, settings)
         if not self.config.keep_work:
             for seg in segments[:-1]:
-                shutil.rmtree(self.layout.intermediate(seg.index), ignore_errors=True)
+                self.layout.discard(self.layout.intermediate(seg.index))
         return stats
 
 

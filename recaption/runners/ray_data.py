@@ -31,7 +31,6 @@ import heapq
 import json
 import logging
 import pickle
-import shutil
 import sys
 import time
 import uuid
@@ -264,7 +263,7 @@ def _merged_parts(folder: Path) -> Iterator[Carried]:
 
 
 def commit_shard(settings: dict[str, Any], recipe_json: str, output: str, seg_index: int, shard_dict: dict[str, Any], n_shards: int, parts: str) -> dict[str, Any]:
-    """Ray task: one shard's rows, back in input order, through the local runner's sink."""
+    """Ray task: one shard's rows, back in input order, through the shared sink."""
     start = time.perf_counter()
     shard = InputShard(**shard_dict)
     segments = _segments(recipe_json)
@@ -286,7 +285,7 @@ def commit_shard(settings: dict[str, Any], recipe_json: str, output: str, seg_in
                     metrics[order[position]][name] = metrics[order[position]].get(name, 0) + value
             sink.put(it.pair)
     marker = sink.finish(seconds, sum(seconds.values()) + time.perf_counter() - start, metrics)
-    shutil.rmtree(folder, ignore_errors=True)
+    layout.discard(folder)
     return marker
 
 
@@ -410,7 +409,7 @@ class RayExecutor(Executor):
 
     def finished(self, keep_work: bool) -> None:
         if not keep_work and self.run is not None:
-            shutil.rmtree(self.run.layout.executor_parts(RAY_PARTS), ignore_errors=True)
+            self.run.layout.discard(self.run.layout.executor_parts(RAY_PARTS))
 
     def _connect(self, ray: Any) -> bool:
         """Join the cluster at --address, or start a local Ray; False when the caller already
@@ -474,7 +473,7 @@ class RayExecutor(Executor):
                             n_shards: int, progress: Callable[[int], None]) -> None:
         parts = self.layout.executor_parts(RAY_PARTS, seg.index)
         for shard in todo:  # rows an interrupted run left for these shards are written again
-            shutil.rmtree(parts / shard.name, ignore_errors=True)
+            self.layout.discard(parts / shard.name)
         commit = ray.remote(num_cpus=1)(commit_shard)
         seen: dict[str, int] = defaultdict(int)
         expected: dict[str, int] = {}
