@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+import webbrowser
 from dataclasses import replace
 from pathlib import Path
 
@@ -393,9 +394,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    import webbrowser  # noqa: PLC0415
-
-
     try:
         session = ReviewSession.open(args.dataset, args.store, args.round, args.image_root, args.cross_check)
         server = ReviewServer(session, args.reviewer, args.host, args.port)

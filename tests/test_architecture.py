@@ -69,3 +69,26 @@ def test_each_example_is_one_block_that_works(registries, tmp_path):
     assert on_threads["input"] == local["input"] == 12 and on_threads["rejects_by_reason"] == local["rejects_by_reason"]
     assert [p.read_bytes() for p in sorted((tmp_path / "threads" / "data").glob("*.jsonl"))] == \
         [p.read_bytes() for p in sorted((tmp_path / "local" / "data").glob("*.jsonl"))]
+
+
+HEAVY = ("torch", "transformers", "ray", "spacy", "onnxruntime", "vllm", "tokenizers", "pycocoevalcap", "rapidocr_onnxruntime", "nudenet")
+
+
+def test_the_command_line_starts_without_the_heavy_dependencies():
+    """ARCHITECTURE.md's rule for imports inside functions: importing the CLI, which imports every
+    command's modules, and building its parser (what `recaption --help` does) load none of the
+    model runtimes (a fresh interpreter, so nothing else did)."""
+    import subprocess
+    import sys
+
+    code = f"import sys, recaption.cli; recaption.cli.build_parser(); print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
+
+
+def test_every_import_inside_a_function_says_why():
+    package = MAP.parent / "recaption"
+    bare = [f"{p.relative_to(MAP.parent)}:{n}" for p in sorted(package.rglob("*.py"))
+            for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+            if "noqa: PLC0415" in line and not re.search(r"noqa: PLC0415 - \S", line)]
+    assert bare == []

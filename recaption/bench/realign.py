@@ -125,7 +125,7 @@ def write_table(output: Path, table: dict[str, dict[str, float]], checks: dict[s
 def run_realign(output: Path, settings: RealignSettings) -> dict[str, Any]:
     """Build the world, train its models and the captioner, write the table; deterministic for
     a seed and a thread count (``settings.threads`` torch threads, whatever the machine has)."""
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - torch, loaded only where it is used
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(settings.threads)

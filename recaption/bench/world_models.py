@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from recaption.bench.world import SYLLABLES
 from recaption.text.clip_tokens import hf_clip_tokenizer
@@ -41,7 +42,6 @@ def clip_from_scratch(image_size: int, patch_size: int, width: int, layers: int,
 
 def train_world_clip(folder: Path, images: list[Path], captions: list[str], steps: int, seed: int = 0, progress: bool = True) -> Path:
     import torch  # noqa: PLC0415 - torch only when the benchmark trains
-    from tqdm import tqdm  # noqa: PLC0415
 
     torch.manual_seed(seed)
     model, processor = clip_from_scratch(image_size=64, patch_size=16, width=CLIP_WIDTH, layers=3, heads=4, projection_dim=64)
@@ -71,8 +71,8 @@ def train_world_clip(folder: Path, images: list[Path], captions: list[str], step
 
 def world_decoder(folder: Path, texts: list[str], seed: int = 0, layers: int = 4) -> Path:
     import torch  # noqa: PLC0415 - torch, transformers and tokenizers only when the benchmark trains
-    import transformers as tf  # noqa: PLC0415
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
+    import transformers as tf  # noqa: PLC0415 - as torch above
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415 - as torch above
 
     special = ["<pad>", "<s>", "</s>", "<unk>"]
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))

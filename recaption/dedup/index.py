@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from recaption.dedup.image_hashes import image_hashes, thumbnail32
 from recaption.errors import RecaptionError
@@ -239,7 +240,6 @@ def index_source(path: str | Path, name: str | None = None, kind: str = "kept", 
     built, skipped = _Builder(), Counter[str]()
     bar = None
     if progress:
-        from tqdm import tqdm  # noqa: PLC0415
 
         bar = tqdm(desc=f"indexing {path.name}", unit="img", file=sys.stderr)
     batch: list[Pair] = []

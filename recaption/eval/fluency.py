@@ -36,7 +36,7 @@ class TrigramFluency:
 
     def __init__(self, path: str | None = None) -> None:
         try:
-            import pocketsphinx as ps  # noqa: PLC0415
+            import pocketsphinx as ps  # noqa: PLC0415 - pocketsphinx, loaded only where it is used
         except ImportError as exc:
             raise ValueError("fluency needs pocketsphinx (its English trigram model): pip install pocketsphinx") from exc
         path = path or os.path.join(ps.get_model_path(), "en-us", "en-us.lm.bin")
@@ -74,8 +74,8 @@ class CausalLmFluency:
     """Scores with any Hugging Face causal LM (per token of its own tokenizer)."""
 
     def __init__(self, model: str, device: str = "auto", batch_size: int = 32) -> None:
-        import torch  # noqa: PLC0415
-        import transformers as tf  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - torch, loaded only where it is used
+        import transformers as tf  # noqa: PLC0415 - transformers, loaded only where it is used
 
 
         self.torch = torch

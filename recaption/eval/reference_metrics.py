@@ -66,16 +66,16 @@ class ReferenceMetrics:
     def _tokenized(self, texts: dict[Any, list[str]]) -> dict[Any, list[str]]:
         if not self.ptb:
             return {k: [tokenize(t) for t in v] for k, v in texts.items()}
-        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # noqa: PLC0415
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # noqa: PLC0415 - the COCO caption tools (Java for METEOR), loaded only where it is used
 
         with _quiet_stderr():  # the Java tokenizer reports its speed on the process's stderr
             return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts.items()})
 
     def score_sources(self, sources: dict[str, dict[str, str]], references: dict[str, list[str]]) -> dict[str, dict[str, float]]:
         """``sources``: name -> {item id: caption}; ``references``: item id -> captions."""
-        from pycocoevalcap.bleu.bleu import Bleu  # noqa: PLC0415
-        from pycocoevalcap.cider.cider import Cider  # noqa: PLC0415
-        from pycocoevalcap.rouge.rouge import Rouge  # noqa: PLC0415
+        from pycocoevalcap.bleu.bleu import Bleu  # noqa: PLC0415 - the COCO caption tools (Java for METEOR), loaded only where it is used
+        from pycocoevalcap.cider.cider import Cider  # noqa: PLC0415 - the COCO caption tools (Java for METEOR), loaded only where it is used
+        from pycocoevalcap.rouge.rouge import Rouge  # noqa: PLC0415 - the COCO caption tools (Java for METEOR), loaded only where it is used
 
         everything: dict[Any, list[str]] = {("ref", k): v for k, v in references.items() if v}
         for name, candidates in sources.items():
@@ -103,7 +103,7 @@ class ReferenceMetrics:
 
     def meteor(self) -> Any:
         if self._meteor is None:
-            from pycocoevalcap.meteor.meteor import Meteor  # noqa: PLC0415
+            from pycocoevalcap.meteor.meteor import Meteor  # noqa: PLC0415 - the COCO caption tools (Java for METEOR), loaded only where it is used
 
             self._meteor = Meteor()
         return self._meteor

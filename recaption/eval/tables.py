@@ -10,7 +10,7 @@ import csv
 import html
 import json
 import math
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,6 @@ SLOT = "<!-- recaption eval slot -->"  # where the run's report keeps a place fo
 def add_to_report(report: Path, section: str) -> None:
     """Put the evaluation in a run's report, after its summary (replacing an earlier one), with
     a line that says when it was added."""
-    from datetime import datetime  # noqa: PLC0415
 
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = section.replace("<h2>Evaluation</h2>", f'<h2>Evaluation</h2><p class="muted">Added to this run\'s report by '

@@ -10,8 +10,8 @@ from typing import Any
 
 
 def skip_broken_collate(samples: list[Any]) -> dict[str, Any]:
-    import torch  # noqa: PLC0415
-    from torch.utils.data import default_collate  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - torch, loaded only where it is used
+    from torch.utils.data import default_collate  # noqa: PLC0415 - torch, loaded only where it is used
 
     good = [s for s in samples if s is not None]
     skipped = len(samples) - len(good)

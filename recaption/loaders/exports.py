@@ -26,6 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from recaption.io.parquet import IMAGE_STRUCT, with_hf_features
 from recaption.io.webdataset import image_bytes_and_ext
 from recaption.loaders.policy import CaptionPolicy
@@ -128,8 +131,6 @@ def _image_folder(samples: Iterator[tuple[Pair, bytes, str, str]], output: Path,
 
 def _hf_parquet(samples: Iterator[tuple[Pair, bytes, str, str]], output: Path, shard_size: int) -> int:
     """Parquet with the datasets Image feature, train-NNNNN-of-MMMMM files."""
-    import pyarrow as pa  # noqa: PLC0415
-    import pyarrow.parquet as pq  # noqa: PLC0415
 
 
     schema = with_hf_features(pa.schema([("image", IMAGE_STRUCT), ("text", pa.string()), ("image_id", pa.string())]))

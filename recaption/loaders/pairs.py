@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image
 
 from recaption.imaging import input_side, load_rgb_array
@@ -52,7 +53,7 @@ def encode_item(pair: Pair, index: int, processor: Any, policy: CaptionPolicy, m
         return None
     text = policy.caption(pair, index)
     if processor is None:
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - torch, loaded only where it is used
 
         return {"image": torch.from_numpy(pixels), "text": text, "image_id": pair.image_id}
     inputs = processor(images=Image.fromarray(pixels), text=text, return_tensors="pt", padding="max_length", truncation=True, max_length=max_length)
@@ -72,7 +73,6 @@ class ImageTextPairDataset:
         self._handle: Any = None
         self._group: tuple[int, list[dict]] | None = None
         if self.parquet:
-            import pyarrow.parquet as pq  # noqa: PLC0415
 
             meta = pq.ParquetFile(self.path).metadata
             self.group_starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
@@ -102,7 +102,6 @@ class ImageTextPairDataset:
         if self.parquet:
             group = int(np.searchsorted(self.group_starts, index, side="right") - 1)
             if self._group is None or self._group[0] != group:
-                import pyarrow.parquet as pq  # noqa: PLC0415
 
 
                 if self._handle is None:

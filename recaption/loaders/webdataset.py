@@ -27,7 +27,7 @@ from recaption.loaders.policy import CaptionPolicy
 def rank_and_world() -> tuple[int, int]:
     """torch.distributed's rank and world size when it is set up, else RANK / WORLD_SIZE."""
     try:
-        import torch.distributed as dist  # noqa: PLC0415
+        import torch.distributed as dist  # noqa: PLC0415 - torch, loaded only where it is used
 
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank(), dist.get_world_size()
@@ -38,7 +38,7 @@ def rank_and_world() -> tuple[int, int]:
 
 def _base() -> type:
     try:
-        from torch.utils.data import IterableDataset  # noqa: PLC0415
+        from torch.utils.data import IterableDataset  # noqa: PLC0415 - torch, loaded only where it is used
 
         return IterableDataset
     except ImportError:  # torch is a core dependency; this only keeps the import light in tools
@@ -66,7 +66,7 @@ class WebDatasetPairs(_base()):  # type: ignore[misc]
 
     def my_shards(self) -> list[tuple[int, str]]:
         """(shard number, path) for this rank and DataLoader worker."""
-        from torch.utils.data import get_worker_info  # noqa: PLC0415
+        from torch.utils.data import get_worker_info  # noqa: PLC0415 - torch, loaded only where it is used
 
         rank, world = rank_and_world()
         rank = self.rank if self.rank is not None else rank

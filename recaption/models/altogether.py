@@ -113,7 +113,7 @@ class AltogetherCaptioner:
     @classmethod
     def new(cls, config: AltogetherConfig, embed_dim: int, seed: int = 0) -> AltogetherCaptioner:
         """A fresh mapping network in front of the pretrained decoder ``config.decoder``."""
-        import transformers as tf  # noqa: PLC0415
+        import transformers as tf  # noqa: PLC0415 - transformers, loaded only where it is used
 
         decoder = load_pretrained(tf.AutoModelForCausalLM, config.decoder, "captioner decoder")
         tokenizer = load_pretrained(tf.AutoTokenizer, config.decoder, "captioner decoder's tokenizer")
@@ -126,8 +126,8 @@ class AltogetherCaptioner:
 
     @classmethod
     def load(cls, folder: str | Path, dtype: Any = None) -> AltogetherCaptioner:
-        import transformers as tf  # noqa: PLC0415
-        from safetensors.torch import load_file  # noqa: PLC0415
+        import transformers as tf  # noqa: PLC0415 - transformers, loaded only where it is used
+        from safetensors.torch import load_file  # noqa: PLC0415 - torch (safetensors.torch), loaded only where it is used
 
         folder = checkpoint_folder(folder)
         config = AltogetherConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
@@ -143,7 +143,7 @@ class AltogetherCaptioner:
         return cls(config, mapper, decoder, tokenizer, decoder_is_own=source != config.decoder)
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file  # noqa: PLC0415
+        from safetensors.torch import save_file  # noqa: PLC0415 - torch (safetensors.torch), loaded only where it is used
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ def _features(output: Any) -> Any:
 class ClipScorer:
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto") -> None:
         import torch  # noqa: PLC0415 - heavy; imported when the stage is set up, in the worker
-        from transformers import AutoModel, AutoProcessor  # noqa: PLC0415
+        from transformers import AutoModel, AutoProcessor  # noqa: PLC0415 - transformers, loaded only where it is used
 
         self.torch = torch
         self.device = resolve_device(device)

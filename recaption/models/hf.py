@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import socket
@@ -38,7 +39,7 @@ def resolve_device(device: str) -> str:
 
 def resolve_dtype(dtype: str, device: str) -> Any:
     """``auto``: bfloat16 on a GPU that has it, else float16 on GPU, float32 on CPU."""
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - torch, loaded only where it is used
 
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype must be one of {DTYPES}, not '{dtype}'")
@@ -56,11 +57,10 @@ def quantization_config(quantization: str, device: str) -> Any:
         return None
     if not device.startswith("cuda"):
         raise ModelLoadError(f"{quantization} quantisation runs on CUDA only (bitsandbytes); this run's device is '{device}'")
-    import importlib.util  # noqa: PLC0415
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModelLoadError(f"{quantization} quantisation needs bitsandbytes: pip install bitsandbytes")
-    from transformers import BitsAndBytesConfig  # noqa: PLC0415
+    from transformers import BitsAndBytesConfig  # noqa: PLC0415 - transformers, loaded only where it is used
 
     return BitsAndBytesConfig(load_in_8bit=True) if quantization == "8bit" else BitsAndBytesConfig(load_in_4bit=True)
 

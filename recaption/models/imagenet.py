@@ -14,6 +14,7 @@ that the writer does not add them to an alt-text that says "a Bentley".
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -90,7 +91,6 @@ BUNDLED = {
 
 def bundled_weights(variant: str) -> str:
     """The weights file of a variant that ships as a package; a clear error where it is not installed."""
-    import importlib  # noqa: PLC0415
 
     if variant not in BUNDLED:
         raise ValueError(f"no bundled weights for {variant!r} (bundled: {', '.join(BUNDLED)}); give `weights: PATH`")
@@ -134,7 +134,7 @@ class ImageNetClassifier:
 
     def _torch_model(self) -> Any:
         import torch  # noqa: PLC0415 - heavy; imported when the stage is set up, in the worker
-        from efficientnet_lite_pytorch import EfficientNet  # noqa: PLC0415
+        from efficientnet_lite_pytorch import EfficientNet  # noqa: PLC0415 - torch (EfficientNet-Lite), loaded only where it is used
 
         torch.set_num_threads(self.threads)  # one worker per core: more threads only fight each other
         self.torch = torch

@@ -59,7 +59,7 @@ def detections_of(output: np.ndarray, x_pad: int, y_pad: int, width: int, height
 class NsfwDetector:
     def __init__(self, face_min_score: float = 0.5, threads: int = 1) -> None:
         import nudenet  # noqa: PLC0415 - loads onnxruntime
-        import onnxruntime  # noqa: PLC0415
+        import onnxruntime  # noqa: PLC0415 - ONNX Runtime, loaded only where it is used
 
         model = Path(nudenet.__file__).parent / "320n.onnx"
         self.detector = nudenet.NudeDetector(model_path=str(model))

@@ -40,7 +40,7 @@ class TextReader:
             det_limit_type="min",
             det_limit_side_len=32,
         )
-        import rapidocr_onnxruntime  # noqa: PLC0415
+        import rapidocr_onnxruntime  # noqa: PLC0415 - RapidOCR and ONNX Runtime, loaded only where it is used
 
         models = sorted(Path(rapidocr_onnxruntime.__file__).parent.glob("models/*.onnx"))
         self.model_hash = "rapidocr:" + ":".join(file_hash(m)[:8] for m in models) + f":min_conf{min_confidence}"

@@ -30,7 +30,7 @@ def exported_model(make: Callable[[], Any], input_shape: tuple[int, ...], name: 
     path = folder / f"{name}-opset{OPSET}.onnx"
     if path.is_file():
         return path
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - torch, loaded only where it is used
 
     folder.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed: two workers exporting at once each rename a
@@ -52,7 +52,7 @@ def exported_model(make: Callable[[], Any], input_shape: tuple[int, ...], name: 
 def cpu_session(path: Path, threads: int) -> Any:
     """An ONNX Runtime session on the CPU with ``threads`` threads (one worker per core: more
     only fight the other workers)."""
-    import onnxruntime  # noqa: PLC0415
+    import onnxruntime  # noqa: PLC0415 - ONNX Runtime, loaded only where it is used
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1

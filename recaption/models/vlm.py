@@ -14,6 +14,7 @@ decoding settings, the protocol, the per-image seed) is ``recaption.models.capti
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from PIL import Image
@@ -36,7 +37,7 @@ def chat_messages(instruction: str) -> list[dict]:
 
 def model_config(model: str) -> Any:
     """The checkpoint's config: its ``model_type`` names the family."""
-    from transformers import AutoConfig  # noqa: PLC0415
+    from transformers import AutoConfig  # noqa: PLC0415 - transformers, loaded only where it is used
 
     return load_pretrained(AutoConfig, model, "model config")
 
@@ -136,7 +137,7 @@ class QwenVlFamily(ChatFamily):
 class TransformersCaptioner:
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", quantization: str = "none") -> None:
         import torch  # noqa: PLC0415 - heavy; imported when the stage is set up, in the worker
-        import transformers as tf  # noqa: PLC0415
+        import transformers as tf  # noqa: PLC0415 - transformers, loaded only where it is used
 
         self.torch = torch
         self.device = resolve_device(device)
@@ -205,14 +206,12 @@ class VllmCaptioner:
     ``max_num_seqs`` ...)."""
 
     def __init__(self, model: str, dtype: str = "auto", engine: dict | None = None) -> None:
-        import importlib.util  # noqa: PLC0415
-
         if importlib.util.find_spec("vllm") is None:
             raise ModelLoadError(
                 "backend 'vllm' needs vLLM: pip install 'recaption[vllm]' on a CUDA machine, or the CPU build (make .venv-vllm)"
             )
-        import transformers as tf  # noqa: PLC0415
-        from vllm import LLM  # noqa: PLC0415
+        import transformers as tf  # noqa: PLC0415 - transformers, loaded only where it is used
+        from vllm import LLM  # noqa: PLC0415 - vLLM, loaded only where it is used
 
         config = model_config(model)
         self.adapter = family_of(config.model_type)
@@ -235,7 +234,7 @@ class VllmCaptioner:
         return self.adapter.format_prompt(instruction, self.templater)
 
     def generate(self, images: list[Image.Image], prompts: list[str], sampling: Sampling) -> list[list[str]]:
-        from vllm import SamplingParams  # noqa: PLC0415
+        from vllm import SamplingParams  # noqa: PLC0415 - vLLM, loaded only where it is used
 
         params = [
             SamplingParams(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import yaml
 from markupsafe import Markup, escape
 
 from recaption.io.atomic import atomic_path
@@ -217,8 +218,6 @@ def gallery_items(sample: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _yaml_value(value: Any) -> str:
-    import yaml  # noqa: PLC0415
-
     text = yaml.safe_dump({"v": value}, default_flow_style=True, width=10**6, allow_unicode=True).strip()
     return text[len("{v: "): -1]
 

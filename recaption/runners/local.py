@@ -18,6 +18,7 @@ resolved recipe, the reader options, the shard plan) is saved in ``OUTPUT/_work`
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import queue
@@ -25,6 +26,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +124,6 @@ def _stop_resource_tracker() -> None:
     under an init that does not reap (a container whose first process is a shell). Its
     semaphores (the pool's and the progress queue's) are released first, so nothing restarts it.
     """
-    import gc  # noqa: PLC0415
-    from multiprocessing import resource_tracker  # noqa: PLC0415
 
     gc.collect()  # finalises the dropped queues' semaphores while the tracker still runs
     stop = getattr(getattr(resource_tracker, "_resource_tracker", None), "_stop", None)  # no public API

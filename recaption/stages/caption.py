@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
+from types import SimpleNamespace
 
 from recaption.imaging import decode_for_model
 from recaption.limits import MAX_TEXT_CHARS, MAX_TEXTS
@@ -394,10 +396,6 @@ class AltogetherCaption(Stage):
         return model_on(self.device)
 
     def setup(self) -> None:
-        import warnings  # noqa: PLC0415
-        from types import SimpleNamespace  # noqa: PLC0415
-
-
         try:
             folder = checkpoint_folder(self.checkpoint)
             device = resolve_device(self.device)
@@ -423,7 +421,7 @@ class AltogetherCaption(Stage):
         pairs, embeddings = self.images.of(batch, self.name)
         if not pairs:
             return
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - torch, loaded only where it is used
 
         vectors = torch.from_numpy(embeddings)
         alt = [p.selected_alt_index() for p in pairs]

@@ -140,7 +140,7 @@ def clip_tokenizer() -> ClipBpeTokenizer:
 def hf_clip_tokenizer():
     """The same vocabulary and merges as a ``transformers.CLIPTokenizer`` (offline), for
     CLIP-style models built from scratch (the tests' and the realign benchmark's)."""
-    import transformers as tf  # noqa: PLC0415
+    import transformers as tf  # noqa: PLC0415 - transformers, loaded only where it is used
 
     path = resources.files("recaption.text") / "data" / "bpe_simple_vocab_16e6.txt.gz"
     lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]

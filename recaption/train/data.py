@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from recaption.io import open_reader
 from recaption.io.base import ReaderOptions
@@ -97,7 +98,6 @@ def finetuning_pairs(data: str, image_root: str | None) -> tuple[list[tuple[Pair
 
 def training_set(kind: str, data: str, image_root: str | None, encoder: Any, cache_folder: Path | None, progress: bool = True) -> TrainingSet:
     """Read the examples and embed their images with ``encoder`` (a ``ClipScorer``)."""
-    from tqdm import tqdm  # noqa: PLC0415
 
 
     found, skipped = (pretraining_pairs if kind == "pretrain" else finetuning_pairs)(data, image_root)

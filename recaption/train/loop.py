@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from recaption.errors import RecaptionError
 from recaption.models.altogether import AltogetherCaptioner
@@ -82,7 +83,7 @@ def prompts_for(examples: list[Example], rng: np.random.Generator, alt_dropout: 
 
 
 def autocast_dtype(precision: str, device: str) -> Any:
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - torch, loaded only where it is used
 
     if not device.startswith("cuda") or precision == "fp32":
         if precision in ("bf16", "fp16") and not device.startswith("cuda"):
@@ -103,8 +104,7 @@ def total_steps(config: TrainConfig, n: int) -> int:
 
 
 def train_captioner(config: TrainConfig, progress: bool = True, overwrite: bool = False) -> Path:
-    import torch  # noqa: PLC0415
-    from tqdm import tqdm  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - torch, loaded only where it is used
 
 
     output = Path(config.output)
@@ -211,7 +211,7 @@ def _embedded_examples(config: TrainConfig, output: Path, device: str, progress:
 
 def _restore_trainer(resume: Path, device: str, optimizer: Any, scheduler: Any, scaler: Any) -> int:
     """The optimizer, schedule and scaler of a checkpoint; returns its step."""
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - torch, loaded only where it is used
 
     # weights_only: a trainer state is tensors and numbers; a planted file that asks to run
     # code on load is refused rather than run.
@@ -227,7 +227,7 @@ def _restore_trainer(resume: Path, device: str, optimizer: Any, scheduler: Any, 
 
 
 def save_checkpoint(output: Path, captioner: AltogetherCaptioner, optimizer: Any, scheduler: Any, scaler: Any, step: int) -> Path:
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - torch, loaded only where it is used
 
     folder = output / "checkpoints" / f"step-{step:07d}"
     partial = folder.with_name(folder.name + ".partial")
