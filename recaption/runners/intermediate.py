@@ -17,9 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recaption.io.atomic import atomic_path
-from recaption.io.base import (
-    Writer,
-)
+from recaption.io.base import Writer
 from recaption.io.safejson import dumps
 from recaption.record import Pair
 
