@@ -6,7 +6,8 @@ An index is one Parquet file (``recaption index build``): per image its source, 
 64 bits of its sha256, and its perceptual hash and mirror hash (as the image check computes
 them). Where a source already holds the hashes (a recaption run's output) they are read, not
 recomputed; other images are decoded as the image check decodes them (``imaging.decode_checked``)
-and hashed by the same functions (``dedup.image_hashes``), so an index and a run always hash alike. A dedup option may also name a run folder or dataset directly: it is then
+and hashed by the same functions (``dedup.image_hashes``), so an index and a run always hash
+alike. A dedup option may also name a run folder or dataset directly: it is then
 indexed in memory when the decision is made.
 """
 

@@ -179,6 +179,6 @@ class RunFolder:
             yield
         finally:
             # A run refused before it wrote anything leaves no folder behind.
-            if created and {p.name for p in root.iterdir()} == {LOCK_NAME}:
+            if created and not self.leftovers():
                 shutil.rmtree(root, ignore_errors=True)
             os.close(fd)  # closing releases the lock; the file stays (removing it would race a waiting run)

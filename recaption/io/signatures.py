@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recaption.io.atomic import atomic_path
 from recaption.io.jsonl import write_jsonl
+from recaption.io.run_folder import read_json, write_json
 
 POSITION_BITS = 32  # a shard holds fewer records than this; the shard index takes the bits above
 
@@ -108,10 +108,8 @@ class DecisionsByKey(Decisions):
 
 
 def write_decisions(path: Path, decisions: dict[str, Decision]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({k: d.fields() for k, d in decisions.items()}, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_json(path, {k: d.fields() for k, d in decisions.items()})
 
 
 def read_decisions(path: Path) -> dict[str, Decision]:
-    with open(path, encoding="utf-8") as fh:
-        return {k: Decision(**d) for k, d in json.load(fh).items()}
+    return {k: Decision(**d) for k, d in read_json(path).items()}

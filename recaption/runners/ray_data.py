@@ -389,17 +389,15 @@ class RayExecutor(Executor):
         self.address = address
         self.ray = import_ray()  # without Ray, refused here: before OUTPUT is even made
         self.started = False
-        self.run: RunContext | None = None
+        self.run: RunContext  # given by start
 
     def start(self, run: RunContext) -> TaskPool:
         self.run = run
-        self.config, self.layout, self.show_progress = run.config, run.layout, run.show_progress
         self.recipe_json = json.dumps(worker_recipe(run.settings), sort_keys=True)
         self.started = self._connect(self.ray)
         return RayTasks(self.ray)  # dedup decides in tasks, not in this process
 
     def run_segment(self, seg: Segment, todo: list[InputShard], progress: Callable[[int], None]) -> None:
-        assert self.run is not None, "start runs first"
         self._run_segment_on_ray(self.ray, seg, todo, self.run.settings, self.recipe_json, self.run.n_shards, progress)
 
     def stop(self, failed: bool) -> None:
@@ -408,7 +406,7 @@ class RayExecutor(Executor):
             self.started = False
 
     def finished(self, keep_work: bool) -> None:
-        if not keep_work and self.run is not None:
+        if not keep_work:
             self.run.layout.discard(self.run.layout.executor_parts(RAY_PARTS))
 
     def _connect(self, ray: Any) -> bool:
@@ -420,10 +418,10 @@ class RayExecutor(Executor):
             if self.address:
                 ray.init(address=self.address, include_dashboard=False)
             else:
-                ray.init(num_cpus=self.config.workers, include_dashboard=False)
+                ray.init(num_cpus=self.run.config.workers, include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RunError(f"cannot start or reach Ray{f' at {self.address}' if self.address else ''}: {exc}") from exc
-        if self.show_progress:
+        if self.run.show_progress:
             have = ray.cluster_resources()
             where = f"the cluster at {self.address}" if self.address else "a local Ray"
             print(f"running on {where}: {have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs", file=sys.stderr)
@@ -432,7 +430,7 @@ class RayExecutor(Executor):
     def _pipeline(self, ray: Any, seg: Segment, steps: list[Step], todo: list[InputShard], settings: dict[str, Any], recipe_json: str, parts: Path) -> Any:
         resources = ray.cluster_resources()
         source = shard_datasource(ray, todo, settings_json=json.dumps(settings, sort_keys=True), recipe_json=recipe_json,
-                                  output=str(self.layout.root), seg_index=seg.index)
+                                  output=str(self.run.layout.root), seg_index=seg.index)
         ds = ray.data.read_datasource(source, override_num_blocks=len(todo))  # as many blocks as shards: no splitting
         placed = [f"read{' + ' + seg.entry.name if seg.entry else ''} (a task per shard)"]
         for step in steps:
@@ -443,7 +441,7 @@ class RayExecutor(Executor):
             batch_size = step.placement.get("batch_size") or (max(s.batch_size for s in stages) if step.actors else None)
             where = place(step, stages, resources)
             num_cpus, num_gpus = where.num_cpus, where.num_gpus
-            if where.note and self.show_progress:
+            if where.note and self.run.show_progress:
                 print(where.note, file=sys.stderr)
             common: dict[str, Any] = {"batch_size": batch_size, "batch_format": "pyarrow", "num_cpus": num_cpus}
             if num_gpus:
@@ -465,21 +463,21 @@ class RayExecutor(Executor):
                     common["compute"] = ray.data.TaskPoolStrategy(size=size[-1] if isinstance(size, (list, tuple)) else size)
                 ds = ds.map_batches(run_stages, fn_kwargs={"recipe_json": recipe_json, "seg_index": seg.index, "indices": step.indices}, **common)
                 placed.append(f"{name} (tasks)")
-        if self.show_progress:  # what became an actor pool, and how large it may grow
+        if self.run.show_progress:  # what became an actor pool, and how large it may grow
             print(f"pass {seg.index + 1} on Ray: " + " > ".join(placed + ["write"]), file=sys.stderr)
         return ds.map_batches(write_parts, batch_size=None, batch_format="pyarrow", fn_kwargs={"parts": str(parts)})
 
     def _run_segment_on_ray(self, ray: Any, seg: Segment, todo: list[InputShard], settings: dict[str, Any], recipe_json: str,
                             n_shards: int, progress: Callable[[int], None]) -> None:
-        parts = self.layout.executor_parts(RAY_PARTS, seg.index)
+        parts = self.run.layout.executor_parts(RAY_PARTS, seg.index)
         for shard in todo:  # rows an interrupted run left for these shards are written again
-            self.layout.discard(parts / shard.name)
+            self.run.layout.discard(parts / shard.name)
         commit = ray.remote(num_cpus=1)(commit_shard)
         seen: dict[str, int] = defaultdict(int)
         expected: dict[str, int] = {}
         by_name = {s.name: s for s in todo}
         pending: list[Any] = []
-        steps = plan_steps(seg, self.config.recipe.ray)
+        steps = plan_steps(seg, self.run.config.recipe.ray)
         # Ray Data holds back part of the cluster for each operator so that none starves. A
         # pipeline of tasks only is fused into one operator with the read, where that reserve
         # would only sit idle (on 2 CPUs it halved the rate); model pools keep it. Our bar
@@ -494,11 +492,11 @@ class RayExecutor(Executor):
                     if row["total"] >= 0:
                         expected[name] = row["total"]
                     if name in expected and seen[name] == expected[name]:
-                        pending.append(commit.remote(settings, recipe_json, str(self.layout.root), seg.index, by_name[name].to_dict(), n_shards, str(parts)))
+                        pending.append(commit.remote(settings, recipe_json, str(self.run.layout.root), seg.index, by_name[name].to_dict(), n_shards, str(parts)))
                         del expected[name]
                         finished, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
                         ray.get(finished)  # a commit that failed stops the run now, not at the end
                 ray.get(pending)
             except Exception as exc:  # noqa: BLE001 - a Ray task failed: say so in one line, keep what is done
                 raise RunError(f"the Ray job failed ({_root_cause(exc)}). "
-                               f"Finished shards are kept; run the same command again to resume ({self.layout.root}).") from exc
+                               f"Finished shards are kept; run the same command again to resume ({self.run.layout.root}).") from exc
